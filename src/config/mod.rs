@@ -1,0 +1,253 @@
+//! Configuration: serde types per section, validated into runtime types. Every problem is
+//! reported as `FILE:LINE: what is wrong`, all of them at once where possible.
+//!
+//! Each section lives in its own file and exposes `Raw*` (what serde reads, with spans) and a
+//! `validate` that turns it into the runtime type while pushing diagnostics.
+
+pub mod dnc;
+pub mod ops;
+pub mod screening;
+pub mod server;
+
+use serde::Deserialize;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use toml::Spanned;
+
+/// One problem in a configuration file (or a file it names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diag {
+    pub file: PathBuf,
+    pub line: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for Diag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.msg)
+    }
+}
+
+/// Every problem found; `Display` prints one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<Diag>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects diagnostics against one source text.
+pub struct Diagnostics<'a> {
+    pub file: &'a Path,
+    pub text: &'a str,
+    /// Directory relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    pub errors: Vec<Diag>,
+}
+
+impl<'a> Diagnostics<'a> {
+    pub fn new(file: &'a Path, text: &'a str) -> Self {
+        let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Diagnostics { file, text, base_dir, errors: Vec::new() }
+    }
+
+    /// 1-based line of a byte offset in the config text.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    /// An error at a span of the config text.
+    pub fn error(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        let line = self.line_of(span.start);
+        self.errors.push(Diag { file: self.file.to_path_buf(), line, msg: msg.into() });
+    }
+
+    /// An error in another file (a CSV or list the config names), at its own line.
+    pub fn error_in(&mut self, file: &Path, line: usize, msg: impl Into<String>) {
+        self.errors.push(Diag { file: file.to_path_buf(), line, msg: msg.into() });
+    }
+
+    /// Resolve a path from the config relative to the config file's directory.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+}
+
+/// The file as serde reads it. Unknown keys are collected (not fatal at parse time) so that
+/// all of them are reported with their lines.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: server::RawServer,
+    pub upstream: Option<server::RawUpstream>,
+    pub screening: Option<screening::RawScreening>,
+    #[serde(default)]
+    pub responses: screening::RawResponses,
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<screening::RawAccount>,
+    pub dnc: Option<dnc::RawDnc>,
+    #[serde(default)]
+    pub log: ops::RawLog,
+    pub admin: Option<ops::RawAdmin>,
+}
+
+/// The validated configuration the running proxy uses; swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: server::ServerConfig,
+    pub screening: Option<screening::ScreeningConfig>,
+    pub dnc: Option<dnc::DncConfig>,
+    pub log: ops::LogConfig,
+    pub admin: Option<ops::AdminConfig>,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigErrors(vec![Diag { file: file.to_path_buf(), line: 0, msg: format!("cannot read: {e}") }])
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validate config text as if it were read from `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut d = Diagnostics::new(file, text);
+        let mut unknown: Vec<String> = Vec::new();
+        let de = toml::Deserializer::parse(text);
+        let raw: RawConfig = match de.and_then(|de| {
+            serde_ignored::deserialize(de, |path| unknown.push(path_key(&path)))
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                d.error(span, e.message().trim().to_string());
+                return Err(ConfigErrors(d.errors));
+            }
+        };
+        report_unknown(&mut d, &unknown);
+        let server = server::validate(&raw.server, raw.upstream.as_ref(), &mut d);
+        let screening = raw
+            .screening
+            .as_ref()
+            .map(|s| screening::validate(s, &raw.accounts, &raw.responses, &mut d));
+        if raw.screening.is_none() && !raw.accounts.is_empty() {
+            d.errors.push(Diag {
+                file: file.to_path_buf(),
+                line: text.find("[[account]]").map(|o| d.line_of(o)).unwrap_or(0),
+                msg: "[[account]] blocks need a [screening] section to take effect".into(),
+            });
+        }
+        let dnc = raw.dnc.as_ref().map(|x| dnc::validate(x, &mut d));
+        let log = ops::validate_log(&raw.log, &mut d);
+        let admin = raw.admin.as_ref().map(|a| ops::validate_admin(a, &mut d));
+        if !d.errors.is_empty() {
+            return Err(ConfigErrors(d.errors));
+        }
+        // Every validator returns Some when it pushed no error.
+        match (server, screening.transpose_all(), dnc.transpose_all(), log, admin.transpose_all()) {
+            (Some(server), Some(screening), Some(dnc), Some(log), Some(admin)) => {
+                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin })
+            }
+            _ => Err(ConfigErrors(vec![Diag {
+                file: file.to_path_buf(),
+                line: 0,
+                msg: "invalid configuration".into(),
+            }])),
+        }
+    }
+}
+
+/// `Option<Option<T>>` from an optional section whose validation may fail: outer None means
+/// validation failed, `Some(None)` means the section is absent.
+trait TransposeAll<T> {
+    fn transpose_all(self) -> Option<Option<T>>;
+}
+
+impl<T> TransposeAll<T> for Option<Option<T>> {
+    fn transpose_all(self) -> Option<Option<T>> {
+        match self {
+            None => Some(None),
+            Some(None) => None,
+            Some(Some(v)) => Some(Some(v)),
+        }
+    }
+}
+
+/// The key path serde_ignored reports, as a list of table keys and array indexes.
+fn path_key(path: &serde_ignored::Path<'_>) -> String {
+    path.to_string()
+}
+
+/// Report each unknown key at the line where it appears.
+fn report_unknown(d: &mut Diagnostics<'_>, unknown: &[String]) {
+    let doc = toml::de::DeTable::parse(d.text).ok();
+    for key in unknown {
+        let span = doc.as_ref().and_then(|t| locate(t.get_ref(), key)).unwrap_or(0..0);
+        d.error(span, format!("unknown key `{key}`"));
+    }
+}
+
+/// Span of the last key of a dotted path (`server.foo`, `account.0.bar`) in a parsed document.
+fn locate(table: &toml::de::DeTable<'_>, path: &str) -> Option<Range<usize>> {
+    let mut parts = path.split('.').peekable();
+    let mut cur = table;
+    while let Some(part) = parts.next() {
+        let (k, v) = cur.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        if parts.peek().is_none() {
+            return Some(k.span());
+        }
+        let mut value = v.get_ref();
+        if let toml::de::DeValue::Array(arr) = value {
+            let idx: usize = parts.next()?.parse().ok()?;
+            value = arr.get(idx)?.get_ref();
+            if parts.peek().is_none() {
+                return Some(arr.get(idx)?.span());
+            }
+        }
+        match value {
+            toml::de::DeValue::Table(t) => cur = t,
+            _ => return Some(k.span()),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("t.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_lines() {
+        let e = errs("[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nbogus = 1\n\n[other]\nx = 2\n");
+        assert!(e.contains(&"t.toml:3: unknown key `server.bogus`".to_string()), "{e:?}");
+        assert!(e.contains(&"t.toml:5: unknown key `other`".to_string()), "{e:?}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = errs("[server]\nlisten = [\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("t.toml:"), "{e:?}");
+    }
+}

@@ -1,0 +1,243 @@
+//! `[server]` and `[upstream]`.
+use super::{Diagnostics, Spanned};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<Vec<Spanned<String>>>,
+    pub advertise: Option<Spanned<String>>,
+    pub max_message_bytes: Option<Spanned<i64>>,
+    pub record_route: Option<bool>,
+    pub tcp_idle_seconds: Option<Spanned<i64>>,
+    pub tcp_max_connections: Option<Spanned<i64>>,
+    pub shutdown_grace_seconds: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawUpstream {
+    pub uri: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// The token used in Via and `transport=` (upper case as RFC 3261 writes it in Via).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Where requests without a Route header go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<Listen>,
+    /// host:port we put in our Via (and Record-Route).
+    pub advertise: String,
+    pub max_message_bytes: usize,
+    pub record_route: bool,
+    pub upstream: Option<Upstream>,
+    pub tcp_idle: Duration,
+    pub tcp_max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let mut d = Diagnostics::new(std::path::Path::new(""), "");
+        // The defaults are valid by construction.
+        validate(&RawServer::default(), None, &mut d).unwrap_or_else(|| unreachable!())
+    }
+}
+
+pub const DEFAULT_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"];
+
+/// Parse `udp:IP:PORT` / `tcp:[IPv6]:PORT`.
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
+    let (t, rest) = s.split_once(':').ok_or("expected TRANSPORT:IP:PORT, e.g. udp:127.0.0.1:5060")?;
+    let transport = match t.to_ascii_lowercase().as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
+    };
+    let addr = rest.parse::<SocketAddr>().map_err(|_| format!("bad address `{rest}`: expected IP:PORT or [IPv6]:PORT"))?;
+    Ok(Listen { transport, addr })
+}
+
+/// Parse `sip:HOST:PORT;transport=udp` where HOST is an IP literal.
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let rest = s
+        .strip_prefix("sip:")
+        .ok_or_else(|| format!("bad URI `{s}`: expected sip:IP:PORT[;transport=udp|tcp]"))?;
+    let mut parts = rest.split(';');
+    let hostport = parts.next().unwrap_or("");
+    let mut transport = Transport::Udp;
+    for p in parts {
+        match p.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("transport") => {
+                transport = match v.to_ascii_lowercase().as_str() {
+                    "udp" => Transport::Udp,
+                    "tcp" => Transport::Tcp,
+                    other => return Err(format!("bad URI `{s}`: unknown transport `{other}`")),
+                }
+            }
+            _ => return Err(format!("bad URI `{s}`: unexpected parameter `{p}`")),
+        }
+    }
+    let addr = match hostport.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => match hostport.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 5060),
+            Err(_) => {
+                return Err(format!(
+                    "bad URI `{s}`: the host must be an IP address (a stateless proxy does no DNS per call)"
+                ));
+            }
+        },
+    };
+    Ok(Upstream { transport, addr })
+}
+
+fn positive(d: &mut Diagnostics<'_>, v: &Option<Spanned<i64>>, key: &str, default: i64, max: i64) -> Option<i64> {
+    match v {
+        None => Some(default),
+        Some(s) if (1..=max).contains(s.get_ref()) => Some(*s.get_ref()),
+        Some(s) => {
+            d.error(s.span(), format!("{key} = {}: must be between 1 and {max}", s.get_ref()));
+            None
+        }
+    }
+}
+
+pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnostics<'_>) -> Option<ServerConfig> {
+    let mut ok = true;
+    let mut listen = Vec::new();
+    match &raw.listen {
+        None => listen.extend(DEFAULT_LISTEN.iter().filter_map(|s| parse_listen(s).ok())),
+        Some(items) => {
+            for item in items {
+                match parse_listen(item.get_ref()) {
+                    Ok(l) => listen.push(l),
+                    Err(e) => {
+                        d.error(item.span(), format!("server.listen `{}`: {e}", item.get_ref()));
+                        ok = false;
+                    }
+                }
+            }
+            if items.is_empty() {
+                d.error(0..0, "server.listen is empty: give at least one udp: or tcp: address");
+                ok = false;
+            }
+        }
+    }
+    let advertise = match &raw.advertise {
+        Some(a) => {
+            let v = a.get_ref();
+            let valid = match v.rsplit_once(':') {
+                Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) && !host.contains(char::is_whitespace),
+                None => false,
+            };
+            if !valid {
+                d.error(a.span(), format!("server.advertise `{v}`: expected HOST:PORT"));
+                ok = false;
+            }
+            v.clone()
+        }
+        None => listen.first().map(|l| l.addr.to_string()).unwrap_or_default(),
+    };
+    let max_message_bytes = positive(d, &raw.max_message_bytes, "server.max_message_bytes", 65535, 1 << 20);
+    let idle = positive(d, &raw.tcp_idle_seconds, "server.tcp_idle_seconds", 300, 86400);
+    let maxconn = positive(d, &raw.tcp_max_connections, "server.tcp_max_connections", 1024, 1 << 20);
+    let grace = positive(d, &raw.shutdown_grace_seconds, "server.shutdown_grace_seconds", 5, 3600);
+    let upstream = match upstream {
+        None => None,
+        Some(u) => match parse_upstream(u.uri.get_ref()) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                d.error(u.uri.span(), format!("upstream.uri: {e}"));
+                ok = false;
+                None
+            }
+        },
+    };
+    if !ok {
+        return None;
+    }
+    Some(ServerConfig {
+        listen,
+        advertise,
+        max_message_bytes: max_message_bytes? as usize,
+        record_route: raw.record_route.unwrap_or(false),
+        upstream,
+        tcp_idle: Duration::from_secs(idle? as u64),
+        tcp_max_connections: maxconn? as usize,
+        shutdown_grace: Duration::from_secs(grace? as u64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("udp:[::1]:5060").unwrap().addr, "[::1]:5060".parse().unwrap());
+        assert_eq!(parse_listen("TCP:127.0.0.1:5061").unwrap().transport, Transport::Tcp);
+        assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
+        assert!(parse_listen("udp:localhost:5060").is_err());
+    }
+
+    #[test]
+    fn upstream_forms() {
+        let u = parse_upstream("sip:127.0.0.1:5080;transport=tcp").unwrap();
+        assert_eq!((u.transport, u.addr.port()), (Transport::Tcp, 5080));
+        assert_eq!(parse_upstream("sip:[::1]").unwrap().addr, "[::1]:5060".parse().unwrap());
+        assert!(parse_upstream("http://x").is_err());
+        assert!(parse_upstream("sip:carrier.example:5060").is_err());
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let text = "[server]\nlisten = [\"udp:1.2.3.4:5060\", \"udp:nope\"]\nadvertise = \"x\"\nmax_message_bytes = 0\n[upstream]\nuri = \"tel:123\"\n";
+        let e = Config::parse(Path::new("c.toml"), text).unwrap_err();
+        let lines: Vec<usize> = e.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 6], "{e}");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(Path::new("c.toml"), "").unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.server.advertise, "127.0.0.1:5060");
+        assert_eq!(c.server.max_message_bytes, 65535);
+        assert!(c.server.upstream.is_none());
+    }
+}

@@ -1,0 +1,16 @@
+//! sipguard: a stateless SIP proxy (RFC 3261 §16.11) that screens outbound marketing calls.
+//!
+//! The crate is split into a sans-IO core (`sip`, `proxy`, `screen`) that works on bytes,
+//! parsed messages and an injected clock, and a thin I/O shell (`transport`, `server`,
+//! `admin`) that only moves bytes and signals.
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod dnc_cli;
+pub mod proxy;
+pub mod screen;
+pub mod server;
+pub mod sip;
+pub mod telemetry;
+pub mod transport;

@@ -1,0 +1,158 @@
+//! Screening: the policy applied to every initial INVITE. Independent of the proxy: its input
+//! is call facts (`Call`), its output a `Decision`, so the same engine can serve a redirect
+//! mode or an HTTP decision API.
+
+pub mod dnc;
+pub mod number;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The rules whose reject responses are configurable under `[responses.<rule>]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    UnknownAccount,
+    CallerIdInvalid,
+    CallerIdUnowned,
+    CallerIdSpoofed,
+    Quota,
+    Hours,
+    Dnc,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 7] = [
+        Rule::UnknownAccount,
+        Rule::CallerIdInvalid,
+        Rule::CallerIdUnowned,
+        Rule::CallerIdSpoofed,
+        Rule::Quota,
+        Rule::Hours,
+        Rule::Dnc,
+    ];
+
+    /// The name used in config keys, metrics labels and the decision log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::UnknownAccount => "unknown_account",
+            Rule::CallerIdInvalid => "caller_id_invalid",
+            Rule::CallerIdUnowned => "caller_id_unowned",
+            Rule::CallerIdSpoofed => "caller_id_spoofed",
+            Rule::Quota => "quota",
+            Rule::Hours => "hours",
+            Rule::Dnc => "dnc",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
+/// The facts of one initial INVITE that screening needs, taken from the message by the proxy
+/// (or from an API request). Header values are raw text; the rules parse what they use.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    pub source: Option<IpAddr>,
+    /// Value of the configured account header (`[screening] account_header`), if present.
+    pub account_header: Option<String>,
+    pub request_uri: String,
+    pub from: String,
+    pub to: String,
+    pub p_asserted_identity: Option<String>,
+    pub identity: Option<String>,
+    pub call_id: String,
+}
+
+/// A header the proxy adds to a forwarded request or a local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraHeader {
+    pub name: Cow<'static, str>,
+    pub value: String,
+}
+
+impl ExtraHeader {
+    pub fn new(name: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
+        ExtraHeader { name: name.into(), value: value.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Forward { headers: Vec<ExtraHeader> },
+    Reject { code: u16, reason: String, headers: Vec<ExtraHeader> },
+}
+
+impl Verdict {
+    pub fn forward() -> Verdict {
+        Verdict::Forward { headers: Vec::new() }
+    }
+    pub fn is_forward(&self) -> bool {
+        matches!(self, Verdict::Forward { .. })
+    }
+}
+
+/// A counter that took part in a decision, for the decision log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterReading {
+    pub name: &'static str,
+    pub value: u64,
+    pub limit: u64,
+}
+
+/// What screening decided and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The rule that rejected the call (or would have, in report mode).
+    pub rule: Option<Rule>,
+    /// Report mode: `rule` fired but the call was forwarded.
+    pub would_reject: bool,
+    pub account: Option<Arc<str>>,
+    /// E.164 digits (no `+`) of the caller ID and the callee, when they could be read.
+    pub caller: Option<u64>,
+    pub callee: Option<u64>,
+    /// The DNC list that matched.
+    pub list: Option<Arc<str>>,
+    pub counters: Vec<CounterReading>,
+}
+
+impl Decision {
+    pub fn pass() -> Decision {
+        Decision {
+            verdict: Verdict::forward(),
+            rule: None,
+            would_reject: false,
+            account: None,
+            caller: None,
+            callee: None,
+            list: None,
+            counters: Vec::new(),
+        }
+    }
+}
+
+/// The screening step the proxy calls for each initial INVITE (once per transaction: the
+/// proxy caches the verdict for retransmissions). Implementations keep their own state
+/// (counters, lists) behind interior mutability and swap policy atomically on reload.
+pub trait Screen: Send + Sync {
+    /// Name of the header that carries the account id, when the policy uses one.
+    fn account_header(&self) -> Option<Arc<str>>;
+    /// Screen one call. Only a Forward verdict consumes quota.
+    fn screen(&self, call: &Call, now: SystemTime) -> Decision;
+}
+
+/// Forwards everything: sipguard without a `[screening]` section.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl Screen for PassThrough {
+    fn account_header(&self) -> Option<Arc<str>> {
+        None
+    }
+    fn screen(&self, _call: &Call, _now: SystemTime) -> Decision {
+        Decision::pass()
+    }
+}

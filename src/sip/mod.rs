@@ -1,0 +1,1 @@
+//! SIP message handling for a stateless proxy: scanning, Via/branch, replies, forwarding.
