@@ -1,1 +1,9 @@
-//! SIP message handling for a stateless proxy: scanning, Via/branch, replies, forwarding.
+//! SIP message handling for a stateless proxy: scanning, checks, Via/branch, URIs, local
+//! replies and splicing. All of it works on bytes; nothing here does I/O.
+
+pub mod check;
+pub mod reply;
+pub mod scan;
+pub mod splice;
+pub mod uri;
+pub mod via;

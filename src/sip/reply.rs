@@ -1,0 +1,109 @@
+//! Local replies as a stateless UAS (RFC 3261 §8.2.6, §16.11): built with rsip from the
+//! request's Via, From, To, Call-ID and CSeq. The To tag is derived from the request, so a
+//! retransmission gets a byte-identical reply and the ACK for it can be recognised.
+
+use super::check::Facts;
+use super::scan::{Kind, Message, split_values};
+use rsip::headers::{CSeq, CallId, ContentLength, From, To, Via};
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Headers, Response, StatusCode, Version};
+use std::net::SocketAddr;
+
+/// An extra header on a local reply (Warning, Reason, Retry-After, Unsupported, ...).
+pub type Extra<'a> = (&'a str, &'a str);
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Build a reply to `msg`. `facts` gives the top Via, to which `received`/`rport` are added
+/// for the UAC (RFC 3581); `to_tag` is added when the To header has none.
+pub fn build(
+    msg: &Message<'_>,
+    top_via: Option<&Facts>,
+    src: SocketAddr,
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &[Extra<'_>],
+) -> Vec<u8> {
+    let b = msg.bytes;
+    let mut headers = Headers::default();
+    let mut first = true;
+    for h in msg.all(Kind::Via) {
+        for v in split_values(b, h.value.clone()) {
+            let value = match top_via {
+                Some(f) if first => {
+                    let mut s = super::splice::Splice::new();
+                    received_edits(&mut s, b, f, src, v.start);
+                    text(&s.apply(&b[v]))
+                }
+                _ => text(&b[v]),
+            };
+            first = false;
+            headers.push(Header::Via(Via::new(value)));
+        }
+    }
+    if let Some(v) = msg.value(Kind::From) {
+        headers.push(Header::From(From::new(text(v))));
+    }
+    if let Some(v) = msg.value(Kind::To) {
+        let mut to = text(v);
+        let r = msg.first(Kind::To).map(|h| h.value.clone()).unwrap_or(0..0);
+        if super::via::tag(b, r).is_none() {
+            to.push_str(";tag=");
+            to.push_str(to_tag);
+        }
+        headers.push(Header::To(To::new(to)));
+    }
+    if let Some(v) = msg.value(Kind::CallId) {
+        headers.push(Header::CallId(CallId::new(text(v))));
+    }
+    if let Some(v) = msg.value(Kind::CSeq) {
+        headers.push(Header::CSeq(CSeq::new(text(v))));
+    }
+    for (name, value) in extra {
+        headers.push(Header::Other((*name).to_string(), (*value).to_string()));
+    }
+    headers.push(Header::ContentLength(ContentLength::new("0")));
+    let response = Response {
+        status_code: StatusCode::Other(code, reason.to_string()),
+        version: Version::V2,
+        headers,
+        body: Vec::new(),
+    };
+    response.to_string().into_bytes()
+}
+
+/// `;received=IP` when the sent-by host differs from the source (or rport was asked for),
+/// and the source port as the value of a bare `rport` (RFC 3261 §18.2.1, RFC 3581 §4).
+/// Positions are made relative to `base` (0 when splicing the whole message).
+pub fn received_edits(s: &mut super::splice::Splice, b: &[u8], f: &Facts, src: SocketAddr, base: usize) {
+    let v = &f.top_via;
+    if v.rport == Some(None) {
+        s.insert(v.rport_end - base, format!("={}", src.port()).as_bytes());
+    }
+    let host_ip = super::via::host_ip(&b[v.host.clone()]);
+    if v.received.is_none() && (host_ip != Some(src.ip()) || v.rport.is_some()) {
+        s.insert(f.top_via_value.end - base, format!(";received={}", src.ip()).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{check, scan};
+
+    #[test]
+    fn copies_dialog_headers_and_adds_tag() {
+        let req = b"INVITE sip:b@10.0.0.2 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport, SIP/2.0/UDP 10.9.9.9\r\nf: <sip:a@b>;tag=1\r\nt: <sip:b@c>\r\ni: x\r\nCSeq: 7 INVITE\r\nl: 0\r\n\r\n";
+        let m = scan::scan(req).unwrap();
+        let f = check::request(&m, 65535).unwrap();
+        let src: SocketAddr = "10.0.0.1:5062".parse().unwrap();
+        let out = String::from_utf8(build(&m, Some(&f), src, 403, "Forbidden", "abc", &[("Warning", "399 sipguard \"x\"")])).unwrap();
+        assert!(out.starts_with("SIP/2.0 403 Forbidden\r\n"), "{out}");
+        assert!(out.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5062;received=10.0.0.1\r\nVia: SIP/2.0/UDP 10.9.9.9\r\n"), "{out}");
+        assert!(out.contains("To: <sip:b@c>;tag=abc\r\n"), "{out}");
+        assert!(out.contains("Call-ID: x\r\nCSeq: 7 INVITE\r\nWarning: 399 sipguard \"x\"\r\nContent-Length: 0\r\n\r\n"), "{out}");
+    }
+}

@@ -1,0 +1,440 @@
+//! The byte scanner: finds the start line, each header's name/value span and the body
+//! without copying and without an allocation per header (one `Vec` of spans per message).
+//! It accepts what RFC 3261 §7.3.1 and §25 allow (LWS before the colon, folded lines,
+//! compact names, bare LF line ends) and leaves semantic checks to `check.rs`.
+
+use std::ops::Range;
+
+/// Headers the proxy looks at; everything else is `Other` and passes through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    MaxForwards,
+    ContentLength,
+    ContentType,
+    Contact,
+    Route,
+    RecordRoute,
+    ProxyRequire,
+    ProxyAuthorization,
+    PAssertedIdentity,
+    Identity,
+    Date,
+    Other,
+}
+
+impl Kind {
+    /// Classify a header name, full or compact (RFC 3261 §7.3.3, RFC 8224 `y`).
+    pub fn of(name: &[u8]) -> Kind {
+        if name.len() == 1 {
+            return match name[0].to_ascii_lowercase() {
+                b'v' => Kind::Via,
+                b'f' => Kind::From,
+                b't' => Kind::To,
+                b'i' => Kind::CallId,
+                b'm' => Kind::Contact,
+                b'l' => Kind::ContentLength,
+                b'c' => Kind::ContentType,
+                b'y' => Kind::Identity,
+                _ => Kind::Other,
+            };
+        }
+        const NAMES: [(&[u8], Kind); 16] = [
+            (b"via", Kind::Via),
+            (b"from", Kind::From),
+            (b"to", Kind::To),
+            (b"call-id", Kind::CallId),
+            (b"cseq", Kind::CSeq),
+            (b"max-forwards", Kind::MaxForwards),
+            (b"content-length", Kind::ContentLength),
+            (b"content-type", Kind::ContentType),
+            (b"contact", Kind::Contact),
+            (b"route", Kind::Route),
+            (b"record-route", Kind::RecordRoute),
+            (b"proxy-require", Kind::ProxyRequire),
+            (b"proxy-authorization", Kind::ProxyAuthorization),
+            (b"p-asserted-identity", Kind::PAssertedIdentity),
+            (b"identity", Kind::Identity),
+            (b"date", Kind::Date),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            .map_or(Kind::Other, |&(_, k)| k)
+    }
+
+    /// Headers that may appear at most once (RFC 3261 §7.3.1 / §20).
+    pub fn single_valued(self) -> bool {
+        matches!(
+            self,
+            Kind::From | Kind::To | Kind::CallId | Kind::CSeq | Kind::MaxForwards | Kind::ContentLength | Kind::ContentType
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    /// The whole header including folded continuation lines and its line end.
+    pub line: Range<usize>,
+    pub name: Range<usize>,
+    /// The value, LWS-trimmed at both ends; may contain folded line breaks inside.
+    pub value: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Range<usize>, uri: Range<usize>, version: Range<usize> },
+    Response { code: u16, version: Range<usize> },
+}
+
+/// A scanned message: spans into the original bytes.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    pub bytes: &'a [u8],
+    pub start: StartLine,
+    /// End of the start line including its line end (where the first header begins).
+    pub start_end: usize,
+    pub headers: Vec<Header>,
+    /// Where the blank line that ends the headers begins.
+    pub headers_end: usize,
+    pub body: Range<usize>,
+    /// Bytes after the body that Content-Length excluded (ignored on UDP).
+    pub trailing: usize,
+}
+
+/// Why bytes could not be scanned as a SIP message at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("empty message")]
+    Empty,
+    #[error("message has no end of headers")]
+    NoHeaderEnd,
+    #[error("malformed start line")]
+    StartLine,
+    #[error("malformed status code")]
+    StatusCode,
+    #[error("malformed header line")]
+    HeaderLine,
+    #[error("too many headers")]
+    TooManyHeaders,
+}
+
+/// Headers beyond this count make a message a drop: no real call needs them.
+pub const MAX_HEADERS: usize = 256;
+
+pub fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Trim LWS (incl. folding line breaks) at both ends of a range.
+pub fn trim(bytes: &[u8], mut r: Range<usize>) -> Range<usize> {
+    while r.start < r.end && bytes.get(r.start).is_some_and(|&b| is_lws(b)) {
+        r.start += 1;
+    }
+    while r.end > r.start && bytes.get(r.end - 1).is_some_and(|&b| is_lws(b)) {
+        r.end -= 1;
+    }
+    r
+}
+
+/// RFC 3261 token characters.
+pub fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// End of the line starting at `from`: (index of the line-end start, index after it).
+fn line_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+    let rel = bytes.get(from..)?.iter().position(|&b| b == b'\n')?;
+    let nl = from + rel;
+    let content_end = if nl > from && bytes[nl - 1] == b'\r' { nl - 1 } else { nl };
+    Some((content_end, nl + 1))
+}
+
+/// Scan a whole message (a UDP datagram or a TCP frame).
+pub fn scan(bytes: &[u8]) -> Result<Message<'_>, ScanError> {
+    if bytes.is_empty() {
+        return Err(ScanError::Empty);
+    }
+    let (sl_end, start_end) = line_end(bytes, 0).ok_or(ScanError::NoHeaderEnd)?;
+    let start = start_line(bytes, 0..sl_end)?;
+    let mut headers = Vec::with_capacity(24);
+    let mut pos = start_end;
+    let headers_end;
+    loop {
+        let (content_end, next) = line_end(bytes, pos).ok_or(ScanError::NoHeaderEnd)?;
+        if content_end == pos {
+            headers_end = pos;
+            pos = next;
+            break;
+        }
+        // Folded continuation lines belong to this header.
+        let mut end = next;
+        while bytes.get(end).is_some_and(|&b| b == b' ' || b == b'\t') {
+            let (_, n) = line_end(bytes, end).ok_or(ScanError::NoHeaderEnd)?;
+            end = n;
+        }
+        let colon = bytes[pos..end].iter().position(|&b| b == b':').ok_or(ScanError::HeaderLine)? + pos;
+        let name = trim(bytes, pos..colon);
+        if name.is_empty() || name.start != pos || !bytes[name.clone()].iter().all(|&b| is_token(b)) {
+            return Err(ScanError::HeaderLine);
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(ScanError::TooManyHeaders);
+        }
+        headers.push(Header {
+            kind: Kind::of(&bytes[name.clone()]),
+            line: pos..end,
+            name,
+            value: trim(bytes, colon + 1..end),
+        });
+        pos = end;
+    }
+    Ok(Message { bytes, start, start_end, headers, headers_end, body: pos..bytes.len(), trailing: 0 })
+}
+
+fn start_line(bytes: &[u8], r: Range<usize>) -> Result<StartLine, ScanError> {
+    let line = &bytes[r.clone()];
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = line.iter().position(|&b| b == b' ').ok_or(ScanError::StartLine)?;
+        let code_bytes = line.get(sp + 1..sp + 4).ok_or(ScanError::StatusCode)?;
+        let after = line.get(sp + 4).copied();
+        if !code_bytes.iter().all(u8::is_ascii_digit) || !matches!(after, None | Some(b' ')) {
+            return Err(ScanError::StatusCode);
+        }
+        let code = code_bytes.iter().fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&code) {
+            return Err(ScanError::StatusCode);
+        }
+        return Ok(StartLine::Response { code, version: r.start..r.start + sp });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly two single spaces.
+    let mut parts = line.split(|&b| b == b' ');
+    let (m, u, v) = (parts.next(), parts.next(), parts.next());
+    let (Some(m), Some(u), Some(v), None) = (m, u, v, parts.next()) else {
+        return Err(ScanError::StartLine);
+    };
+    if m.is_empty() || u.is_empty() || v.is_empty() || !m.iter().all(|&b| is_token(b)) {
+        return Err(ScanError::StartLine);
+    }
+    let ms = r.start;
+    let us = ms + m.len() + 1;
+    let vs = us + u.len() + 1;
+    Ok(StartLine::Request { method: ms..ms + m.len(), uri: us..us + u.len(), version: vs..vs + v.len() })
+}
+
+impl<'a> Message<'a> {
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    pub fn text(&self, r: &Range<usize>) -> &'a [u8] {
+        self.bytes.get(r.clone()).unwrap_or_default()
+    }
+
+    pub fn method(&self) -> &'a [u8] {
+        match &self.start {
+            StartLine::Request { method, .. } => self.text(method),
+            StartLine::Response { .. } => b"",
+        }
+    }
+
+    pub fn request_uri(&self) -> &'a [u8] {
+        match &self.start {
+            StartLine::Request { uri, .. } => self.text(uri),
+            StartLine::Response { .. } => b"",
+        }
+    }
+
+    pub fn first(&self, kind: Kind) -> Option<&Header> {
+        self.headers.iter().find(|h| h.kind == kind)
+    }
+
+    pub fn value(&self, kind: Kind) -> Option<&'a [u8]> {
+        self.first(kind).map(|h| self.text(&h.value))
+    }
+
+    pub fn all(&self, kind: Kind) -> impl Iterator<Item = &Header> + '_ {
+        self.headers.iter().filter(move |h| h.kind == kind)
+    }
+
+    /// The header named `name` (case-insensitive), for configurable headers like X-Account.
+    pub fn named(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|h| self.text(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| self.text(&h.value))
+    }
+}
+
+/// Split a header value into its comma-separated values (outside quotes and `<...>`),
+/// yielding LWS-trimmed absolute ranges.
+pub fn split_values(bytes: &[u8], r: Range<usize>) -> Vec<Range<usize>> {
+    let mut out = Vec::with_capacity(2);
+    let mut start = r.start;
+    let mut quoted = false;
+    let mut angle = false;
+    let mut i = r.start;
+    while i < r.end {
+        match bytes.get(i) {
+            Some(b'\\') if quoted => i += 1,
+            Some(b'"') => quoted = !quoted,
+            Some(b'<') if !quoted => angle = true,
+            Some(b'>') if !quoted => angle = false,
+            Some(b',') if !quoted && !angle => {
+                out.push(trim(bytes, start..i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(trim(bytes, start..r.end));
+    out
+}
+
+/// Parse a non-negative decimal scalar with leading zeros allowed; `None` on anything else
+/// or on overflow past `max`.
+pub fn parse_uint(bytes: &[u8], max: u64) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (v <= max).then_some(v)
+}
+
+/// For stream transports: the length of the first complete message in `buf`, skipping
+/// leading CRLF keep-alives. `Ok(None)` means more bytes are needed; the caller caps the
+/// buffer at `max_message_bytes`. Content-Length is mandatory on streams (RFC 3261 §18.3).
+pub fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, ScanError> {
+    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let b = &buf[skip..];
+    let Some(end) = find_blank_line(b) else { return Ok(None) };
+    let mut content_length: Option<usize> = None;
+    let mut pos = 0;
+    while pos < end {
+        let Some((ce, next)) = line_end(b, pos) else { break };
+        let line = &b[pos..ce];
+        if let Some(colon) = line.iter().position(|&c| c == b':') {
+            let name = trim(line, 0..colon);
+            if Kind::of(&line[name]) == Kind::ContentLength {
+                let v = trim(line, colon + 1..line.len());
+                let n = parse_uint(&line[v], 1 << 24).ok_or(ScanError::HeaderLine)?;
+                content_length = Some(n as usize);
+            }
+        }
+        pos = next;
+    }
+    let header_len = end;
+    let cl = content_length.ok_or(ScanError::HeaderLine)?;
+    if b.len() < header_len + cl {
+        return Ok(None);
+    }
+    Ok(Some((skip, header_len + cl)))
+}
+
+/// Index just past the blank line (CRLFCRLF or LFLF) that ends the headers.
+fn find_blank_line(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\n' {
+            if b[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:+12125550100@10.0.0.2:5080 SIP/2.0\r\n\
+v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:+12125550100@10.0.0.2>\r\n\
+f: \"Caller\" <sip:+12125550199@10.0.0.1>;tag=1928301774\r\n\
+i: a84b4c76e66710\r\n\
+CSeq: 314159 INVITE\r\n\
+X-Folded: one,\r\n  two\r\n\
+l: 4\r\n\
+\r\n\
+abcd";
+
+    #[test]
+    fn scans_compact_and_folded_headers() {
+        let m = scan(INVITE).unwrap();
+        assert_eq!(m.method(), b"INVITE");
+        assert_eq!(m.request_uri(), b"sip:+12125550100@10.0.0.2:5080");
+        assert_eq!(m.value(Kind::Via), Some(&b"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds"[..]));
+        assert_eq!(m.value(Kind::CallId), Some(&b"a84b4c76e66710"[..]));
+        assert_eq!(m.value(Kind::ContentLength), Some(&b"4"[..]));
+        assert_eq!(m.named("x-folded"), Some(&b"one,\r\n  two"[..]));
+        assert_eq!(m.text(&m.body), b"abcd");
+        assert_eq!(m.headers.len(), 8);
+    }
+
+    #[test]
+    fn request_line_must_have_single_spaces() {
+        assert_eq!(scan(b"INVITE  sip:a@b SIP/2.0\r\n\r\n").unwrap_err(), ScanError::StartLine);
+        assert_eq!(scan(b"INVITE sip:a@b SIP/2.0 \r\n\r\n").unwrap_err(), ScanError::StartLine);
+        assert_eq!(scan(b"INVITE sip:a@b\r\n\r\n").unwrap_err(), ScanError::StartLine);
+    }
+
+    #[test]
+    fn status_codes() {
+        assert!(matches!(scan(b"SIP/2.0 200 OK\r\n\r\n").unwrap().start, StartLine::Response { code: 200, .. }));
+        assert!(matches!(scan(b"SIP/2.0 100 \r\n\r\n").unwrap().start, StartLine::Response { code: 100, .. }));
+        assert_eq!(scan(b"SIP/2.0 4294967301 x\r\n\r\n").unwrap_err(), ScanError::StatusCode);
+        assert_eq!(scan(b"SIP/2.0 099 x\r\n\r\n").unwrap_err(), ScanError::StatusCode);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for input in [&b""[..], b"\r\n", b"x", b"INVITE sip:a SIP/2.0\r\nNoColon\r\n\r\n", b"SIP/2.0", b"A B C\r\n: v\r\n\r\n"] {
+            assert!(scan(input).is_err(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn values_split_outside_quotes_and_angles() {
+        let b = b"\"a,b\" <sip:x@y;p=1,2>;q=1 , <sip:z>";
+        let v = split_values(b, 0..b.len());
+        assert_eq!(v.len(), 2);
+        assert_eq!(&b[v[1].clone()], b"<sip:z>");
+    }
+
+    #[test]
+    fn tcp_framing() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabcNEXT";
+        assert_eq!(frame(msg).unwrap(), Some((0, msg.len() - 4)));
+        assert_eq!(frame(&msg[..20]).unwrap(), None);
+        assert_eq!(frame(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap(), Some((4, 46)));
+        assert!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n").is_err());
+        assert!(frame(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n").is_err(), "no Content-Length on a stream");
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(parse_uint(b"0068", 255), Some(68));
+        assert_eq!(parse_uint(b"300", 255), None);
+        assert_eq!(parse_uint(b"-1", 255), None);
+        assert_eq!(parse_uint(b"36893488147419103232", u64::MAX), None);
+    }
+}

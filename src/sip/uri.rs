@@ -1,0 +1,161 @@
+//! The parts of a SIP URI that routing needs (host, port, transport, maddr, lr), read
+//! without allocating. Full URI typing is left to rsip where a value needs it.
+
+use super::via::host_ip;
+use crate::config::server::Transport;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri<'a> {
+    pub secure: bool,
+    pub user: Option<&'a [u8]>,
+    pub host: &'a [u8],
+    pub port: Option<u16>,
+    pub transport: Option<&'a [u8]>,
+    pub maddr: Option<&'a [u8]>,
+    pub lr: bool,
+    /// `?headers` present (not allowed in a Request-URI, RFC 3261 §19.1.1).
+    pub has_headers: bool,
+}
+
+/// Scheme of a URI (`sip`, `tel`, ...), lower-cased comparison left to the caller.
+pub fn scheme(uri: &[u8]) -> Option<&[u8]> {
+    let colon = uri.iter().position(|&b| b == b':')?;
+    let s = &uri[..colon];
+    (!s.is_empty() && s[0].is_ascii_alphabetic() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
+        .then_some(s)
+}
+
+/// Parse a `sip:`/`sips:` URI (no angle brackets). `None` when it is not one.
+pub fn parse(uri: &[u8]) -> Option<SipUri<'_>> {
+    let sch = scheme(uri)?;
+    let secure = if sch.eq_ignore_ascii_case(b"sip") {
+        false
+    } else if sch.eq_ignore_ascii_case(b"sips") {
+        true
+    } else {
+        return None;
+    };
+    let rest = &uri[sch.len() + 1..];
+    // userinfo ends at the last '@' before any header part; the user part may hold ';' and '?'.
+    let (user, hostpart) = match rest.iter().rposition(|&b| b == b'@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (hostpart, has_headers) = match hostpart.iter().position(|&b| b == b'?') {
+        Some(q) => (&hostpart[..q], true),
+        None => (hostpart, false),
+    };
+    let mut parts = hostpart.split(|&b| b == b';');
+    let hostport = parts.next()?;
+    let (host, port) = split_hostport(hostport)?;
+    let mut out = SipUri { secure, user, host, port, transport: None, maddr: None, lr: false, has_headers };
+    for p in parts {
+        let (name, value) = match p.iter().position(|&b| b == b'=') {
+            Some(e) => (&p[..e], Some(&p[e + 1..])),
+            None => (p, None),
+        };
+        if name.eq_ignore_ascii_case(b"transport") {
+            out.transport = value;
+        } else if name.eq_ignore_ascii_case(b"maddr") {
+            out.maddr = value;
+        } else if name.eq_ignore_ascii_case(b"lr") {
+            out.lr = true;
+        }
+    }
+    Some(out)
+}
+
+fn split_hostport(hp: &[u8]) -> Option<(&[u8], Option<u16>)> {
+    if hp.is_empty() {
+        return None;
+    }
+    let (host, port) = if hp[0] == b'[' {
+        let close = hp.iter().position(|&b| b == b']')?;
+        let after = &hp[close + 1..];
+        match after.strip_prefix(b":") {
+            Some(p) => (&hp[..=close], Some(p)),
+            None if after.is_empty() => (&hp[..=close], None),
+            None => return None,
+        }
+    } else {
+        match hp.iter().position(|&b| b == b':') {
+            Some(c) => (&hp[..c], Some(&hp[c + 1..])),
+            None => (hp, None),
+        }
+    };
+    if host.is_empty() || !host.iter().all(|&b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b)) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(super::scan::parse_uint(p, 65535)? as u16),
+        None => None,
+    };
+    Some((host, port))
+}
+
+impl SipUri<'_> {
+    /// Transport named by `transport=` (UDP when absent). `None` for ones we don't speak.
+    pub fn transport(&self) -> Option<Transport> {
+        match self.transport {
+            None => Some(if self.secure { Transport::Tcp } else { Transport::Udp }),
+            Some(t) if t.eq_ignore_ascii_case(b"udp") => Some(Transport::Udp),
+            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Some(Transport::Tcp),
+            Some(_) => None,
+        }
+    }
+
+    /// The socket address to send to, when the host (or maddr) is an IP literal.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        let ip = match self.maddr.and_then(host_ip) {
+            Some(ip) => ip,
+            None => host_ip(self.host)?,
+        };
+        let default = if self.secure { 5061 } else { 5060 };
+        Some(SocketAddr::new(ip, self.port.unwrap_or(default)))
+    }
+}
+
+/// The URI inside a name-addr (`"x" <uri>;p`) or the addr-spec itself.
+pub fn inner(value: &[u8]) -> &[u8] {
+    match (value.iter().position(|&b| b == b'<'), value.iter().position(|&b| b == b'>')) {
+        (Some(l), Some(r)) if l < r => &value[l + 1..r],
+        _ => {
+            // addr-spec form: header parameters follow the first ';' only after the host,
+            // but for routing purposes everything up to LWS is the URI.
+            let end = value.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(value.len());
+            &value[..end]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uris() {
+        let u = parse(b"sip:+12125550100@127.0.0.1:5080;user=phone;transport=TCP").unwrap();
+        assert_eq!(u.user, Some(&b"+12125550100"[..]));
+        assert_eq!(u.socket_addr(), Some("127.0.0.1:5080".parse().unwrap()));
+        assert_eq!(u.transport(), Some(Transport::Tcp));
+        let u = parse(b"sip:[2001:db8::1];lr").unwrap();
+        assert!(u.lr);
+        assert_eq!(u.socket_addr(), Some("[2001:db8::1]:5060".parse().unwrap()));
+        let u = parse(b"sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1@example.com").unwrap();
+        assert_eq!(u.host, b"example.com");
+        assert!(!u.has_headers);
+        assert!(parse(b"sip:user@example.com?Route=%3Csip:example.com%3E").unwrap().has_headers);
+        assert!(parse(b"tel:+1212").is_none());
+        assert!(parse(b"sip:").is_none());
+        assert!(parse(b"sip:a@h:x").is_none());
+    }
+
+    #[test]
+    fn schemes() {
+        assert_eq!(scheme(b"isbn:2983792873"), Some(&b"isbn"[..]));
+        assert_eq!(scheme(b"<sip:a>"), None);
+        assert_eq!(inner(b"\"A\" <sip:a@b>;tag=1"), b"sip:a@b");
+        assert_eq!(inner(b"sip:a@b;tag=1"), b"sip:a@b;tag=1");
+    }
+}
