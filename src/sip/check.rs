@@ -5,15 +5,13 @@
 use super::scan::{self, Kind, Message, StartLine, is_token, split_values, trim};
 use super::uri;
 use super::via::{self, Via};
+
 use std::ops::Range;
 
 /// What the checks read off a request.
 #[derive(Debug, Clone)]
 pub struct Facts {
-    pub top_via: Via,
-    /// Index into `msg.headers` of the header holding the top Via, and that value's range.
-    pub top_via_header: usize,
-    pub top_via_value: Range<usize>,
+    pub top: TopVia,
     pub cseq_number: u64,
     pub max_forwards: Option<(usize, u64)>,
     pub body: Range<usize>,
@@ -32,7 +30,12 @@ pub struct Problem {
 
 impl Problem {
     fn bad(warning: impl Into<String>) -> Problem {
-        Problem { code: 400, reason: "Bad Request", warning: warning.into(), unsupported: None }
+        Problem {
+            code: 400,
+            reason: "Bad Request",
+            warning: warning.into(),
+            unsupported: None,
+        }
     }
 }
 
@@ -43,22 +46,51 @@ pub enum Unanswerable {
     BadVia,
 }
 
+/// The first Via value of a message.
+#[derive(Debug, Clone)]
+pub struct TopVia {
+    pub via: Via,
+    /// Index into `msg.headers` of the header holding it.
+    pub header: usize,
+    /// The values of that header (the top one first).
+    pub values: Vec<Range<usize>>,
+}
+
+impl TopVia {
+    pub fn value(&self) -> Range<usize> {
+        self.values.first().cloned().unwrap_or(0..0)
+    }
+}
+
 /// The top Via: needed before anything can be answered.
-pub fn top_via(msg: &Message<'_>) -> Result<(usize, Range<usize>, Via), Unanswerable> {
-    let idx = msg.headers.iter().position(|h| h.kind == Kind::Via).ok_or(Unanswerable::NoVia)?;
-    let h = &msg.headers[idx];
-    let first = split_values(msg.bytes, h.value.clone()).into_iter().next().ok_or(Unanswerable::BadVia)?;
-    let v = via::parse(msg.bytes, first.clone()).map_err(|_| Unanswerable::BadVia)?;
-    Ok((idx, first, v))
+pub fn top_via(msg: &Message<'_>) -> Result<TopVia, Unanswerable> {
+    let header = msg
+        .headers
+        .iter()
+        .position(|h| h.kind == Kind::Via)
+        .ok_or(Unanswerable::NoVia)?;
+    let values = split_values(msg.bytes, msg.headers[header].value.clone());
+    let first = values.first().cloned().ok_or(Unanswerable::BadVia)?;
+    let via = via::parse(msg.bytes, first).map_err(|_| Unanswerable::BadVia)?;
+    Ok(TopVia {
+        via,
+        header,
+        values,
+    })
 }
 
 /// Check a request whose top Via is readable. `max_body` caps Content-Length.
 pub fn request(msg: &Message<'_>, max_body: usize) -> Result<Facts, Problem> {
     let b = msg.bytes;
-    let StartLine::Request { version, uri: uri_r, .. } = &msg.start else {
+    let StartLine::Request {
+        version,
+        uri: uri_r,
+        ..
+    } = &msg.start
+    else {
         return Err(Problem::bad("not a request"));
     };
-    let (top_via_header, top_via_value, top_via) = top_via(msg).map_err(|_| Problem::bad("malformed Via"))?;
+    let top = top_via(msg).map_err(|_| Problem::bad("malformed Via"))?;
     let ver = &b[version.clone()];
     if !ver.eq_ignore_ascii_case(b"SIP/2.0") {
         if ver.len() > 4 && ver[..4].eq_ignore_ascii_case(b"SIP/") {
@@ -78,7 +110,10 @@ pub fn request(msg: &Message<'_>, max_body: usize) -> Result<Facts, Problem> {
     }
     for h in &msg.headers {
         if h.kind.single_valued() && msg.all(h.kind).nth(1).is_some() {
-            return Err(Problem::bad(format!("more than one {} header", name(h.kind))));
+            return Err(Problem::bad(format!(
+                "more than one {} header",
+                name(h.kind)
+            )));
         }
     }
     for h in msg.all(Kind::Via) {
@@ -117,7 +152,12 @@ pub fn request(msg: &Message<'_>, max_body: usize) -> Result<Facts, Problem> {
         }
     }
     if max_forwards.is_some_and(|(_, v)| v == 0) {
-        return Err(Problem { code: 483, reason: "Too Many Hops", warning: "Max-Forwards is 0".into(), unsupported: None });
+        return Err(Problem {
+            code: 483,
+            reason: "Too Many Hops",
+            warning: "Max-Forwards is 0".into(),
+            unsupported: None,
+        });
     }
     // We implement no extensions a proxy could be required to understand (§16.3 step 5).
     let required: Vec<String> = msg
@@ -134,7 +174,12 @@ pub fn request(msg: &Message<'_>, max_body: usize) -> Result<Facts, Problem> {
             unsupported: Some(required.join(", ")),
         });
     }
-    Ok(Facts { top_via, top_via_header, top_via_value, cseq_number, max_forwards, body })
+    Ok(Facts {
+        top,
+        cseq_number,
+        max_forwards,
+        body,
+    })
 }
 
 fn name(k: Kind) -> &'static str {
@@ -153,24 +198,36 @@ fn name(k: Kind) -> &'static str {
 /// CSeq = 1*DIGIT LWS Method, number < 2**31, method equal to the request's.
 fn cseq(msg: &Message<'_>) -> Result<u64, Problem> {
     let b = msg.bytes;
-    let v = msg.first(Kind::CSeq).map(|h| h.value.clone()).unwrap_or(0..0);
+    let v = msg
+        .first(Kind::CSeq)
+        .map(|h| h.value.clone())
+        .unwrap_or(0..0);
     let text = &b[v.clone()];
-    let digits_end = text.iter().position(|c| !c.is_ascii_digit()).unwrap_or(text.len());
-    let number = scan::parse_uint(&text[..digits_end], (1 << 31) - 1).ok_or_else(|| Problem::bad("malformed CSeq number"))?;
+    let digits_end = text
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number = scan::parse_uint(&text[..digits_end], (1 << 31) - 1)
+        .ok_or_else(|| Problem::bad("malformed CSeq number"))?;
     let method = &b[trim(b, v.start + digits_end..v.end)];
     if digits_end == 0 || method.is_empty() || !method.iter().all(|&c| is_token(c)) {
         return Err(Problem::bad("malformed CSeq"));
     }
     if method != msg.method() {
-        return Err(Problem::bad("CSeq method does not match the request method"));
+        return Err(Problem::bad(
+            "CSeq method does not match the request method",
+        ));
     }
     Ok(number)
 }
 
 /// The body as Content-Length says; without it (datagrams) the rest of the bytes.
 fn body(msg: &Message<'_>, max_body: usize) -> Result<Range<usize>, Problem> {
-    let Some(v) = msg.value(Kind::ContentLength) else { return Ok(msg.body.clone()) };
-    let n = scan::parse_uint(v, max_body as u64).ok_or_else(|| Problem::bad("malformed Content-Length"))? as usize;
+    let Some(v) = msg.value(Kind::ContentLength) else {
+        return Ok(msg.body.clone());
+    };
+    let n = scan::parse_uint(v, max_body as u64)
+        .ok_or_else(|| Problem::bad("malformed Content-Length"))? as usize;
     if n > msg.body.len() {
         return Err(Problem::bad("Content-Length is larger than the body"));
     }
@@ -195,7 +252,10 @@ fn request_uri(u: &[u8]) -> Result<(), Problem> {
     Err(Problem {
         code: 416,
         reason: "Unsupported URI Scheme",
-        warning: format!("unsupported Request-URI scheme {}", String::from_utf8_lossy(sch)),
+        warning: format!(
+            "unsupported Request-URI scheme {}",
+            String::from_utf8_lossy(sch)
+        ),
         unsupported: None,
     })
 }
@@ -231,7 +291,11 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
                 return Err("display name must be a token or a quoted string");
             }
             let start = i + lt + 1;
-            let gt = v[start..].iter().position(|&c| c == b'>').ok_or("missing >")? + start;
+            let gt = v[start..]
+                .iter()
+                .position(|&c| c == b'>')
+                .ok_or("missing >")?
+                + start;
             let inner = &v[start..gt];
             if inner.is_empty() || inner.iter().any(|&c| scan::is_lws(c) || c == b'<') {
                 return Err("whitespace or < inside <URI>");
@@ -245,7 +309,10 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
             if uri::scheme(uri_part).is_none() {
                 return Err("malformed URI");
             }
-            if uri_part.iter().any(|&c| matches!(c, b',' | b'?' | b'>' | b'"') || scan::is_lws(c)) {
+            if uri_part
+                .iter()
+                .any(|&c| matches!(c, b',' | b'?' | b'>' | b'"') || scan::is_lws(c))
+            {
                 return Err("URI with , ? or spaces must be enclosed in <>");
             }
             Ok(())
@@ -276,24 +343,69 @@ mod tests {
 
     #[test]
     fn local_replies() {
-        assert_eq!(code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 0")), 483);
-        assert_eq!(code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 256")), 400);
-        assert_eq!(code(&OK.replace("Max-Forwards: 0068", "Proxy-Require: foo, bar")), 420);
-        assert_eq!(check(OK.replace("Max-Forwards: 0068", "Proxy-Require: foo").as_bytes()).unwrap_err().unsupported.as_deref(), Some("foo"));
+        assert_eq!(
+            code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 0")),
+            483
+        );
+        assert_eq!(
+            code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 256")),
+            400
+        );
+        assert_eq!(
+            code(&OK.replace("Max-Forwards: 0068", "Proxy-Require: foo, bar")),
+            420
+        );
+        assert_eq!(
+            check(
+                OK.replace("Max-Forwards: 0068", "Proxy-Require: foo")
+                    .as_bytes()
+            )
+            .unwrap_err()
+            .unsupported
+            .as_deref(),
+            Some("foo")
+        );
         assert_eq!(code(&OK.replace("sip:bob@10.0.0.2", "isbn:123")), 416);
         assert_eq!(code(&OK.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia")), 505);
         assert_eq!(code(&OK.replace("7 INVITE", "7 OPTIONS")), 400);
-        assert_eq!(code(&OK.replace("7 INVITE", "36893488147419103232 INVITE")), 400);
+        assert_eq!(
+            code(&OK.replace("7 INVITE", "36893488147419103232 INVITE")),
+            400
+        );
         assert_eq!(code(&OK.replace("Call-ID: x\r\n", "")), 400);
-        assert_eq!(code(&OK.replace("Call-ID: x\r\n", "Call-ID: x\r\ni: y\r\n")), 400);
-        assert_eq!(code(&OK.replace("Content-Length: 0", "Content-Length: 10")), 400);
-        assert_eq!(code(&OK.replace("Content-Length: 0", "Content-Length: -1")), 400);
-        assert_eq!(code(&OK.replace("sip:bob@10.0.0.2", "<sip:bob@10.0.0.2>")), 400);
-        assert_eq!(code(&OK.replace("sip:bob@10.0.0.2", "sip:bob@10.0.0.2?Route=x")), 400);
+        assert_eq!(
+            code(&OK.replace("Call-ID: x\r\n", "Call-ID: x\r\ni: y\r\n")),
+            400
+        );
+        assert_eq!(
+            code(&OK.replace("Content-Length: 0", "Content-Length: 10")),
+            400
+        );
+        assert_eq!(
+            code(&OK.replace("Content-Length: 0", "Content-Length: -1")),
+            400
+        );
+        assert_eq!(
+            code(&OK.replace("sip:bob@10.0.0.2", "<sip:bob@10.0.0.2>")),
+            400
+        );
+        assert_eq!(
+            code(&OK.replace("sip:bob@10.0.0.2", "sip:bob@10.0.0.2?Route=x")),
+            400
+        );
         assert_eq!(code(&OK.replace("<sip:bob@c>", "\"Bob <sip:bob@c>")), 400);
-        assert_eq!(code(&OK.replace("<sip:bob@c>", "Watson, Thomas <sip:bob@c>")), 400);
+        assert_eq!(
+            code(&OK.replace("<sip:bob@c>", "Watson, Thomas <sip:bob@c>")),
+            400
+        );
         assert_eq!(code(&OK.replace("<sip:bob@c>", "< sip:bob@c >")), 400);
-        assert_eq!(code(&OK.replace("Content-Length", "Date: Fri, 01 Jan 2010 16:00:00 EST\r\nContent-Length")), 400);
+        assert_eq!(
+            code(&OK.replace(
+                "Content-Length",
+                "Date: Fri, 01 Jan 2010 16:00:00 EST\r\nContent-Length"
+            )),
+            400
+        );
     }
 
     #[test]
@@ -307,9 +419,18 @@ mod tests {
 
     #[test]
     fn top_via_needed_to_answer() {
-        let m = OK.replace("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1", "Via: SIP/2.0/UDP 192.0.2.15;;,;,,");
-        assert_eq!(top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(), Unanswerable::BadVia);
+        let m = OK.replace(
+            "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1",
+            "Via: SIP/2.0/UDP 192.0.2.15;;,;,,",
+        );
+        assert_eq!(
+            top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(),
+            Unanswerable::BadVia
+        );
         let m = OK.replace("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n", "");
-        assert_eq!(top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(), Unanswerable::NoVia);
+        assert_eq!(
+            top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(),
+            Unanswerable::NoVia
+        );
     }
 }

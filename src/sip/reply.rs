@@ -2,10 +2,10 @@
 //! request's Via, From, To, Call-ID and CSeq. The To tag is derived from the request, so a
 //! retransmission gets a byte-identical reply and the ACK for it can be recognised.
 
-use super::check::Facts;
+use super::check::TopVia;
 use super::scan::{Kind, Message, split_values};
-use rsip::headers::{CSeq, CallId, ContentLength, From, To, Via};
 use rsip::headers::UntypedHeader;
+use rsip::headers::{CSeq, CallId, ContentLength, From, To, Via};
 use rsip::{Header, Headers, Response, StatusCode, Version};
 use std::net::SocketAddr;
 
@@ -20,7 +20,7 @@ fn text(b: &[u8]) -> String {
 /// for the UAC (RFC 3581); `to_tag` is added when the To header has none.
 pub fn build(
     msg: &Message<'_>,
-    top_via: Option<&Facts>,
+    top_via: Option<&TopVia>,
     src: SocketAddr,
     code: u16,
     reason: &str,
@@ -78,14 +78,23 @@ pub fn build(
 /// `;received=IP` when the sent-by host differs from the source (or rport was asked for),
 /// and the source port as the value of a bare `rport` (RFC 3261 §18.2.1, RFC 3581 §4).
 /// Positions are made relative to `base` (0 when splicing the whole message).
-pub fn received_edits(s: &mut super::splice::Splice, b: &[u8], f: &Facts, src: SocketAddr, base: usize) {
-    let v = &f.top_via;
+pub fn received_edits(
+    s: &mut super::splice::Splice,
+    b: &[u8],
+    top: &TopVia,
+    src: SocketAddr,
+    base: usize,
+) {
+    let v = &top.via;
     if v.rport == Some(None) {
         s.insert(v.rport_end - base, format!("={}", src.port()).as_bytes());
     }
     let host_ip = super::via::host_ip(&b[v.host.clone()]);
     if v.received.is_none() && (host_ip != Some(src.ip()) || v.rport.is_some()) {
-        s.insert(f.top_via_value.end - base, format!(";received={}", src.ip()).as_bytes());
+        s.insert(
+            top.value().end - base,
+            format!(";received={}", src.ip()).as_bytes(),
+        );
     }
 }
 
@@ -100,7 +109,16 @@ mod tests {
         let m = scan::scan(req).unwrap();
         let f = check::request(&m, 65535).unwrap();
         let src: SocketAddr = "10.0.0.1:5062".parse().unwrap();
-        let out = String::from_utf8(build(&m, Some(&f), src, 403, "Forbidden", "abc", &[("Warning", "399 sipguard \"x\"")])).unwrap();
+        let out = String::from_utf8(build(
+            &m,
+            Some(&f.top),
+            src,
+            403,
+            "Forbidden",
+            "abc",
+            &[("Warning", "399 sipguard \"x\"")],
+        ))
+        .unwrap();
         assert!(out.starts_with("SIP/2.0 403 Forbidden\r\n"), "{out}");
         assert!(out.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5062;received=10.0.0.1\r\nVia: SIP/2.0/UDP 10.9.9.9\r\n"), "{out}");
         assert!(out.contains("To: <sip:b@c>;tag=abc\r\n"), "{out}");
