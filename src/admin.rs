@@ -1,1 +1,1 @@
-//! admin
+//! Admin HTTP listener.

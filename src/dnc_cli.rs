@@ -1,1 +1,1 @@
-//! dnc_cli
+//! DNC command line.

@@ -180,6 +180,8 @@ impl Config {
         let log = ops::validate_log(&raw.log, &mut d);
         let admin = raw.admin.as_ref().map(|a| ops::validate_admin(a, &mut d));
         if !d.errors.is_empty() {
+            d.errors
+                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             return Err(ConfigErrors(d.errors));
         }
         // Every validator returns Some when it pushed no error.

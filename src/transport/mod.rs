@@ -1,1 +1,70 @@
-//! transports
+//! The I/O shell: sockets move bytes between the network and the sans-IO `Proxy`. UDP runs
+//! on dedicated blocking threads (one `recvfrom` per datagram, no reactor wake-up in the
+//! way); TCP runs on tokio with one reader and one writer task per connection.
+
+pub mod tcp;
+pub mod udp;
+
+use crate::clock::Clock;
+use crate::config::server::Transport;
+use crate::proxy::{Action, Inbound, Proxy};
+use crate::telemetry::metrics as m;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Receives screening decisions for the decision log (written off the hot path).
+pub trait DecisionSink: Send + Sync {
+    fn record(&self, d: Box<crate::proxy::Decided>);
+}
+
+/// Everything a transport needs to run the core and send what it returns.
+pub struct Shell {
+    pub proxy: Mutex<Proxy>,
+    pub clock: Arc<dyn Clock>,
+    pub udp: udp::UdpSenders,
+    pub tcp: tcp::TcpPool,
+    pub decisions: Option<Arc<dyn DecisionSink>>,
+}
+
+impl Shell {
+    /// The proxy, even if a thread panicked while holding it (the core keeps no invariant
+    /// across calls that a panic could break).
+    pub fn proxy(&self) -> MutexGuard<'_, Proxy> {
+        self.proxy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run one message through the core and carry out the actions.
+    pub fn on_message(&self, from: Inbound, bytes: &[u8], actions: &mut Vec<Action>) {
+        let now = self.clock.now();
+        self.proxy().handle(now, from, bytes, actions);
+        self.dispatch(actions);
+    }
+
+    pub fn dispatch(&self, actions: &mut Vec<Action>) {
+        for a in actions.drain(..) {
+            match a {
+                Action::Send {
+                    transport: Transport::Udp,
+                    dest,
+                    bytes,
+                } => self.udp.send(dest, &bytes),
+                Action::Send {
+                    transport: Transport::Tcp,
+                    dest,
+                    bytes,
+                } => self.tcp.send(dest, bytes),
+                Action::Drop(reason) => m::dropped(reason.label()),
+                Action::Decided(d) => {
+                    if let Some(sink) = &self.decisions {
+                        sink.record(d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Same address family, so a send from an IPv4 socket never targets an IPv6 peer.
+pub fn same_family(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}

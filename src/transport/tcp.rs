@@ -1,0 +1,224 @@
+//! TCP: messages framed by Content-Length, a bounded read buffer, an idle timeout and a cap
+//! on open connections. Every connection, accepted or opened by us, is registered by its
+//! peer address, so a response goes back over the connection its request came on, and a
+//! request to a next hop reuses an open connection.
+
+use super::Shell;
+use crate::config::server::Transport;
+use crate::proxy::Inbound;
+use crate::sip::scan;
+use crate::telemetry::metrics as m;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Messages queued for one connection beyond this are dropped (a stuck peer).
+const QUEUE: usize = 1024;
+
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    pub idle: Duration,
+    pub max_connections: usize,
+    pub max_message_bytes: usize,
+}
+
+/// Open connections by peer address.
+pub struct TcpPool {
+    conns: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    pub open: AtomicUsize,
+    limits: Mutex<TcpLimits>,
+    slots: Arc<Semaphore>,
+    shell: Mutex<Weak<Shell>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl TcpPool {
+    pub fn new(limits: TcpLimits, rt: tokio::runtime::Handle) -> Self {
+        TcpPool {
+            conns: Mutex::new(HashMap::new()),
+            open: AtomicUsize::new(0),
+            limits: Mutex::new(limits),
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            shell: Mutex::new(Weak::new()),
+            rt,
+        }
+    }
+
+    /// Connect the pool to its shell (they refer to each other).
+    pub fn attach(&self, shell: &Arc<Shell>) {
+        *self.shell.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(shell);
+    }
+
+    fn limits(&self) -> TcpLimits {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Send over the open connection to `dest`, or open one.
+    pub fn send(&self, dest: SocketAddr, bytes: Vec<u8>) {
+        let mut map = self.map();
+        if let Some(tx) = map.get(&dest) {
+            match tx.try_send(bytes) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => return m::dropped("tcp_queue_full"),
+                Err(mpsc::error::TrySendError::Closed(b)) => {
+                    map.remove(&dest);
+                    return self.connect(map, dest, b);
+                }
+            }
+        }
+        self.connect(map, dest, bytes)
+    }
+
+    fn connect(
+        &self,
+        mut map: std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+        dest: SocketAddr,
+        first: Vec<u8>,
+    ) {
+        let Some(shell) = self
+            .shell
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+        else {
+            return;
+        };
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return m::dropped("tcp_connection_limit");
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let _ = tx.try_send(first);
+        map.insert(dest, tx);
+        drop(map);
+        self.rt.spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(dest)).await {
+                Ok(Ok(stream)) => run_connection(shell, stream, dest, rx).await,
+                _ => {
+                    tracing::debug!(%dest, "tcp connect failed");
+                    m::dropped("tcp_connect_failed");
+                    shell.tcp.forget(dest);
+                }
+            }
+        });
+    }
+
+    fn forget(&self, peer: SocketAddr) {
+        let mut map = self.map();
+        if map.get(&peer).is_some_and(|tx| tx.is_closed()) {
+            map.remove(&peer);
+        }
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Accept loop for one listener; stops when `stop` flips to true.
+pub async fn serve(shell: Arc<Shell>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shell.tcp.slots.clone().try_acquire_owned() else {
+            m::dropped("tcp_connection_limit");
+            continue;
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        shell.tcp.map().insert(peer, tx);
+        let shell = shell.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            run_connection(shell, stream, peer, rx).await;
+        });
+    }
+}
+
+/// Read framed messages into the core and write queued messages, until the peer closes,
+/// the connection idles out, or it sends something unframeable.
+async fn run_connection(
+    shell: Arc<Shell>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let _ = stream.set_nodelay(true);
+    shell.tcp.open.fetch_add(1, Ordering::Relaxed);
+    metrics::gauge!("sipguard_tcp_connections").increment(1.0);
+    let limits = shell.tcp.limits();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if wr.write_all(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut actions = Vec::with_capacity(4);
+    'conn: loop {
+        match tokio::time::timeout(limits.idle, rd.read_buf(&mut buf)).await {
+            Err(_) => break, // idle
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match scan::frame(&buf) {
+                Ok(Some((skip, len))) => {
+                    let frame = buf.split_to(skip + len);
+                    let msg = frame.get(skip..).unwrap_or_default();
+                    shell.on_message(
+                        Inbound {
+                            transport: Transport::Tcp,
+                            src: peer,
+                        },
+                        msg,
+                        &mut actions,
+                    );
+                }
+                Ok(None) => {
+                    if buf.len() > limits.max_message_bytes {
+                        m::dropped("tcp_message_too_large");
+                        break 'conn;
+                    }
+                    // Only keep-alive CRLFs so far: discard them.
+                    if !buf.is_empty() && buf.iter().all(|&b| b == b'\r' || b == b'\n') {
+                        buf.clear();
+                    }
+                    break;
+                }
+                Err(_) => {
+                    m::dropped("tcp_framing");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    writer.abort();
+    {
+        let mut map = shell.tcp.map();
+        map.remove(&peer);
+    }
+    shell.tcp.open.fetch_sub(1, Ordering::Relaxed);
+    metrics::gauge!("sipguard_tcp_connections").decrement(1.0);
+}
