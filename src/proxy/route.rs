@@ -85,12 +85,15 @@ pub fn next_hop(
         .find(|(_, r)| !**r)
         .map(|(v, _)| v)
     {
+        // A Route naming a domain goes to [upstream] (an outbound proxy that resolves it).
         let text = uri::inner(&b[next.range()]);
-        let u = uri::parse(text).ok_or_else(|| no_route("the Route header"))?;
-        return target(&u).ok_or_else(|| no_route("the Route header"));
+        if let Some(t) = uri::parse(text).as_ref().and_then(target) {
+            return Ok(t);
+        }
+        return upstream(cfg).ok_or_else(|| no_route("the Route header"));
     }
-    if let Some(up) = &cfg.upstream {
-        return Ok((up.transport, up.addr));
+    if let Some(up) = upstream(cfg) {
+        return Ok(up);
     }
     let ruri = if ruri_local && !routes.is_empty() {
         routes
@@ -100,8 +103,22 @@ pub fn next_hop(
     } else {
         msg.request_uri()
     };
+    let sip = uri::scheme(ruri)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
+    if !sip {
+        return Err(Problem {
+            code: 416,
+            reason: "Unsupported URI Scheme",
+            warning: "cannot route a non-SIP Request-URI; configure [upstream]".into(),
+            unsupported: None,
+        });
+    }
     let u = uri::parse(ruri).ok_or_else(|| no_route("the Request-URI"))?;
     target(&u).ok_or_else(|| no_route("the Request-URI"))
+}
+
+fn upstream(cfg: &ProxyConfig) -> Option<(Transport, SocketAddr)> {
+    cfg.upstream.as_ref().map(|u| (u.transport, u.addr))
 }
 
 fn target(u: &SipUri<'_>) -> Option<(Transport, SocketAddr)> {
