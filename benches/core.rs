@@ -1,0 +1,59 @@
+//! Cost of the sans-IO core per message (no sockets): what sipguard's own code adds to the
+//! kernel's packet cost. `cargo bench --bench core`.
+use criterion::{Criterion, criterion_group, criterion_main};
+use sipguard::config::server::Transport;
+use sipguard::proxy::{Action, Inbound, Proxy, ProxyConfig};
+use sipguard::sip::via::HostPort;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+const INVITE: &str = "INVITE sip:+12125550100@127.0.0.1:5080;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1234-1-0\r\nFrom: <sip:+12122000001@127.0.0.1;user=phone>;tag=1234SIPpTag001\r\nTo: <sip:+12125550100@127.0.0.1:5080;user=phone>\r\nCall-ID: 1-1234@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:+12122000001@127.0.0.1:5060;transport=UDP>\r\nMax-Forwards: 70\r\nX-Account: acct0001\r\nSubject: Performance Test\r\nContent-Type: application/sdp\r\nContent-Length: 129\r\n\r\nv=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+fn proxy() -> Proxy {
+    let cfg = ProxyConfig {
+        advertise: HostPort::parse("127.0.0.1:5070").unwrap(),
+        local: vec!["127.0.0.1:5070".parse().unwrap()],
+        record_route: false,
+        upstream: None,
+        max_message_bytes: 65535,
+        seed: 3,
+    };
+    Proxy::new(cfg, Arc::new(sipguard::screen::PassThrough))
+}
+
+fn bench(c: &mut Criterion) {
+    let from = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
+    let mut p = proxy();
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    c.bench_function("forward initial INVITE (pass-through screen)", |b| {
+        b.iter(|| {
+            // A fresh Call-ID each time, so the verdict cache does not short-cut screening.
+            n += 1;
+            let msg = INVITE.replace("1-1234@", &format!("{n}-1234@"));
+            p.handle(SystemTime::now(), from, black_box(msg.as_bytes()), &mut out);
+            out.clear();
+        })
+    });
+    p.handle(SystemTime::now(), from, INVITE.as_bytes(), &mut out);
+    let fwd = match out.pop() {
+        Some(Action::Send { bytes, .. }) => String::from_utf8(bytes).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
+    let resp = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\nFrom: <sip:+12122000001@127.0.0.1;user=phone>;tag=1234SIPpTag001\r\nTo: <sip:+12125550100@127.0.0.1:5080;user=phone>;tag=x\r\nCall-ID: 1-1234@127.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        vias[0], vias[1]
+    );
+    let uas = Inbound { transport: Transport::Udp, src: "127.0.0.1:5080".parse().unwrap() };
+    c.bench_function("relay 200 OK response", |b| {
+        b.iter(|| {
+            p.handle(SystemTime::now(), uas, black_box(resp.as_bytes()), &mut out);
+            out.clear();
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
