@@ -2,8 +2,16 @@
 //! is call facts (`Call`), its output a `Decision`, so the same engine can serve a redirect
 //! mode or an HTTP decision API.
 
+pub mod account;
+pub mod caller_id;
 pub mod dnc;
+pub mod hash;
+pub mod hours;
 pub mod number;
+pub mod policy;
+pub mod prefix;
+pub mod quota;
+pub mod responses;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -75,19 +83,30 @@ pub struct ExtraHeader {
 
 impl ExtraHeader {
     pub fn new(name: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
-        ExtraHeader { name: name.into(), value: value.into() }
+        ExtraHeader {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Forward { headers: Vec<ExtraHeader> },
-    Reject { code: u16, reason: String, headers: Vec<ExtraHeader> },
+    Forward {
+        headers: Vec<ExtraHeader>,
+    },
+    Reject {
+        code: u16,
+        reason: String,
+        headers: Vec<ExtraHeader>,
+    },
 }
 
 impl Verdict {
     pub fn forward() -> Verdict {
-        Verdict::Forward { headers: Vec::new() }
+        Verdict::Forward {
+            headers: Vec::new(),
+        }
     }
     pub fn is_forward(&self) -> bool {
         matches!(self, Verdict::Forward { .. })
