@@ -80,7 +80,7 @@ pub struct RawZone {
 /// `[responses.<name>]` tables by name.
 #[derive(Debug, Default, Deserialize)]
 #[serde(transparent)]
-pub struct RawResponses(pub BTreeMap<Spanned<String>, RawResponse>);
+pub struct RawResponses(pub BTreeMap<String, Spanned<RawResponse>>);
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawResponse {
@@ -495,18 +495,18 @@ fn validate_hours(raw: &RawHours, d: &mut Diagnostics<'_>) -> Option<Hours> {
 fn validate_responses(raw: &RawResponses, d: &mut Diagnostics<'_>) -> Responses {
     let mut out = Responses::default();
     for (name, r) in &raw.0 {
-        let key = name.get_ref().as_str();
+        let key = name.as_str();
         let rule = Rule::from_name(key);
         let dnc_name = key.strip_prefix("dnc_").is_some_and(valid_id);
         if rule.is_none() && !dnc_name {
             let known: Vec<&str> = Rule::ALL.iter().map(|r| r.name()).collect();
             d.error(
-                name.span(),
+                r.span(),
                 format!("unknown rule `{key}` in [responses]: expected one of {}, or dnc_<name> for a DNC list", known.join(", ")),
             );
             continue;
         }
-        if let Some(resp) = validate_response(key, rule, r, name.span(), d) {
+        if let Some(resp) = validate_response(key, rule, r.get_ref(), r.span(), d) {
             out.set(key, resp);
         }
     }
@@ -749,5 +749,221 @@ fn load_owned_csv(
             0,
             format!("{} more malformed rows not shown", errors - MAX_CSV_ERRORS),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::{Path, PathBuf};
+
+    fn dir(name: &str, csv: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sipguard-cfg-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("owned.csv"), csv).unwrap();
+        dir
+    }
+
+    /// Errors of a config as `FILE:LINE: msg` with FILE reduced to its name.
+    fn errs(name: &str, text: &str, csv: &str) -> Vec<String> {
+        let dir = dir(name, csv);
+        match Config::parse(&dir.join("t.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => {
+                e.0.iter()
+                    .map(|d| {
+                        let file = Path::new(&d.file)
+                            .file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .to_string();
+                        format!("{file}:{}: {}", d.line, d.msg)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn has(errs: &[String], prefix: &str) -> bool {
+        errs.iter().any(|e| e.starts_with(prefix))
+    }
+
+    #[test]
+    fn a_full_config_is_valid() {
+        let text = r#"
+[screening]
+mode = "enforce"
+account_header = "X-Account"
+trusted_sources = ["10.0.0.0/8", "192.0.2.1"]
+unknown_account = "reject"
+default_country = "US"
+caller_id_numbers = "owned.csv"
+trust_pai = true
+quota_tz = "America/New_York"
+max_tracked_numbers = 100000
+
+[screening.checks]
+valid = true
+owned = true
+same_as_callee = true
+from_pai_mismatch = false
+neighbour_digits = 7
+
+[screening.quota]
+per_second = 5
+burst = 10
+per_minute = 100
+per_hour = 1000
+per_day = 5000
+per_caller_id_per_day = 30
+per_callee_per_day = 1
+per_callee_per_week = 3
+
+[screening.hours]
+start = "08:00"
+end = "21:00"
+default_tz = "America/Chicago"
+[[screening.hours.zone]]
+prefix = "+1212"
+tz = "America/New_York"
+
+[responses.hours]
+code = 480
+text = "Outside calling hours"
+
+[responses.dnc_internal]
+code = 603
+q850 = true
+
+[[account]]
+id = "acme"
+sources = ["192.0.2.0/24"]
+caller_ids = ["+12125550100", "+1646555*", "2015550100"]
+quota = { per_day = 500 }
+mode = "report"
+category = "finance"
+"#;
+        let e = errs("full", text, "acme,+12125550101\nother,+13125550100\n");
+        assert!(e.is_empty(), "{e:?}");
+        let cfg = Config::parse(
+            &dir("full", "acme,+12125550101\nother,+13125550100\n").join("t.toml"),
+            text,
+        )
+        .unwrap();
+        let s = cfg.screening.unwrap();
+        assert_eq!(s.accounts.len(), 2, "acme and `other` from owned.csv");
+        let acme = &s.accounts[0];
+        assert_eq!(acme.quota.per_day, Some(500));
+        assert_eq!(
+            acme.quota.per_hour,
+            Some(1000),
+            "defaults fill what the account leaves out"
+        );
+        assert_eq!(acme.owned.len(), 4);
+        assert!(acme.owned.contains(16465550000) && acme.owned.contains(12015550100));
+        assert_eq!(s.accounts[1].quota.per_day, Some(5000));
+    }
+
+    #[test]
+    fn bad_values_are_reported_at_their_lines() {
+        let text = r#"[screening]
+trusted_sources = ["10.0.0.0/33"]
+quota_tz = "Mars/Olympus"
+account_header = "X-Account"
+
+[screening.hours]
+start = "8am"
+end = "21:00"
+default_tz = "America/New_York"
+
+[responses.quotas]
+code = 403
+
+[responses.quota]
+code = 503
+
+[[account]]
+id = "acme"
+sources = ["192.0.2.0/24", "banana"]
+caller_ids = ["+1212555010x"]
+"#;
+        let e = errs("bad", text, "");
+        assert!(has(&e, "t.toml:2: bad CIDR `10.0.0.0/33`"), "{e:?}");
+        assert!(has(&e, "t.toml:3: bad time zone `Mars/Olympus`"), "{e:?}");
+        assert!(has(&e, "t.toml:7: screening.hours.start `8am`"), "{e:?}");
+        assert!(has(&e, "t.toml:11: unknown rule `quotas`"), "{e:?}");
+        assert!(has(&e, "t.toml:15: responses.quota.code 503"), "{e:?}");
+        assert!(has(&e, "t.toml:19: bad CIDR `banana`"), "{e:?}");
+        assert!(
+            has(
+                &e,
+                "t.toml:20: account `acme` caller_ids: bad number `+1212555010x`"
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn csv_rows_are_reported_with_their_lines() {
+        let text = "[screening]\ncaller_id_numbers = \"owned.csv\"\n";
+        let csv = "account,number\nacme,+12125550100\n\nacme\nacme,notanumber\nac me,+12125550100\nacme,+1212*\n";
+        let e = errs("csv", text, csv);
+        assert_eq!(
+            e,
+            vec![
+                "owned.csv:4: row 4 malformed: expected `account,number`, got 1 fields".to_string(),
+                "owned.csv:5: row 5 malformed: bad number `notanumber`".to_string(),
+                "owned.csv:6: row 6 malformed: bad account id `ac me`".to_string(),
+            ]
+        );
+        let e = errs(
+            "csv-missing",
+            "[screening]\ncaller_id_numbers = \"nope.csv\"\n",
+            "",
+        );
+        assert!(
+            has(&e, "t.toml:2: screening.caller_id_numbers: cannot read"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn other_mistakes() {
+        let e = errs(
+            "hdr",
+            "[screening]\naccount_header = \"X-Account\"\nunknown_account = \"forward\"\n",
+            "",
+        );
+        assert!(
+            has(
+                &e,
+                "t.toml:2: screening.account_header is only trusted from `trusted_sources`"
+            ),
+            "{e:?}"
+        );
+        let e = errs("none", "[screening]\n", "");
+        assert!(has(&e, "t.toml:1: [screening] has no accounts"), "{e:?}");
+        let text = "[screening]\nunknown_account = \"forward\"\n[screening.quota]\nper_day = 0\n[responses.hours]\ncode = 429\n[responses.dnc]\ncode = 480\ncall_info = \"https://x\"\n[[account]]\nid = \"a\"\nmode = \"loud\"\n[[account]]\nid = \"a\"\n";
+        let e = errs("misc", text, "");
+        assert!(
+            has(&e, "t.toml:4: screening.quota.per_day must be at least 1"),
+            "{e:?}"
+        );
+        assert!(has(&e, "t.toml:6: responses.hours.code 429"), "{e:?}");
+        assert!(
+            has(
+                &e,
+                "t.toml:9: responses.dnc.call_info (jwscard) goes with code 608"
+            ),
+            "{e:?}"
+        );
+        assert!(has(&e, "t.toml:12: mode `loud`"), "{e:?}");
+        assert!(has(&e, "t.toml:14: account `a` is defined twice"), "{e:?}");
+        let e = errs(
+            "hours",
+            "[screening]\nunknown_account = \"forward\"\n[screening.hours]\nstart = \"08:00\"\n",
+            "",
+        );
+        assert!(has(&e, "t.toml:3: [screening.hours] needs `end`"), "{e:?}");
     }
 }

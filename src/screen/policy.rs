@@ -260,3 +260,6 @@ impl Screen for Screener {
         d
     }
 }
+
+#[cfg(test)]
+mod tests;
