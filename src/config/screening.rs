@@ -455,13 +455,13 @@ fn validate_hours(raw: &RawHours, d: &mut Diagnostics<'_>) -> Option<Hours> {
     let start = raw.start.as_ref().and_then(|t| time_of_day(t, "start", d));
     let end = raw.end.as_ref().and_then(|t| time_of_day(t, "end", d));
     let default_tz = raw.default_tz.as_ref().map(|z| zone(z, d));
-    if let (Some(s), Some(e), Some(span)) = (start, end, raw.end.as_ref().map(Spanned::span)) {
-        if s == e {
-            d.error(
-                span,
-                "screening.hours: start and end are equal (an empty or a full-day window)",
-            );
-        }
+    if let (Some(s), Some(e), Some(span)) = (start, end, raw.end.as_ref().map(Spanned::span))
+        && s == e
+    {
+        d.error(
+            span,
+            "screening.hours: start and end are equal (an empty or a full-day window)",
+        );
     }
     let mut zones = PrefixMap::default();
     for z in &raw.zone {

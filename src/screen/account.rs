@@ -58,12 +58,11 @@ impl AccountTable {
     /// anywhere else it is ignored.
     pub fn identify(&self, call: &Call) -> Option<usize> {
         let ip = call.source?;
-        if self.header.is_some() {
-            if let Some(value) = call.account_header.as_deref() {
-                if self.trusted(ip) {
-                    return self.by_id(value.trim());
-                }
-            }
+        if self.header.is_some()
+            && let Some(value) = call.account_header.as_deref()
+            && self.trusted(ip)
+        {
+            return self.by_id(value.trim());
         }
         self.by_source
             .iter()

@@ -141,12 +141,11 @@ pub fn check(
     if checks.same_as_callee && p.caller == callee {
         return Err(Rule::CallerIdSpoofed);
     }
-    if checks.from_pai_mismatch {
-        if let (Some(from), Some(pai)) = (p.from, p.pai) {
-            if from != pai {
-                return Err(Rule::CallerIdSpoofed);
-            }
-        }
+    if checks.from_pai_mismatch
+        && let (Some(from), Some(pai)) = (p.from, p.pai)
+        && from != pai
+    {
+        return Err(Rule::CallerIdSpoofed);
     }
     if checks.neighbour_digits > 0
         && shares_prefix(p.caller, callee, u32::from(checks.neighbour_digits))

@@ -217,16 +217,16 @@ impl Screen for Screener {
         if let Err(rule) = caller_id::check(&pr, callee, &acct.owned, &p.checks) {
             return fire(d, mode, rule, p.responses.for_rule(rule), None);
         }
-        if let Some(hours) = &p.hours {
-            if let Err(wait) = hours.check(callee, now) {
-                return fire(
-                    d,
-                    mode,
-                    Rule::Hours,
-                    p.responses.for_rule(Rule::Hours),
-                    Some(wait),
-                );
-            }
+        if let Some(hours) = &p.hours
+            && let Err(wait) = hours.check(callee, now)
+        {
+            return fire(
+                d,
+                mode,
+                Rule::Hours,
+                p.responses.for_rule(Rule::Hours),
+                Some(wait),
+            );
         }
         if let Some(hit) = self
             .dnc

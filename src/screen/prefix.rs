@@ -40,10 +40,10 @@ impl<V> PrefixMap<V> {
         let len = digit_count(n);
         let mut div = 1u64;
         for k in (1..=len).rev() {
-            if self.lengths & (1 << k) != 0 {
-                if let Some(v) = self.map.get(&(n / div)) {
-                    return Some(v);
-                }
+            if self.lengths & (1 << k) != 0
+                && let Some(v) = self.map.get(&(n / div))
+            {
+                return Some(v);
             }
             div *= 10;
         }

@@ -293,20 +293,18 @@ impl AccountCounters {
                 limit: max_tracked as u64,
             });
         }
-        if ok {
-            if let Err(name) = pacing.admit(now) {
-                ok = false;
-                let limit = match name {
-                    "per_second" => limits.burst.or(limits.per_second),
-                    _ => limits.per_minute,
-                };
-                let limit = limit.map_or(0, |n| u64::from(n.get()));
-                readings.push(CounterReading {
-                    name,
-                    value: limit,
-                    limit,
-                });
-            }
+        if ok && let Err(name) = pacing.admit(now) {
+            ok = false;
+            let limit = match name {
+                "per_second" => limits.burst.or(limits.per_second),
+                _ => limits.per_minute,
+            };
+            let limit = limit.map_or(0, |n| u64::from(n.get()));
+            readings.push(CounterReading {
+                name,
+                value: limit,
+                limit,
+            });
         }
         let step = u64::from(ok);
         for (name, value, limit) in caps {
