@@ -181,6 +181,12 @@ impl Screen for Screener {
     fn screen(&self, call: &Call, now: SystemTime) -> Decision {
         let p = self.policy.load();
         let mut d = Decision::pass();
+        let plan = p.plan.as_ref();
+        d.callee = caller_id::callee_number(call, plan);
+        let presented = caller_id::presented(call, plan, p.trust_pai);
+        if let Ok(pr) = &presented {
+            d.caller = Some(pr.caller);
+        }
         let Some(acct) = p.table.identify(call).and_then(|i| p.accounts.get(i)) else {
             return match p.unknown_account {
                 UnknownAccount::Forward => d,
@@ -195,12 +201,6 @@ impl Screen for Screener {
         };
         d.account = Some(acct.id.clone());
         let mode = acct.mode;
-        let plan = p.plan.as_ref();
-        d.callee = caller_id::callee_number(call, plan);
-        let presented = caller_id::presented(call, plan, p.trust_pai);
-        if let Ok(pr) = &presented {
-            d.caller = Some(pr.caller);
-        }
         // An unreadable caller ID or callee is a screening error: caller_id_invalid.
         let (pr, callee) = match (presented, d.callee) {
             (Ok(pr), Some(callee)) => (pr, callee),

@@ -143,10 +143,15 @@ fn unknown_accounts_are_rejected_or_forwarded() {
     assert_eq!(d.rule, Some(Rule::UnknownAccount));
     assert_eq!(code(&d), Some(403));
     assert_eq!(
+        (d.caller, d.callee),
+        (Some(12125550100), Some(12125550199)),
+        "facts for the log"
+    );
+    assert_eq!(
         header(&d, "Reason"),
         Some("SIP;cause=403;text=\"Unknown account\"")
     );
-    let s = screener("unknown-fwd", "").with_text(r#"unknown_account = "forward""#);
+    let s = screener_with_line("unknown-fwd", r#"unknown_account = "forward""#);
     let d = s.screen(
         &invite("100.64.0.1", "+12125550100", "+12125550199"),
         noon(),
@@ -155,21 +160,15 @@ fn unknown_accounts_are_rejected_or_forwarded() {
     assert_eq!(d.account, None);
 }
 
-trait WithText {
-    fn with_text(self, line: &str) -> Screener;
-}
-
-impl WithText for Screener {
-    /// A screener whose [screening] section has one more line.
-    fn with_text(self, line: &str) -> Screener {
-        let dir = dir("with-text", OWNED);
-        let text = BASE.replacen("[screening]\n", &format!("[screening]\n{line}\n"), 1);
-        let cfg = Config::parse(&dir.join("sipguard.toml"), &text).unwrap();
-        Screener::new(
-            cfg.screening.unwrap(),
-            Arc::new(ArcSwap::from_pointee(Dnc::default())),
-        )
-    }
+/// A screener whose [screening] section has one more line.
+fn screener_with_line(name: &str, line: &str) -> Screener {
+    let dir = dir(name, OWNED);
+    let text = BASE.replacen("[screening]\n", &format!("[screening]\n{line}\n"), 1);
+    let cfg = Config::parse(&dir.join("sipguard.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    Screener::new(
+        cfg.screening.unwrap(),
+        Arc::new(ArcSwap::from_pointee(Dnc::default())),
+    )
 }
 
 #[test]
@@ -322,7 +321,7 @@ fn report_mode_forwards_what_enforce_rejects() {
     }
     assert_eq!(s.account_snapshot("lax", at).unwrap().usage.calls_today, 3);
     // Global report mode covers unknown accounts too.
-    let s = screener("report-global", "").with_text(r#"mode = "report""#);
+    let s = screener_with_line("report-global", r#"mode = "report""#);
     let d = s.screen(&invite("100.64.0.1", "+12125550100", "+12125550199"), at);
     assert!(d.verdict.is_forward() && d.would_reject);
     assert_eq!(d.rule, Some(Rule::UnknownAccount));
