@@ -294,7 +294,8 @@ pub fn validate(
         );
     }
     if out.is_empty() && unknown_account == UnknownAccount::Reject {
-        d.error(0..0, "[screening] has no accounts ([[account]] or caller_id_numbers): every call would be rejected");
+        let at = d.text.find("[screening]").unwrap_or(0);
+        d.error(at..at, "[screening] has no accounts ([[account]] or caller_id_numbers): every call would be rejected");
     }
     (d.errors.len() == before).then_some(ScreeningConfig {
         mode,

@@ -52,8 +52,13 @@ impl Default for Checks {
 }
 
 /// The URI of a From/To/P-Asserted-Identity value: inside `<...>` for a name-addr, else the
-/// addr-spec up to the header parameters.
+/// addr-spec up to the header parameters. A quoted display name may contain `<`.
 fn header_uri(value: &str) -> &str {
+    let value = value.trim_start();
+    let value = match value.strip_prefix('"') {
+        Some(quoted) => after_quoted(quoted),
+        None => value,
+    };
     match value.find('<') {
         Some(start) => {
             let rest = value.get(start + 1..).unwrap_or("");
@@ -61,6 +66,20 @@ fn header_uri(value: &str) -> &str {
         }
         None => value.split(';').next().unwrap_or(""),
     }
+}
+
+/// The text after the closing quote of a quoted string (RFC 3261 quoted-pair aware).
+fn after_quoted(s: &str) -> &str {
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return s.get(i + 1..).unwrap_or(""),
+            _ => {}
+        }
+    }
+    ""
 }
 
 /// The number in a URI's user part (`sip:+1212...@h;user=phone`, `tel:+1-212-...`).
@@ -188,6 +207,14 @@ mod tests {
         assert_eq!(
             header_number("\"Acme\" <sip:+12125550100@pbx;user=phone>;tag=1", p),
             Some(12125550100)
+        );
+        assert_eq!(
+            header_number(r#""a<b \" c>" <sip:+12125550100@pbx>"#, p),
+            Some(12125550100)
+        );
+        assert_eq!(
+            header_number(r#""unterminated <sip:+12125550100@pbx>"#, p),
+            None
         );
         assert_eq!(
             header_number("sip:2125550100@pbx;tag=1", p),
