@@ -2,8 +2,16 @@
 //! is call facts (`Call`), its output a `Decision`, so the same engine can serve a redirect
 //! mode or an HTTP decision API.
 
+pub mod account;
+pub mod caller_id;
 pub mod dnc;
+pub mod hash;
+pub mod hours;
 pub mod number;
+pub mod policy;
+pub mod prefix;
+pub mod quota;
+pub mod responses;
 
 use std::borrow::Cow;
 use std::net::IpAddr;

@@ -1,1 +1,2 @@
+pub mod decisions;
 pub mod metrics;

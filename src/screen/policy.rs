@@ -1,0 +1,265 @@
+//! The screening policy: account -> caller ID (valid, owned, spoofing) -> calling hours ->
+//! DNC -> quota. Quota comes last so that it is only consumed by calls every other rule
+//! passed. The policy is swapped whole on reload; counters and pacing state live in `Arc`s
+//! that the new policy takes over, so a reload never resets a quota.
+use super::account::AccountTable;
+use super::caller_id::{self, Checks, OwnedNumbers};
+use super::dnc::Dnc;
+use super::hours::Hours;
+use super::quota::{AccountCounters, Pacing, QuotaLimits, Usage, Windows};
+use super::responses::{Response, Responses};
+use super::{Call, Decision, Rule, Screen, Verdict};
+use crate::config::screening::{Mode, ScreeningConfig, UnknownAccount};
+use crate::screen::number::NumberPlan;
+use arc_swap::ArcSwap;
+use chrono_tz::Tz;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+struct AccountPolicy {
+    id: Arc<str>,
+    mode: Mode,
+    category: Option<Arc<str>>,
+    owned: OwnedNumbers,
+    limits: QuotaLimits,
+    pacing: Arc<Pacing>,
+    counters: Arc<AccountCounters>,
+}
+
+struct Policy {
+    mode: Mode,
+    table: AccountTable,
+    accounts: Vec<AccountPolicy>,
+    unknown_account: UnknownAccount,
+    plan: Option<NumberPlan>,
+    trust_pai: bool,
+    checks: Checks,
+    quota_tz: Tz,
+    max_tracked: usize,
+    hours: Option<Hours>,
+    responses: Responses,
+}
+
+impl Policy {
+    /// Build from config, taking over counters and (unchanged) pacing of `old` accounts.
+    fn build(cfg: ScreeningConfig, old: Option<&Policy>) -> Policy {
+        let sources: Vec<(Arc<str>, &[ipnet::IpNet])> = cfg
+            .accounts
+            .iter()
+            .map(|a| (a.id.clone(), a.sources.as_slice()))
+            .collect();
+        let table = AccountTable::new(
+            cfg.account_header.clone(),
+            cfg.trusted_sources.clone(),
+            &sources,
+        );
+        let accounts = cfg
+            .accounts
+            .into_iter()
+            .map(|a| {
+                let prev = old.and_then(|o| o.table.by_id(&a.id).and_then(|i| o.accounts.get(i)));
+                let counters = prev.map_or_else(Default::default, |p| p.counters.clone());
+                let pacing = match prev {
+                    Some(p) if p.pacing.fits(&a.quota) => p.pacing.clone(),
+                    _ => Arc::new(Pacing::new(&a.quota)),
+                };
+                AccountPolicy {
+                    id: a.id,
+                    mode: a.mode,
+                    category: a.category,
+                    owned: a.owned,
+                    limits: a.quota,
+                    pacing,
+                    counters,
+                }
+            })
+            .collect();
+        Policy {
+            mode: cfg.mode,
+            table,
+            accounts,
+            unknown_account: cfg.unknown_account,
+            plan: cfg.plan,
+            trust_pai: cfg.trust_pai,
+            checks: cfg.checks,
+            quota_tz: cfg.quota_tz,
+            max_tracked: cfg.max_tracked_numbers,
+            hours: cfg.hours,
+            responses: cfg.responses,
+        }
+    }
+}
+
+/// Counters and remaining quota of one account (admin API `/accounts/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountStatus {
+    pub id: String,
+    pub mode: Mode,
+    pub category: Option<String>,
+    #[serde(flatten)]
+    pub usage: Usage,
+    pub per_hour: Option<u64>,
+    pub per_day: Option<u64>,
+    pub remaining_this_hour: Option<u64>,
+    pub remaining_today: Option<u64>,
+    pub owned_numbers: usize,
+}
+
+/// The screening engine the proxy calls for every initial INVITE.
+pub struct Screener {
+    policy: ArcSwap<Policy>,
+    dnc: Arc<ArcSwap<Dnc>>,
+    /// Serialises reloads so two of them cannot both take over the same old counters.
+    reload_lock: Mutex<()>,
+}
+
+impl Screener {
+    pub fn new(cfg: ScreeningConfig, dnc: Arc<ArcSwap<Dnc>>) -> Screener {
+        Screener {
+            policy: ArcSwap::from_pointee(Policy::build(cfg, None)),
+            dnc,
+            reload_lock: Mutex::new(()),
+        }
+    }
+
+    /// Swap in a new policy; counters of accounts that still exist carry over.
+    pub fn reload(&self, cfg: ScreeningConfig) {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.policy.load_full();
+        self.policy.store(Arc::new(Policy::build(cfg, Some(&old))));
+    }
+
+    pub fn account_snapshot(&self, id: &str, now: SystemTime) -> Option<AccountStatus> {
+        let p = self.policy.load();
+        let a = p.accounts.get(p.table.by_id(id)?)?;
+        let usage = a.counters.usage(&Windows::at(p.quota_tz, now));
+        Some(AccountStatus {
+            id: a.id.to_string(),
+            mode: a.mode,
+            category: a.category.as_deref().map(str::to_string),
+            usage,
+            per_hour: a.limits.per_hour,
+            per_day: a.limits.per_day,
+            remaining_this_hour: a
+                .limits
+                .per_hour
+                .map(|l| l.saturating_sub(usage.calls_this_hour)),
+            remaining_today: a
+                .limits
+                .per_day
+                .map(|l| l.saturating_sub(usage.calls_today)),
+            owned_numbers: a.owned.len(),
+        })
+    }
+}
+
+/// Record that `rule` fired: a reject in enforce mode, a forward marked `would_reject` in
+/// report mode.
+fn fire(
+    mut d: Decision,
+    mode: Mode,
+    rule: Rule,
+    response: &Response,
+    retry_after: Option<u32>,
+) -> Decision {
+    d.rule = Some(rule);
+    match mode {
+        Mode::Enforce => d.verdict = response.reject(retry_after),
+        Mode::Report => {
+            d.would_reject = true;
+            d.verdict = Verdict::forward();
+        }
+    }
+    d
+}
+
+impl Screen for Screener {
+    fn account_header(&self) -> Option<Arc<str>> {
+        self.policy.load().table.header().cloned()
+    }
+
+    fn screen(&self, call: &Call, now: SystemTime) -> Decision {
+        let p = self.policy.load();
+        let mut d = Decision::pass();
+        let plan = p.plan.as_ref();
+        d.callee = caller_id::callee_number(call, plan);
+        let presented = caller_id::presented(call, plan, p.trust_pai);
+        if let Ok(pr) = &presented {
+            d.caller = Some(pr.caller);
+        }
+        let Some(acct) = p.table.identify(call).and_then(|i| p.accounts.get(i)) else {
+            return match p.unknown_account {
+                UnknownAccount::Forward => d,
+                UnknownAccount::Reject => fire(
+                    d,
+                    p.mode,
+                    Rule::UnknownAccount,
+                    p.responses.for_rule(Rule::UnknownAccount),
+                    None,
+                ),
+            };
+        };
+        d.account = Some(acct.id.clone());
+        let mode = acct.mode;
+        // An unreadable caller ID or callee is a screening error: caller_id_invalid.
+        let (pr, callee) = match (presented, d.callee) {
+            (Ok(pr), Some(callee)) => (pr, callee),
+            _ => {
+                return fire(
+                    d,
+                    mode,
+                    Rule::CallerIdInvalid,
+                    p.responses.for_rule(Rule::CallerIdInvalid),
+                    None,
+                );
+            }
+        };
+        if let Err(rule) = caller_id::check(&pr, callee, &acct.owned, &p.checks) {
+            return fire(d, mode, rule, p.responses.for_rule(rule), None);
+        }
+        if let Some(hours) = &p.hours
+            && let Err(wait) = hours.check(callee, now)
+        {
+            return fire(
+                d,
+                mode,
+                Rule::Hours,
+                p.responses.for_rule(Rule::Hours),
+                Some(wait),
+            );
+        }
+        if let Some(hit) = self
+            .dnc
+            .load()
+            .check(callee, &acct.id, acct.category.as_deref())
+        {
+            let response = p.responses.named_or_dnc(&hit.response);
+            d.list = Some(hit.list);
+            return fire(d, mode, Rule::Dnc, response, None);
+        }
+        let windows = Windows::at(p.quota_tz, now);
+        let within = acct.counters.check_and_count(
+            &acct.limits,
+            &acct.pacing,
+            &windows,
+            pr.caller,
+            callee,
+            now,
+            p.max_tracked,
+            &mut d.counters,
+        );
+        if !within {
+            return fire(
+                d,
+                mode,
+                Rule::Quota,
+                p.responses.for_rule(Rule::Quota),
+                None,
+            );
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests;
