@@ -5,12 +5,18 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::server::Transport;
 use crate::proxy::{Proxy, ProxyConfig};
+use crate::screen::dnc::Dnc;
+use crate::screen::policy::Screener;
 use crate::screen::{PassThrough, Screen};
+use crate::telemetry::decisions::DecisionLog;
+use crate::transport::DecisionSink;
 use crate::transport::tcp::{TcpLimits, TcpPool};
 use crate::transport::udp::UdpSenders;
 use crate::transport::{Shell, tcp, udp};
+use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -23,13 +29,59 @@ pub enum ServerError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot open the decision log: {0}")]
+    DecisionLog(std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Build the screening step a config asks for.
-fn build_screen(_cfg: &Config) -> Arc<dyn Screen> {
-    Arc::new(PassThrough)
+/// The screening state that outlives reloads: the engine (whose counters carry over) and
+/// the DNC lists, both swapped atomically inside.
+pub struct Screening {
+    pub screener: Mutex<Option<Arc<Screener>>>,
+    pub dnc: Arc<ArcSwap<Dnc>>,
+}
+
+impl Screening {
+    fn new() -> Self {
+        Screening {
+            screener: Mutex::new(None),
+            dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())),
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<Screener>> {
+        self.screener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The screen step for `cfg`: the existing engine reloaded, a new one, or pass-through.
+    fn apply(&self, cfg: &Config) -> Arc<dyn Screen> {
+        let mut slot = self.screener.lock().unwrap_or_else(|e| e.into_inner());
+        match (&cfg.screening, slot.as_ref()) {
+            (Some(sc), Some(existing)) => {
+                existing.reload(sc.clone());
+                existing.clone()
+            }
+            (Some(sc), None) => {
+                let s = Arc::new(Screener::new(sc.clone(), self.dnc.clone()));
+                *slot = Some(s.clone());
+                s
+            }
+            (None, _) => {
+                *slot = None;
+                Arc::new(PassThrough)
+            }
+        }
+    }
+}
+
+impl DecisionSink for DecisionLog {
+    fn record(&self, d: Box<crate::proxy::Decided>) {
+        self.log(d.time, &d.call_id, &d.decision);
+    }
 }
 
 /// Run until SIGTERM/SIGINT. Returns after draining.
@@ -64,13 +116,36 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             }
         }
     }
-    let screen = build_screen(&cfg);
+    let screening = Screening::new();
+    let screen = screening.apply(&cfg);
+    let decisions = match &cfg.log.decisions {
+        Some(sink) => Some(
+            DecisionLog::start(sink)
+                .map_err(ServerError::DecisionLog)?
+                .0,
+        ),
+        None => None,
+    };
+    if let Some(log) = &decisions {
+        let dropped = log.dropped_counter();
+        std::thread::Builder::new()
+            .name("sipguard-metrics".into())
+            .spawn(move || {
+                loop {
+                    let n = dropped.load(std::sync::atomic::Ordering::Relaxed);
+                    metrics::gauge!("sipguard_decision_log_dropped").set(n as f64);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })?;
+    }
     let shell = Arc::new(Shell {
         proxy: std::sync::Mutex::new(Proxy::new(ProxyConfig::from_server(&cfg.server), screen)),
         clock: Arc::new(SystemClock),
         udp: UdpSenders::new(udp_sockets.clone()),
         tcp: TcpPool::new(limits, rt.clone()),
-        decisions: None,
+        decisions: decisions
+            .clone()
+            .map(|d| Arc::new(d) as Arc<dyn DecisionSink>),
     });
     shell.tcp.attach(&shell);
     for sock in udp_sockets {
@@ -104,7 +179,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => current = reload(&shell, current),
+            _ = hup.recv() => current = reload(&shell, &screening, current),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -118,21 +193,29 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     while shell.tcp.open_connections() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if let Some(log) = &decisions {
+        log.flush();
+    }
     tracing::info!(open_tcp = shell.tcp.open_connections(), "sipguard stopped");
     Ok(())
 }
 
 /// Re-read the config file; a bad file is refused and the running config kept.
-pub fn reload(shell: &Shell, current: Config) -> Config {
+pub fn reload(shell: &Shell, screening: &Screening, current: Config) -> Config {
     let file: PathBuf = current.file.clone();
     match Config::load(&file) {
         Ok(new) => {
             if new.server.listen != current.server.listen {
                 tracing::warn!("server.listen changed: listeners change only on restart");
             }
-            shell
-                .proxy()
-                .reconfigure(ProxyConfig::from_server(&new.server));
+            if new.log.decisions != current.log.decisions {
+                tracing::warn!("log.decisions changed: the decision log moves only on restart");
+            }
+            let screen = screening.apply(&new);
+            let mut proxy = shell.proxy();
+            proxy.reconfigure(ProxyConfig::from_server(&new.server));
+            proxy.set_screen(screen);
+            drop(proxy);
             metrics::counter!("sipguard_reloads_total", "result" => "ok").increment(1);
             tracing::info!(file = %file.display(), "configuration reloaded");
             new

@@ -136,6 +136,11 @@ impl Proxy {
         self.cfg = cfg;
     }
 
+    /// Swap the screening step (a reload that adds or removes `[screening]`).
+    pub fn set_screen(&mut self, screen: Arc<dyn Screen>) {
+        self.screen = screen;
+    }
+
     pub fn config(&self) -> &ProxyConfig {
         &self.cfg
     }
