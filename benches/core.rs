@@ -3,7 +3,6 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use sipguard::config::server::Transport;
 use sipguard::proxy::{Action, Inbound, Proxy, ProxyConfig};
-use sipguard::sip::via::HostPort;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,13 +10,11 @@ use std::time::SystemTime;
 const INVITE: &str = "INVITE sip:+12125550100@127.0.0.1:5080;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1234-1-0\r\nFrom: <sip:+12122000001@127.0.0.1;user=phone>;tag=1234SIPpTag001\r\nTo: <sip:+12125550100@127.0.0.1:5080;user=phone>\r\nCall-ID: 1-1234@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:+12122000001@127.0.0.1:5060;transport=UDP>\r\nMax-Forwards: 70\r\nX-Account: acct0001\r\nSubject: Performance Test\r\nContent-Type: application/sdp\r\nContent-Length: 129\r\n\r\nv=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 fn proxy() -> Proxy {
-    let cfg = ProxyConfig {
-        advertise: HostPort::parse("127.0.0.1:5070").unwrap(),
-        local: vec!["127.0.0.1:5070".parse().unwrap()],
-        record_route: false,
-        upstream: None,
-        max_message_bytes: 65535,
-        seed: 3,
+    let cfg = {
+        let mut c = ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]);
+        c.record_route = false;
+        c.upstream = None;
+        c
     };
     Proxy::new(cfg, Arc::new(sipguard::screen::PassThrough))
 }

@@ -3,7 +3,6 @@
 
 use sipguard::config::server::Transport;
 use sipguard::proxy::{Action, DropReason, Inbound, Proxy, ProxyConfig};
-use sipguard::sip::via::HostPort;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,14 +13,14 @@ fn corpus() -> Option<PathBuf> {
 }
 
 fn proxy() -> Proxy {
-    let cfg = ProxyConfig {
-        advertise: HostPort::parse("192.0.2.200:5060").unwrap(),
-        local: vec!["192.0.2.200:5060".parse().unwrap()],
-        record_route: false,
-        // The messages name hosts by domain; an upstream gives every request an IP next hop.
-        upstream: Some(sipguard::config::server::parse_upstream("sip:192.0.2.99:5060").unwrap()),
-        max_message_bytes: 65535,
-        seed: 1,
+    let cfg = {
+        let mut c = ProxyConfig::new(
+            "192.0.2.200:5060",
+            vec!["192.0.2.200:5060".parse().unwrap()],
+        );
+        c.record_route = false;
+        c.upstream = Some(sipguard::config::server::parse_upstream("sip:192.0.2.99:5060").unwrap());
+        c
     };
     Proxy::new(cfg, Arc::new(sipguard::screen::PassThrough))
 }

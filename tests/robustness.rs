@@ -5,7 +5,6 @@
 use sipguard::config::server::Transport;
 use sipguard::proxy::{Inbound, Proxy, ProxyConfig};
 use sipguard::sip::scan;
-use sipguard::sip::via::HostPort;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -30,13 +29,11 @@ const SEEDS: [&str; 3] = [
 ];
 
 fn proxy() -> Proxy {
-    let cfg = ProxyConfig {
-        advertise: HostPort::parse("127.0.0.1:5060").unwrap(),
-        local: vec!["127.0.0.1:5060".parse().unwrap()],
-        record_route: true,
-        upstream: None,
-        max_message_bytes: 65535,
-        seed: 9,
+    let cfg = {
+        let mut c = ProxyConfig::new("127.0.0.1:5060", vec!["127.0.0.1:5060".parse().unwrap()]);
+        c.record_route = true;
+        c.upstream = None;
+        c
     };
     Proxy::new(cfg, Arc::new(sipguard::screen::PassThrough))
 }

@@ -14,7 +14,7 @@ use crate::screen::{Call, Decision, ExtraHeader, Screen, Verdict};
 use crate::sip::check::{self, Facts, Problem, TopVia};
 use crate::sip::reply;
 use crate::sip::scan::{self, Kind, Message, StartLine, split_values};
-use crate::sip::splice::Splice;
+use crate::sip::splice::{Splice, push_dec, push_hex};
 use crate::sip::via::{self, HostPort, TxFields};
 use crate::telemetry::metrics as m;
 use cache::VerdictCache;
@@ -87,6 +87,10 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub advertise: HostPort,
+    /// `host:port` as configured, and ` host:port;branch=z9hG4bK-sg` for our Via: built
+    /// once so forwarding formats nothing but the branch hash.
+    pub advertise_text: String,
+    pub via_tail: Vec<u8>,
     /// Addresses we listen on: a Route or Request-URI naming one of them is us.
     pub local: Vec<SocketAddr>,
     pub record_route: bool,
@@ -98,19 +102,33 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    pub fn from_server(s: &ServerConfig) -> ProxyConfig {
-        let advertise = HostPort::parse(&s.advertise).unwrap_or(HostPort {
-            host: s.advertise.clone(),
+    /// A config advertising `host:port` and listening on `local`; the rest default
+    /// (no Record-Route, no upstream, 65535-byte messages) and may be set after.
+    pub fn new(advertise: &str, local: Vec<SocketAddr>) -> ProxyConfig {
+        let hp = HostPort::parse(advertise).unwrap_or(HostPort {
+            host: advertise.to_string(),
             port: 5060,
         });
+        let via_tail =
+            format!(" {}:{};branch={}", hp.host, hp.port, via::OUR_BRANCH_PREFIX).into_bytes();
         ProxyConfig {
-            seed: xxhash_rust::xxh3::xxh3_64(s.advertise.as_bytes()),
-            advertise,
-            local: s.listen.iter().map(|l| l.addr).collect(),
-            record_route: s.record_route,
-            upstream: s.upstream.clone(),
-            max_message_bytes: s.max_message_bytes,
+            seed: xxhash_rust::xxh3::xxh3_64(advertise.as_bytes()),
+            advertise_text: format!("{}:{}", hp.host, hp.port),
+            advertise: hp,
+            via_tail,
+            local,
+            record_route: false,
+            upstream: None,
+            max_message_bytes: 65535,
         }
+    }
+
+    pub fn from_server(s: &ServerConfig) -> ProxyConfig {
+        let mut c = ProxyConfig::new(&s.advertise, s.listen.iter().map(|l| l.addr).collect());
+        c.record_route = s.record_route;
+        c.upstream = s.upstream.clone();
+        c.max_message_bytes = s.max_message_bytes;
+        c
     }
 }
 
@@ -191,7 +209,7 @@ impl Proxy {
                 return out.push(Action::Drop(DropReason::AckAbsorbed));
             }
         }
-        let facts = match check::request(msg, self.cfg.max_message_bytes) {
+        let facts = match check::request(msg, top.clone(), self.cfg.max_message_bytes) {
             Ok(f) => f,
             Err(_) if is_ack => return out.push(Action::Drop(DropReason::AckDropped)),
             Err(p) => return self.reply_problem(msg, &top, from, &p, out),
@@ -305,7 +323,9 @@ impl Proxy {
     /// request came back unchanged (a spiral changes the Request-URI and passes).
     fn looped(&self, msg: &Message<'_>, lp: u32) -> bool {
         let b = msg.bytes;
+        let ours = memchr::memmem::Finder::new(via::OUR_BRANCH_PREFIX);
         msg.all(Kind::Via)
+            .filter(|h| ours.find(&b[h.value.clone()]).is_some())
             .flat_map(|h| split_values(b, h.value.clone()))
             .any(|v| {
                 via::parse(b, v).is_ok_and(|v| {
@@ -436,27 +456,17 @@ impl Proxy {
         let b = msg.bytes;
         let mut s = Splice::new();
         let (transport, dest) = route::next_hop(msg, &self.cfg, &mut s)?;
-        let mut head = Vec::with_capacity(128);
+        let mut head = Vec::with_capacity(160);
         head.extend_from_slice(b"Via: SIP/2.0/");
         head.extend_from_slice(transport.via_token().as_bytes());
-        head.push(b' ');
-        head.extend_from_slice(self.cfg.advertise.host.as_bytes());
-        head.extend_from_slice(
-            format!(
-                ":{};branch={}{tx:016x}{lp:08x}\r\n",
-                self.cfg.advertise.port,
-                via::OUR_BRANCH_PREFIX
-            )
-            .as_bytes(),
-        );
+        head.extend_from_slice(&self.cfg.via_tail);
+        push_hex(&mut head, tx, 16);
+        push_hex(&mut head, u64::from(lp), 8);
+        head.extend_from_slice(b"\r\n");
         if self.cfg.record_route && creates_dialog(msg) {
-            head.extend_from_slice(
-                format!(
-                    "Record-Route: <sip:{}:{};lr>\r\n",
-                    self.cfg.advertise.host, self.cfg.advertise.port
-                )
-                .as_bytes(),
-            );
+            head.extend_from_slice(b"Record-Route: <sip:");
+            head.extend_from_slice(self.cfg.advertise_text.as_bytes());
+            head.extend_from_slice(b";lr>\r\n");
         }
         if facts.max_forwards.is_none() {
             head.extend_from_slice(b"Max-Forwards: 70\r\n");
@@ -470,10 +480,9 @@ impl Proxy {
         s.insert(msg.headers[facts.top.header].line.start, &head);
         reply::received_edits(&mut s, b, &facts.top, from.src, 0);
         if let Some((idx, v)) = facts.max_forwards {
-            s.replace(
-                msg.headers[idx].value.clone(),
-                (v - 1).to_string().as_bytes(),
-            );
+            let mut n = Vec::with_capacity(3);
+            push_dec(&mut n, v - 1);
+            s.replace(msg.headers[idx].value.clone(), &n);
         }
         // Bytes past Content-Length (a second message in a datagram) are not ours to send.
         if facts.body.end < b.len() {

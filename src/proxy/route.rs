@@ -15,7 +15,7 @@ use std::ops::Range;
 /// One Route value: its header index, all values of that header, and which one it is.
 struct RouteValue {
     header: usize,
-    values: Vec<Range<usize>>,
+    values: crate::sip::scan::Values,
     index: usize,
 }
 

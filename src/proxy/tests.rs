@@ -7,14 +7,9 @@ use std::time::Duration;
 const UAC: &str = "10.0.0.1:5062";
 
 fn cfg(upstream: Option<Upstream>) -> ProxyConfig {
-    ProxyConfig {
-        advertise: HostPort::parse("192.0.2.10:5060").unwrap(),
-        local: vec!["192.0.2.10:5060".parse().unwrap()],
-        record_route: false,
-        upstream,
-        max_message_bytes: 65535,
-        seed: 42,
-    }
+    let mut c = ProxyConfig::new("192.0.2.10:5060", vec!["192.0.2.10:5060".parse().unwrap()]);
+    c.upstream = upstream;
+    c
 }
 
 fn now() -> SystemTime {

@@ -107,7 +107,7 @@ mod tests {
     fn copies_dialog_headers_and_adds_tag() {
         let req = b"INVITE sip:b@10.0.0.2 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport, SIP/2.0/UDP 10.9.9.9\r\nf: <sip:a@b>;tag=1\r\nt: <sip:b@c>\r\ni: x\r\nCSeq: 7 INVITE\r\nl: 0\r\n\r\n";
         let m = scan::scan(req).unwrap();
-        let f = check::request(&m, 65535).unwrap();
+        let f = check::request(&m, check::top_via(&m).unwrap(), 65535).unwrap();
         let src: SocketAddr = "10.0.0.1:5062".parse().unwrap();
         let out = String::from_utf8(build(
             &m,

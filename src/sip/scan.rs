@@ -43,28 +43,39 @@ impl Kind {
                 _ => Kind::Other,
             };
         }
-        const NAMES: [(&[u8], Kind); 16] = [
-            (b"via", Kind::Via),
-            (b"from", Kind::From),
-            (b"to", Kind::To),
-            (b"call-id", Kind::CallId),
-            (b"cseq", Kind::CSeq),
-            (b"max-forwards", Kind::MaxForwards),
-            (b"content-length", Kind::ContentLength),
-            (b"content-type", Kind::ContentType),
-            (b"contact", Kind::Contact),
-            (b"route", Kind::Route),
-            (b"record-route", Kind::RecordRoute),
-            (b"proxy-require", Kind::ProxyRequire),
-            (b"proxy-authorization", Kind::ProxyAuthorization),
-            (b"p-asserted-identity", Kind::PAssertedIdentity),
-            (b"identity", Kind::Identity),
-            (b"date", Kind::Date),
-        ];
-        NAMES
-            .iter()
-            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
-            .map_or(Kind::Other, |&(_, k)| k)
+        // Dispatch on length first: one case-insensitive compare per header at most.
+        let (full, kind): (&[u8], Kind) = match name.len() {
+            2 => (b"to", Kind::To),
+            3 => (b"via", Kind::Via),
+            4 => match name[0] | 0x20 {
+                b'f' => (b"from", Kind::From),
+                b'c' => (b"cseq", Kind::CSeq),
+                _ => (b"date", Kind::Date),
+            },
+            5 => (b"route", Kind::Route),
+            7 => match name[1] | 0x20 {
+                b'a' => (b"call-id", Kind::CallId),
+                _ => (b"contact", Kind::Contact),
+            },
+            8 => (b"identity", Kind::Identity),
+            12 => match name[0] | 0x20 {
+                b'm' => (b"max-forwards", Kind::MaxForwards),
+                b'c' => (b"content-type", Kind::ContentType),
+                _ => (b"record-route", Kind::RecordRoute),
+            },
+            13 => (b"proxy-require", Kind::ProxyRequire),
+            14 => (b"content-length", Kind::ContentLength),
+            19 => match name[1] | 0x20 {
+                b'r' => (b"proxy-authorization", Kind::ProxyAuthorization),
+                _ => (b"p-asserted-identity", Kind::PAssertedIdentity),
+            },
+            _ => return Kind::Other,
+        };
+        if full.eq_ignore_ascii_case(name) {
+            kind
+        } else {
+            Kind::Other
+        }
     }
 
     /// Headers that may appear at most once (RFC 3261 §7.3.1 / §20).
@@ -157,12 +168,28 @@ pub fn trim(bytes: &[u8], mut r: Range<usize>) -> Range<usize> {
 
 /// RFC 3261 token characters.
 pub fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[b as usize]
 }
+
+/// Lookup table for `is_token`, which runs for nearly every byte of names and parameters.
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
 
 /// End of the line starting at `from`: (index of the line-end start, index after it).
 fn line_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
-    let rel = bytes.get(from..)?.iter().position(|&b| b == b'\n')?;
+    let rel = memchr::memchr(b'\n', bytes.get(from..)?)?;
     let nl = from + rel;
     let content_end = if nl > from && bytes[nl - 1] == b'\r' {
         nl - 1
@@ -314,10 +341,13 @@ impl<'a> Message<'a> {
     }
 }
 
+/// The values of one header line; almost always few enough to need no allocation.
+pub type Values = smallvec::SmallVec<[Range<usize>; 4]>;
+
 /// Split a header value into its comma-separated values (outside quotes and `<...>`),
 /// yielding LWS-trimmed absolute ranges.
-pub fn split_values(bytes: &[u8], r: Range<usize>) -> Vec<Range<usize>> {
-    let mut out = Vec::with_capacity(2);
+pub fn split_values(bytes: &[u8], r: Range<usize>) -> Values {
+    let mut out = Values::new();
     let mut start = r.start;
     let mut quoted = false;
     let mut angle = false;
@@ -440,6 +470,38 @@ abcd";
         assert_eq!(m.named("x-folded"), Some(&b"one,\r\n  two"[..]));
         assert_eq!(m.text(&m.body), b"abcd");
         assert_eq!(m.headers.len(), 8);
+    }
+
+    #[test]
+    fn header_kinds() {
+        for (name, kind) in [
+            ("Via", Kind::Via),
+            ("FROM", Kind::From),
+            ("to", Kind::To),
+            ("Call-ID", Kind::CallId),
+            ("CSeq", Kind::CSeq),
+            ("Max-Forwards", Kind::MaxForwards),
+            ("content-length", Kind::ContentLength),
+            ("Content-Type", Kind::ContentType),
+            ("Contact", Kind::Contact),
+            ("Route", Kind::Route),
+            ("Record-Route", Kind::RecordRoute),
+            ("Proxy-Require", Kind::ProxyRequire),
+            ("Proxy-Authorization", Kind::ProxyAuthorization),
+            ("P-Asserted-Identity", Kind::PAssertedIdentity),
+            ("Identity", Kind::Identity),
+            ("Date", Kind::Date),
+            ("y", Kind::Identity),
+            ("v", Kind::Via),
+            ("Subject", Kind::Other),
+            ("Vias", Kind::Other),
+            ("Call-IX", Kind::Other),
+            ("x", Kind::Other),
+            ("Content-Typf", Kind::Other),
+            ("p-asserted-identitx", Kind::Other),
+        ] {
+            assert_eq!(Kind::of(name.as_bytes()), kind, "{name}");
+        }
     }
 
     #[test]

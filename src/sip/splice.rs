@@ -52,6 +52,28 @@ impl Splice {
     }
 }
 
+/// Append `v` as `digits` lower-case hex digits (no formatting machinery on the hot path).
+pub fn push_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[((v >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+/// Append `v` in decimal.
+pub fn push_dec(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +86,17 @@ mod tests {
         s.delete(6..7);
         s.insert(5, b"Y");
         assert_eq!(s.apply(b"Hello World"), b"helloXY orld");
+    }
+
+    #[test]
+    fn numbers() {
+        let mut v = Vec::new();
+        push_hex(&mut v, 0xab, 4);
+        v.push(b' ');
+        push_dec(&mut v, 0);
+        v.push(b' ');
+        push_dec(&mut v, u64::MAX);
+        assert_eq!(v, b"00ab 0 18446744073709551615");
     }
 
     #[test]
