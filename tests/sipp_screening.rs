@@ -393,3 +393,25 @@ fn a_retransmitted_invite_is_screened_and_counted_once() {
     );
     assert_eq!(hop.received().len(), 3, "the refused call is not forwarded");
 }
+
+#[test]
+fn cancel_of_a_refused_invite_is_answered_here() {
+    let sg = start("", "");
+    let hop = NextHop::bind(sg.ports().upstream);
+    let peer = UdpPeer::bind();
+    let inv = invite(&peer, "cancel1", "acct0001", UNOWNED);
+    let r = ask(&sg, &peer, &inv);
+    assert_eq!(r.status(), Some(403), "{r:?}");
+    // CANCEL: same branch, Request-URI, Call-ID and CSeq number as the INVITE (RFC 3261 §9.1).
+    let cancel = String::from_utf8_lossy(&inv)
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let r = ask(&sg, &peer, cancel.as_bytes());
+    assert_eq!(
+        (r.status(), r.header("cseq")),
+        (Some(200), Some("1 CANCEL")),
+        "{r:?}"
+    );
+    // The INVITE was never forwarded, so neither is its CANCEL.
+    assert!(hop.received().is_empty(), "{:?}", hop.received());
+}
