@@ -20,10 +20,7 @@ fn proxy() -> Proxy {
 }
 
 fn bench(c: &mut Criterion) {
-    let from = Inbound {
-        transport: Transport::Udp,
-        src: "127.0.0.1:5060".parse().unwrap(),
-    };
+    let from = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
     let mut p = proxy();
     let mut out = Vec::new();
     let mut n = 0u64;
@@ -46,10 +43,7 @@ fn bench(c: &mut Criterion) {
         "SIP/2.0 200 OK\r\n{}\r\n{}\r\nFrom: <sip:+12122000001@127.0.0.1;user=phone>;tag=1234SIPpTag001\r\nTo: <sip:+12125550100@127.0.0.1:5080;user=phone>;tag=x\r\nCall-ID: 1-1234@127.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
         vias[0], vias[1]
     );
-    let uas = Inbound {
-        transport: Transport::Udp,
-        src: "127.0.0.1:5080".parse().unwrap(),
-    };
+    let uas = Inbound { transport: Transport::Udp, src: "127.0.0.1:5080".parse().unwrap() };
     c.bench_function("relay 200 OK response", |b| {
         b.iter(|| {
             p.handle(SystemTime::now(), uas, black_box(resp.as_bytes()), &mut out);

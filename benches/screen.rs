@@ -46,10 +46,7 @@ sources = ["198.51.100.0/24"]
 
 fn screener() -> Screener {
     let cfg = Config::parse(Path::new("bench.toml"), CONFIG).expect("bench config is valid");
-    Screener::new(
-        cfg.screening.expect("has [screening]"),
-        Arc::new(ArcSwap::from_pointee(Dnc::default())),
-    )
+    Screener::new(cfg.screening.expect("has [screening]"), Arc::new(ArcSwap::from_pointee(Dnc::default())))
 }
 
 fn calls() -> Vec<Call> {
@@ -86,13 +83,8 @@ fn bench(c: &mut Criterion) {
     });
     let (log, _handle) = DecisionLog::start_with(Box::new(std::io::sink()), 65_536);
     let d = s.screen(&calls[0], start);
-    c.bench_function("decision_log_try_send", |b| {
-        b.iter(|| black_box(log.log(start, &calls[0].call_id, &d)))
-    });
-    println!(
-        "decision lines dropped (queue full) during the bench: {}",
-        log.dropped()
-    );
+    c.bench_function("decision_log_try_send", |b| b.iter(|| black_box(log.log(start, &calls[0].call_id, &d))));
+    println!("decision lines dropped (queue full) during the bench: {}", log.dropped());
 }
 
 criterion_group!(benches, bench);

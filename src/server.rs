@@ -24,11 +24,7 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {transport}:{addr}: {source}")]
-    Bind {
-        transport: &'static str,
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { transport: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot open the decision log: {0}")]
     DecisionLog(std::io::Error),
     #[error("{0}")]
@@ -44,17 +40,11 @@ pub struct Screening {
 
 impl Screening {
     fn new() -> Self {
-        Screening {
-            screener: Mutex::new(None),
-            dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())),
-        }
+        Screening { screener: Mutex::new(None), dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())) }
     }
 
     pub fn current(&self) -> Option<Arc<Screener>> {
-        self.screener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.screener.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The screen step for `cfg`: the existing engine reloaded, a new one, or pass-through.
@@ -97,21 +87,16 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     for l in &cfg.server.listen {
         match l.transport {
             Transport::Udp => {
-                let s = udp::bind(l.addr).map_err(|source| ServerError::Bind {
-                    transport: "udp",
-                    addr: l.addr,
-                    source,
-                })?;
+                let s =
+                    udp::bind(l.addr).map_err(|source| ServerError::Bind { transport: "udp", addr: l.addr, source })?;
                 udp_sockets.push(Arc::new(s));
             }
             Transport::Tcp => {
-                let s = tokio::net::TcpListener::bind(l.addr)
-                    .await
-                    .map_err(|source| ServerError::Bind {
-                        transport: "tcp",
-                        addr: l.addr,
-                        source,
-                    })?;
+                let s = tokio::net::TcpListener::bind(l.addr).await.map_err(|source| ServerError::Bind {
+                    transport: "tcp",
+                    addr: l.addr,
+                    source,
+                })?;
                 tcp_listeners.push(s);
             }
         }
@@ -119,53 +104,38 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let screening = Screening::new();
     let screen = screening.apply(&cfg);
     let decisions = match &cfg.log.decisions {
-        Some(sink) => Some(
-            DecisionLog::start(sink)
-                .map_err(ServerError::DecisionLog)?
-                .0,
-        ),
+        Some(sink) => Some(DecisionLog::start(sink).map_err(ServerError::DecisionLog)?.0),
         None => None,
     };
     if let Some(log) = &decisions {
         let dropped = log.dropped_counter();
-        std::thread::Builder::new()
-            .name("sipguard-metrics".into())
-            .spawn(move || {
-                loop {
-                    let n = dropped.load(std::sync::atomic::Ordering::Relaxed);
-                    metrics::gauge!("sipguard_decision_log_dropped").set(n as f64);
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            })?;
+        std::thread::Builder::new().name("sipguard-metrics".into()).spawn(move || {
+            loop {
+                let n = dropped.load(std::sync::atomic::Ordering::Relaxed);
+                metrics::gauge!("sipguard_decision_log_dropped").set(n as f64);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })?;
     }
     let shell = Arc::new(Shell {
         proxy: std::sync::Mutex::new(Proxy::new(ProxyConfig::from_server(&cfg.server), screen)),
         clock: Arc::new(SystemClock),
         udp: UdpSenders::new(udp_sockets.clone()),
         tcp: TcpPool::new(limits, rt.clone()),
-        decisions: decisions
-            .clone()
-            .map(|d| Arc::new(d) as Arc<dyn DecisionSink>),
+        decisions: decisions.clone().map(|d| Arc::new(d) as Arc<dyn DecisionSink>),
     });
     shell.tcp.attach(&shell);
     for sock in udp_sockets {
         let shell = shell.clone();
         let max = cfg.server.max_message_bytes;
-        std::thread::Builder::new()
-            .name("sipguard-udp".into())
-            .spawn(move || udp::serve(shell, sock, max))?;
+        std::thread::Builder::new().name("sipguard-udp".into()).spawn(move || udp::serve(shell, sock, max))?;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();
     for l in tcp_listeners {
         accept_tasks.push(tokio::spawn(tcp::serve(shell.clone(), l, stop_rx.clone())));
     }
-    let listen: Vec<String> = cfg
-        .server
-        .listen
-        .iter()
-        .map(|l| format!("{}:{}", l.transport.label(), l.addr))
-        .collect();
+    let listen: Vec<String> = cfg.server.listen.iter().map(|l| format!("{}:{}", l.transport.label(), l.addr)).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %listen.join(","),

@@ -15,21 +15,17 @@ fn sip_text_becomes_crlf_message_with_length() {
 
         hello
         ");
-    assert_eq!(
-        m,
-        b"MESSAGE sip:b@127.0.0.1 SIP/2.0\r\nContent-Length: 7\r\n\r\nhello\r\n".to_vec()
-    );
+    assert_eq!(m, b"MESSAGE sip:b@127.0.0.1 SIP/2.0\r\nContent-Length: 7\r\n\r\nhello\r\n".to_vec());
 }
 
 #[test]
 fn message_view_expands_compact_headers_and_splits_vias() {
-    let m = SipMsg::parse(b"SIP/2.0 403 Forbidden\r\nv: SIP/2.0/UDP a;branch=1, SIP/2.0/UDP b\r\nVia: SIP/2.0/TCP c\r\nl: 0\r\n\r\n");
+    let m = SipMsg::parse(
+        b"SIP/2.0 403 Forbidden\r\nv: SIP/2.0/UDP a;branch=1, SIP/2.0/UDP b\r\nVia: SIP/2.0/TCP c\r\nl: 0\r\n\r\n",
+    );
     assert_eq!(m.status(), Some(403));
     assert_eq!(m.method(), None);
-    assert_eq!(
-        m.all("via"),
-        ["SIP/2.0/UDP a;branch=1", "SIP/2.0/UDP b", "SIP/2.0/TCP c"]
-    );
+    assert_eq!(m.all("via"), ["SIP/2.0/UDP a;branch=1", "SIP/2.0/UDP b", "SIP/2.0/TCP c"]);
     assert_eq!(m.header("Content-Length"), Some("0"));
 }
 
@@ -49,20 +45,10 @@ fn sipp_counts_give_responses_by_code() {
         .split(';')
         .map(str::to_owned)
         .collect();
-    let row: Vec<String> = "2026-01-01\t00:00:00;10;2;0;1;7;0;3;10"
-        .split(';')
-        .map(str::to_owned)
-        .collect();
+    let row: Vec<String> = "2026-01-01\t00:00:00;10;2;0;1;7;0;3;10".split(';').map(str::to_owned).collect();
     let mut stats = SippStats::default();
     count_messages(&head, &row, &mut stats);
-    assert_eq!(
-        (
-            stats.responses_with(403),
-            stats.responses_with(607),
-            stats.responses_with(100)
-        ),
-        (7, 3, 0)
-    );
+    assert_eq!((stats.responses_with(403), stats.responses_with(607), stats.responses_with(100)), (7, 3, 0));
     assert_eq!((stats.unexpected, stats.retransmissions), (1, 2));
 }
 
@@ -70,15 +56,6 @@ fn sipp_counts_give_responses_by_code() {
 fn ports_fill_placeholders_and_differ() {
     let (a, b) = (Ports::allocate(), Ports::allocate());
     assert_ne!(a.udp, b.udp);
-    let text = a.render(
-        "listen = [\"udp:127.0.0.1:{udp_port}\"] up={upstream_port} dir={dir}",
-        Path::new("/d"),
-    );
-    assert_eq!(
-        text,
-        format!(
-            "listen = [\"udp:127.0.0.1:{}\"] up={} dir=/d",
-            a.udp, a.upstream
-        )
-    );
+    let text = a.render("listen = [\"udp:127.0.0.1:{udp_port}\"] up={upstream_port} dir={dir}", Path::new("/d"));
+    assert_eq!(text, format!("listen = [\"udp:127.0.0.1:{}\"] up={} dir=/d", a.udp, a.upstream));
 }

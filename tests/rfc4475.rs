@@ -14,10 +14,7 @@ fn corpus() -> Option<PathBuf> {
 
 fn proxy() -> Proxy {
     let cfg = {
-        let mut c = ProxyConfig::new(
-            "192.0.2.200:5060",
-            vec!["192.0.2.200:5060".parse().unwrap()],
-        );
+        let mut c = ProxyConfig::new("192.0.2.200:5060", vec!["192.0.2.200:5060".parse().unwrap()]);
         c.record_route = false;
         c.upstream = Some(sipguard::config::server::parse_upstream("sip:192.0.2.99:5060").unwrap());
         c
@@ -35,10 +32,7 @@ enum Outcome {
 fn outcome(bytes: &[u8]) -> Outcome {
     let mut p = proxy();
     let mut out = Vec::new();
-    let from = Inbound {
-        transport: Transport::Udp,
-        src: "192.0.2.1:5060".parse().unwrap(),
-    };
+    let from = Inbound { transport: Transport::Udp, src: "192.0.2.1:5060".parse().unwrap() };
     p.handle(SystemTime::now(), from, bytes, &mut out);
     for a in &out {
         match a {
@@ -63,10 +57,7 @@ fn torture_messages_match_the_manifest() {
     let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap();
     let mut failures = Vec::new();
     let mut n = 0;
-    for line in manifest
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
+    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
         let (file, class, want) = (cols[0], cols[2], cols[3]);
         let bytes = std::fs::read(dir.join(file)).unwrap();
@@ -96,12 +87,7 @@ fn torture_messages_match_the_manifest() {
         }
     }
     assert_eq!(n, 49, "the manifest lists 49 messages");
-    assert!(
-        failures.is_empty(),
-        "{} of {n} wrong:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {n} wrong:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -112,14 +98,9 @@ fn bext01_lists_the_unsupported_option() {
     };
     let bytes = std::fs::read(dir.join("bext01.dat")).unwrap();
     let mut out = Vec::new();
-    let from = Inbound {
-        transport: Transport::Udp,
-        src: "192.0.2.1:5060".parse().unwrap(),
-    };
+    let from = Inbound { transport: Transport::Udp, src: "192.0.2.1:5060".parse().unwrap() };
     proxy().handle(SystemTime::now(), from, &bytes, &mut out);
-    let Some(Action::Send { bytes, .. }) = out.first() else {
-        panic!("{out:?}")
-    };
+    let Some(Action::Send { bytes, .. }) = out.first() else { panic!("{out:?}") };
     let text = String::from_utf8_lossy(bytes);
     assert!(text.contains("\r\nUnsupported: "), "{text}");
     assert!(text.contains("\r\nWarning: 399 "), "{text}");

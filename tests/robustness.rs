@@ -60,25 +60,9 @@ fn mutated_messages_never_panic() {
                 break;
             }
         }
-        let transport = if round % 2 == 0 {
-            Transport::Udp
-        } else {
-            Transport::Tcp
-        };
-        let src = if round % 3 == 0 {
-            "[::1]:5062"
-        } else {
-            "10.0.0.1:5062"
-        };
-        p.handle(
-            SystemTime::now(),
-            Inbound {
-                transport,
-                src: src.parse().unwrap(),
-            },
-            &m,
-            &mut out,
-        );
+        let transport = if round % 2 == 0 { Transport::Udp } else { Transport::Tcp };
+        let src = if round % 3 == 0 { "[::1]:5062" } else { "10.0.0.1:5062" };
+        p.handle(SystemTime::now(), Inbound { transport, src: src.parse().unwrap() }, &m, &mut out);
         out.clear();
         let _ = scan::frame(&m);
     }
@@ -94,10 +78,7 @@ fn random_bytes_never_panic() {
         let m: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         p.handle(
             SystemTime::now(),
-            Inbound {
-                transport: Transport::Udp,
-                src: "10.0.0.1:1".parse().unwrap(),
-            },
+            Inbound { transport: Transport::Udp, src: "10.0.0.1:1".parse().unwrap() },
             &m,
             &mut out,
         );

@@ -24,20 +24,8 @@ fn calls_go_through(sg: &Sipguard, transport: &[&str]) {
     let uas = Sipp::uas_with("uas_basic.xml", sg.ports().upstream, transport);
     let uas_addr = uas.addr().to_string();
     let calls = CALLS.to_string();
-    let target = if transport.is_empty() {
-        sg.udp_addr()
-    } else {
-        sg.tcp_addr()
-    };
-    let mut args = vec![
-        "-m",
-        calls.as_str(),
-        "-r",
-        RATE,
-        "-key",
-        "uas",
-        uas_addr.as_str(),
-    ];
+    let target = if transport.is_empty() { sg.udp_addr() } else { sg.tcp_addr() };
+    let mut args = vec!["-m", calls.as_str(), "-r", RATE, "-key", "uas", uas_addr.as_str()];
     args.extend_from_slice(transport);
     let stats = Sipp::uac("uac_basic.xml", target, &args);
     assert_eq!(

@@ -33,8 +33,7 @@ trusted_sources = ["127.0.0.1/32"]
 caller_id_numbers = "owned.csv"
 "#;
 
-const OWNED: &str =
-    "account,number\nacct0001,+12125550100\nacct0001,+12125550101\nacct0001,+1646555*\n";
+const OWNED: &str = "account,number\nacct0001,+12125550100\nacct0001,+12125550101\nacct0001,+1646555*\n";
 
 /// A caller ID acct0001 does not own (valid NANP, so only ownership fails).
 const UNOWNED: &str = "+12125550142";
@@ -46,21 +45,14 @@ fn start(screening: &str, tail: &str) -> Sipguard {
 }
 
 fn rows(n: usize, account: &str, caller: &str) -> Vec<String> {
-    (0..n)
-        .map(|_| format!("{account};{caller};{CALLEE}"))
-        .collect()
+    (0..n).map(|_| format!("{account};{caller};{CALLEE}")).collect()
 }
 
 /// Run `scenario` for every row, one call at a time in row order.
 fn calls(sg: &Sipguard, scenario: &str, rows: &[String], uas: &str) -> SippStats {
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
     let m = rows.len().to_string();
-    Sipp::uac_with_calls(
-        scenario,
-        sg.udp_addr(),
-        &rows,
-        &["-m", &m, "-r", "20", "-l", "1", "-key", "uas", uas],
-    )
+    Sipp::uac_with_calls(scenario, sg.udp_addr(), &rows, &["-m", &m, "-r", "20", "-l", "1", "-key", "uas", uas])
 }
 
 /// The decision log once it holds at least `n` lines (polled), each parsed.
@@ -121,11 +113,7 @@ fn ask(sg: &Sipguard, peer: &UdpPeer, bytes: &[u8]) -> SipMsg {
 }
 
 fn assert_all_ok(stats: &SippStats, n: u64) {
-    assert_eq!(
-        (stats.successful, stats.failed, stats.unexpected),
-        (n, 0, 0),
-        "{stats:#?}"
-    );
+    assert_eq!((stats.successful, stats.failed, stats.unexpected), (n, 0, 0), "{stats:#?}");
 }
 
 #[test]
@@ -136,9 +124,7 @@ fn owned_caller_ids_of_a_known_account_pass() {
     let sg = start("", "");
     let uas = Sipp::uas("uas_basic.xml", sg.ports().upstream);
     let callers = ["+12125550100", "+12125550101", "+16465550123"];
-    let rows: Vec<String> = (0..9)
-        .map(|i| format!("acct0001;{};{CALLEE}", callers[i % 3]))
-        .collect();
+    let rows: Vec<String> = (0..9).map(|i| format!("acct0001;{};{CALLEE}", callers[i % 3])).collect();
     let stats = calls(&sg, "uac_basic.xml", &rows, &uas.addr().to_string());
     assert_all_ok(&stats, 9);
     // 200 to each INVITE and each BYE: every call reached the UAS and was answered there.
@@ -158,12 +144,7 @@ fn unowned_caller_id_is_refused_with_403() {
     }
     let sg = start("", "");
     let hop = NextHop::bind(sg.ports().upstream);
-    let stats = calls(
-        &sg,
-        "uac_reject.xml",
-        &rows(4, "acct0001", UNOWNED),
-        &hop.addr().to_string(),
-    );
+    let stats = calls(&sg, "uac_reject.xml", &rows(4, "acct0001", UNOWNED), &hop.addr().to_string());
     assert_all_ok(&stats, 4);
     assert_eq!(stats.responses, BTreeMap::from([(403, 4)]), "{stats:#?}");
     let log = decisions(&sg, 4);
@@ -183,24 +164,12 @@ fn calls_beyond_the_daily_quota_get_403() {
     }
     let sg = start("[screening.quota]\nper_day = 5\n", "");
     let uas = Sipp::uas("uas_basic.xml", sg.ports().upstream);
-    let stats = calls(
-        &sg,
-        "uac_screened.xml",
-        &rows(8, "acct0001", "+12125550100"),
-        &uas.addr().to_string(),
-    );
+    let stats = calls(&sg, "uac_screened.xml", &rows(8, "acct0001", "+12125550100"), &uas.addr().to_string());
     assert_all_ok(&stats, 8);
     // Five calls rang and were answered (200 to INVITE and BYE), three refused.
-    assert_eq!(
-        stats.responses,
-        BTreeMap::from([(180, 5), (200, 10), (403, 3)]),
-        "{stats:#?}"
-    );
+    assert_eq!(stats.responses, BTreeMap::from([(180, 5), (200, 10), (403, 3)]), "{stats:#?}");
     let log = decisions(&sg, 8);
-    let verdicts: Vec<(&str, &str)> = log
-        .iter()
-        .map(|d| (field(d, "verdict"), field(d, "rule")))
-        .collect();
+    let verdicts: Vec<(&str, &str)> = log.iter().map(|d| (field(d, "verdict"), field(d, "rule"))).collect();
     let mut expected = vec![("forward", ""); 5];
     expected.extend([("reject", "quota"); 3]);
     assert_eq!(verdicts, expected, "calls in order: {log:#?}");
@@ -209,17 +178,11 @@ fn calls_beyond_the_daily_quota_get_403() {
 /// `[screening.hours]` in UTC opening two hours from now (to the minute) for one hour, so
 /// that now is certainly outside; returns the config and the seconds until it opens.
 fn closed_window() -> (String, u64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let opens = (now / 60 + 120) * 60;
     let hm = |t: u64| format!("{:02}:{:02}", (t / 3600) % 24, (t / 60) % 60);
-    let cfg = format!(
-        "[screening.hours]\nstart = \"{}\"\nend = \"{}\"\ndefault_tz = \"UTC\"\n",
-        hm(opens),
-        hm(opens + 3600)
-    );
+    let cfg =
+        format!("[screening.hours]\nstart = \"{}\"\nend = \"{}\"\ndefault_tz = \"UTC\"\n", hm(opens), hm(opens + 3600));
     (cfg, opens - now)
 }
 
@@ -231,31 +194,19 @@ fn outside_calling_hours_gets_480_with_retry_after() {
     let (hours, wait) = closed_window();
     let sg = start("", &hours);
     let hop = NextHop::bind(sg.ports().upstream);
-    let stats = calls(
-        &sg,
-        "uac_reject.xml",
-        &rows(3, "acct0001", "+12125550100"),
-        &hop.addr().to_string(),
-    );
+    let stats = calls(&sg, "uac_reject.xml", &rows(3, "acct0001", "+12125550100"), &hop.addr().to_string());
     assert_all_ok(&stats, 3);
     assert_eq!(stats.responses, BTreeMap::from([(480, 3)]), "{stats:#?}");
 
     let peer = UdpPeer::bind();
-    let reply = ask(
-        &sg,
-        &peer,
-        &invite(&peer, "hours1", "acct0001", "+12125550100"),
-    );
+    let reply = ask(&sg, &peer, &invite(&peer, "hours1", "acct0001", "+12125550100"));
     assert_eq!(reply.status(), Some(480), "{reply:?}");
     let retry: u64 = reply
         .header("retry-after")
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no numeric Retry-After: {reply:?}"));
     // Measured before sipguard started; the test may take a few seconds since.
-    assert!(
-        retry <= wait && retry + 60 >= wait,
-        "Retry-After {retry}, window opens in {wait} s: {reply:?}"
-    );
+    assert!(retry <= wait && retry + 60 >= wait, "Retry-After {retry}, window opens in {wait} s: {reply:?}");
     assert!(hop.received().is_empty(), "{:?}", hop.received());
 }
 
@@ -266,12 +217,7 @@ fn unknown_account_is_refused_with_403() {
     }
     let sg = start("", "");
     let hop = NextHop::bind(sg.ports().upstream);
-    let stats = calls(
-        &sg,
-        "uac_reject.xml",
-        &rows(3, "nobody", "+12125550100"),
-        &hop.addr().to_string(),
-    );
+    let stats = calls(&sg, "uac_reject.xml", &rows(3, "nobody", "+12125550100"), &hop.addr().to_string());
     assert_all_ok(&stats, 3);
     assert_eq!(stats.responses, BTreeMap::from([(403, 3)]), "{stats:#?}");
     for d in decisions(&sg, 3) {
@@ -287,12 +233,7 @@ fn report_mode_forwards_and_logs_would_reject() {
     }
     let mut sg = start("mode = \"report\"\n", "");
     let uas = Sipp::uas("uas_basic.xml", sg.ports().upstream);
-    let stats = calls(
-        &sg,
-        "uac_basic.xml",
-        &rows(5, "acct0001", UNOWNED),
-        &uas.addr().to_string(),
-    );
+    let stats = calls(&sg, "uac_basic.xml", &rows(5, "acct0001", UNOWNED), &uas.addr().to_string());
     assert_all_ok(&stats, 5);
     assert_eq!(stats.responses_with(200), 10, "{stats:#?}");
     // Stopping flushes the log: read it whole afterwards.
@@ -329,28 +270,13 @@ call_info = "https://example.com/jwscard/sipguard"
     let r = ask(&sg, &peer, &invite(&peer, "form603", "acct0001", UNOWNED));
     assert_eq!(r.start, "SIP/2.0 603 Network Blocked", "{r:?}");
     let reason = r.header("reason").unwrap_or_default();
-    assert!(
-        reason.starts_with("Q.850;cause=21"),
-        "Reason `{reason}`: {r:?}"
-    );
+    assert!(reason.starts_with("Q.850;cause=21"), "Reason `{reason}`: {r:?}");
     assert!(r.header("call-info").is_none(), "{r:?}");
 
-    let r = ask(
-        &sg,
-        &peer,
-        &invite(&peer, "form608", "nobody", "+12125550100"),
-    );
+    let r = ask(&sg, &peer, &invite(&peer, "form608", "nobody", "+12125550100"));
     assert_eq!(r.status(), Some(608), "{r:?}");
-    assert_eq!(
-        r.header("call-info"),
-        Some("<https://example.com/jwscard/sipguard>;purpose=jwscard"),
-        "{r:?}"
-    );
-    assert!(
-        r.header("reason")
-            .is_some_and(|v| v.starts_with("SIP;cause=608")),
-        "{r:?}"
-    );
+    assert_eq!(r.header("call-info"), Some("<https://example.com/jwscard/sipguard>;purpose=jwscard"), "{r:?}");
+    assert!(r.header("reason").is_some_and(|v| v.starts_with("SIP;cause=608")), "{r:?}");
     assert!(hop.received().is_empty(), "{:?}", hop.received());
 }
 
@@ -366,31 +292,16 @@ fn a_retransmitted_invite_is_screened_and_counted_once() {
     // Stateless: each copy is forwarded, and identically (same branch, same bytes).
     let got = hop.wait_for(3, WAIT);
     assert_eq!(got.len(), 3, "{got:?}");
-    assert!(
-        got.iter().all(|d| d.bytes == got[0].bytes),
-        "copies differ: {got:?}"
-    );
+    assert!(got.iter().all(|d| d.bytes == got[0].bytes), "copies differ: {got:?}");
     assert_eq!(got[0].msg().method(), Some("INVITE"));
 
     // A new call (new Call-ID and branch) finds the quota used up by the first, once.
-    let r = ask(
-        &sg,
-        &peer,
-        &invite(&peer, "second", "acct0001", "+12125550100"),
-    );
+    let r = ask(&sg, &peer, &invite(&peer, "second", "acct0001", "+12125550100"));
     assert_eq!(r.status(), Some(403), "{r:?}");
     let log = decisions(&sg, 2);
     assert_eq!(log.len(), 2, "{log:#?}");
-    assert_eq!(
-        (field(&log[0], "verdict"), field(&log[0], "call_id")),
-        ("forward", "retrans@test"),
-        "{log:#?}"
-    );
-    assert_eq!(
-        (field(&log[1], "verdict"), field(&log[1], "rule")),
-        ("reject", "quota"),
-        "{log:#?}"
-    );
+    assert_eq!((field(&log[0], "verdict"), field(&log[0], "call_id")), ("forward", "retrans@test"), "{log:#?}");
+    assert_eq!((field(&log[1], "verdict"), field(&log[1], "rule")), ("reject", "quota"), "{log:#?}");
     assert_eq!(hop.received().len(), 3, "the refused call is not forwarded");
 }
 
@@ -403,15 +314,10 @@ fn cancel_of_a_refused_invite_is_answered_here() {
     let r = ask(&sg, &peer, &inv);
     assert_eq!(r.status(), Some(403), "{r:?}");
     // CANCEL: same branch, Request-URI, Call-ID and CSeq number as the INVITE (RFC 3261 §9.1).
-    let cancel = String::from_utf8_lossy(&inv)
-        .replace("INVITE sip:", "CANCEL sip:")
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel =
+        String::from_utf8_lossy(&inv).replace("INVITE sip:", "CANCEL sip:").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
     let r = ask(&sg, &peer, cancel.as_bytes());
-    assert_eq!(
-        (r.status(), r.header("cseq")),
-        (Some(200), Some("1 CANCEL")),
-        "{r:?}"
-    );
+    assert_eq!((r.status(), r.header("cseq")), (Some(200), Some("1 CANCEL")), "{r:?}");
     // The INVITE was never forwarded, so neither is its CANCEL.
     assert!(hop.received().is_empty(), "{:?}", hop.received());
 }

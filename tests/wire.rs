@@ -30,11 +30,7 @@ fn text(b: &[u8]) -> String {
 fn without_line(bytes: &[u8], n: usize) -> (String, String) {
     let t = text(bytes);
     let mut lines: Vec<&str> = t.split_inclusive("\r\n").collect();
-    let line = if n < lines.len() {
-        lines.remove(n).to_string()
-    } else {
-        String::new()
-    };
+    let line = if n < lines.len() { lines.remove(n).to_string() } else { String::new() };
     (lines.concat(), line)
 }
 
@@ -69,10 +65,7 @@ fn options(id: &str, via: &str) -> Vec<u8> {
 }
 
 fn udp_via(peer: &UdpPeer, branch: &str) -> String {
-    format!(
-        "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{branch};rport",
-        peer.port()
-    )
+    format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{branch};rport", peer.port())
 }
 
 #[test]
@@ -111,20 +104,14 @@ fn a_forwarded_invite_differs_only_in_via_and_max_forwards_and_responses_come_ba
     assert_eq!(fwd.from, sg.udp_addr(), "sent from the listening socket");
 
     let (rest, our_via) = without_line(&fwd.bytes, 1);
-    let prefix = format!(
-        "Via: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-sg",
-        sg.ports().udp
-    );
+    let prefix = format!("Via: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-sg", sg.ports().udp);
     assert!(
         our_via.starts_with(&prefix) && our_via.ends_with("\r\n"),
         "our Via first: `{our_via}`\n{}",
         text(&fwd.bytes)
     );
     let expected = original
-        .replace(
-            "branch=z9hG4bK-wire1;rport",
-            &format!("branch=z9hG4bK-wire1;rport={port};received=127.0.0.1"),
-        )
+        .replace("branch=z9hG4bK-wire1;rport", &format!("branch=z9hG4bK-wire1;rport={port};received=127.0.0.1"))
         .replace("mAx-FoRwArDs: 70", "mAx-FoRwArDs: 69");
     assert_ne!(expected, original);
     assert_eq!(rest, expected, "every other byte as sent");
@@ -132,11 +119,7 @@ fn a_forwarded_invite_differs_only_in_via_and_max_forwards_and_responses_come_ba
     // The carrier answers with the Via stack it got; we strip ours and send to the client.
     let our_value = our_via.trim_end().trim_start_matches("Via: ").to_string();
     let msg = fwd.msg();
-    let client_value = msg
-        .all("via")
-        .get(1)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
+    let client_value = msg.all("via").get(1).map(|v| v.to_string()).unwrap_or_default();
     let ringing = format!(
         "SIP/2.0 180 Ringing\r\nVia: {our_value}\r\nv: {client_value}\r\nf: \"Alice\" <sip:+12125550100@example.com;user=phone>;tag=a1\r\nt: <sip:+13125550199@example.com;user=phone>;tag=b2\r\ni: wire1@192.0.2.10\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n"
     );
@@ -147,7 +130,8 @@ fn a_forwarded_invite_differs_only_in_via_and_max_forwards_and_responses_come_ba
     assert_eq!(text(&back.bytes), expected_180);
 
     // Both Vias in one header line: only our value and its comma go.
-    let sdp = "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let sdp =
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: {our_value} , {client_value}\r\nFrom: \"Alice\" <sip:+12125550100@example.com;user=phone>;tag=a1\r\nTo: <sip:+13125550199@example.com;user=phone>;tag=b2\r\nCall-ID: wire1@192.0.2.10\r\nCSeq: 1 INVITE\r\nContact: <sip:carrier@127.0.0.1:{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         sg.ports().upstream,
@@ -155,10 +139,7 @@ fn a_forwarded_invite_differs_only_in_via_and_max_forwards_and_responses_come_ba
     );
     hop.send_to(ok.as_bytes(), sg.udp_addr());
     let back = peer.expect("the 200", WAIT);
-    assert_eq!(
-        text(&back.bytes),
-        ok.replace(&format!("Via: {our_value} , "), "Via: ")
-    );
+    assert_eq!(text(&back.bytes), ok.replace(&format!("Via: {our_value} , "), "Via: "));
 }
 
 #[test]
@@ -182,11 +163,7 @@ fn max_forwards_zero_gets_483_retransmission_same_reply_and_its_ack_is_absorbed(
 
     peer.send_to(&invite, sg.udp_addr());
     let again = peer.expect("the 483 again", WAIT);
-    assert_eq!(
-        text(&again.bytes),
-        text(&first.bytes),
-        "stateless, byte-identical"
-    );
+    assert_eq!(text(&again.bytes), text(&first.bytes), "stateless, byte-identical");
 
     let to = reply.header("to").unwrap_or_default();
     assert!(to.contains(";tag="), "{reply:?}");
@@ -203,16 +180,10 @@ fn max_forwards_zero_gets_483_retransmission_same_reply_and_its_ack_is_absorbed(
     ));
     peer.send_to(&ack, sg.udp_addr());
     // One socket, one thread, in order: had the ACK been forwarded it would arrive first.
-    peer.send_to(
-        &options("after-ack", &udp_via(&peer, "after")),
-        sg.udp_addr(),
-    );
+    peer.send_to(&options("after-ack", &udp_via(&peer, "after")), sg.udp_addr());
     let got = hop.wait_for(1, WAIT);
     assert_eq!(got[0].msg().method(), Some("OPTIONS"), "{:?}", got[0].msg());
-    assert!(
-        peer.recv(Duration::from_millis(50)).is_none(),
-        "the ACK gets no reply"
-    );
+    assert!(peer.recv(Duration::from_millis(50)).is_none(), "the ACK gets no reply");
 }
 
 #[test]
@@ -226,60 +197,39 @@ fn local_replies_for_bad_requests() {
     };
 
     let mut pr = text(&options("pr@test", &udp_via(&peer, "pr")));
-    pr = pr.replace(
-        "Max-Forwards: 70\r\n",
-        "Max-Forwards: 70\r\nProxy-Require: foo, bar\r\n",
-    );
+    pr = pr.replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nProxy-Require: foo, bar\r\n");
     let r = ask(pr.as_bytes());
     assert_eq!(r.start, "SIP/2.0 420 Bad Extension", "{r:?}");
     assert_eq!(r.header("unsupported"), Some("foo, bar"), "{r:?}");
 
-    let no_call_id = text(&options("nocid@test", &udp_via(&peer, "nocid")))
-        .replace("Call-ID: nocid@test\r\n", "");
+    let no_call_id = text(&options("nocid@test", &udp_via(&peer, "nocid"))).replace("Call-ID: nocid@test\r\n", "");
     let r = ask(no_call_id.as_bytes());
     assert_eq!(r.status(), Some(400), "{r:?}");
     let warning = r.header("warning").unwrap_or_default();
-    assert!(
-        warning.starts_with("399 ") && warning.contains("Call-ID"),
-        "{r:?}"
-    );
+    assert!(warning.starts_with("399 ") && warning.contains("Call-ID"), "{r:?}");
 
     // Garbage gets no reply; the request after it is answered (and is the first reply).
-    peer.send_to(
-        b"\x00\xff\xfegarbage \x01\r\n\r\nnot sip at all",
-        sg.udp_addr(),
-    );
+    peer.send_to(b"\x00\xff\xfegarbage \x01\r\n\r\nnot sip at all", sg.udp_addr());
     peer.send_to(b"INVITE\r\n\r\n", sg.udp_addr());
     let r = ask(&mf0("OPTIONS", "alive@test", &udp_via(&peer, "alive")));
-    assert_eq!(
-        (r.status(), r.header("call-id")),
-        (Some(483), Some("alive@test")),
-        "{r:?}"
-    );
+    assert_eq!((r.status(), r.header("call-id")), (Some(483), Some("alive@test")), "{r:?}");
     assert!(hop.received().is_empty(), "{:?}", hop.received());
 }
 
 #[test]
 fn non_sip_request_uri_without_upstream_gets_416() {
-    let sg = Sipguard::start(&CONFIG.replace(
-        "[upstream]\nuri = \"sip:127.0.0.1:{upstream_port};transport=udp\"\n",
-        "",
-    ));
+    let sg =
+        Sipguard::start(&CONFIG.replace("[upstream]\nuri = \"sip:127.0.0.1:{upstream_port};transport=udp\"\n", ""));
     let peer = UdpPeer::bind();
-    let req = text(&options("tel@test", &udp_via(&peer, "tel"))).replace(
-        "OPTIONS sip:+13125550199@127.0.0.1 SIP/2.0",
-        "OPTIONS tel:+13125550199 SIP/2.0",
-    );
+    let req = text(&options("tel@test", &udp_via(&peer, "tel")))
+        .replace("OPTIONS sip:+13125550199@127.0.0.1 SIP/2.0", "OPTIONS tel:+13125550199 SIP/2.0");
     peer.send_to(req.as_bytes(), sg.udp_addr());
     let r = peer.expect("416", WAIT).msg();
     assert_eq!(r.start, "SIP/2.0 416 Unsupported URI Scheme", "{r:?}");
 }
 
 fn tcp_via(c: &TcpSip, branch: &str) -> String {
-    format!(
-        "SIP/2.0/TCP 127.0.0.1:{};branch=z9hG4bK-{branch};rport",
-        c.local_addr().port()
-    )
+    format!("SIP/2.0/TCP 127.0.0.1:{};branch=z9hG4bK-{branch};rport", c.local_addr().port())
 }
 
 #[test]
@@ -292,11 +242,7 @@ fn tcp_forwards_relays_and_replies_on_the_same_connection() {
     let got = hop.wait_for(1, WAIT);
     let fwd = got[0].msg();
     let vias = fwd.all("via");
-    assert!(
-        vias.first()
-            .is_some_and(|v| v.starts_with("SIP/2.0/UDP 127.0.0.1:")),
-        "{fwd:?}"
-    );
+    assert!(vias.first().is_some_and(|v| v.starts_with("SIP/2.0/UDP 127.0.0.1:")), "{fwd:?}");
     let client = format!("{via}={};received=127.0.0.1", c.local_addr().port());
     assert_eq!(vias.get(1).copied(), Some(client.as_str()), "{fwd:?}");
 
@@ -312,10 +258,7 @@ fn tcp_forwards_relays_and_replies_on_the_same_connection() {
     // A local reply comes back on the connection too.
     c.send(&mf0("OPTIONS", "tcp2@test", &tcp_via(&c, "tcp2")));
     let r = c.recv(WAIT).map(|b| SipMsg::parse(&b)).unwrap_or_default();
-    assert_eq!(
-        (r.status(), r.header("call-id")),
-        (Some(483), Some("tcp2@test"))
-    );
+    assert_eq!((r.status(), r.header("call-id")), (Some(483), Some("tcp2@test")));
 
     // Two messages in one write: both answered, in order.
     let mut two = mf0("OPTIONS", "tcp3@test", &tcp_via(&c, "tcp3"));
@@ -323,42 +266,25 @@ fn tcp_forwards_relays_and_replies_on_the_same_connection() {
     c.send(&two);
     for id in ["tcp3@test", "tcp4@test"] {
         let r = c.recv(WAIT).map(|b| SipMsg::parse(&b)).unwrap_or_default();
-        assert_eq!(
-            (r.status(), r.header("call-id")),
-            (Some(483), Some(id)),
-            "{r:?}"
-        );
+        assert_eq!((r.status(), r.header("call-id")), (Some(483), Some(id)), "{r:?}");
     }
 
     // One message in two writes: nothing until it is whole, then the reply.
     let split = mf0("OPTIONS", "tcp5@test", &tcp_via(&c, "tcp5"));
     let (head, tail) = split.split_at(split.len() / 2);
     c.send(head);
-    assert!(
-        c.recv(Duration::from_millis(200)).is_none(),
-        "answered half a message"
-    );
+    assert!(c.recv(Duration::from_millis(200)).is_none(), "answered half a message");
     c.send(tail);
     let r = c.recv(WAIT).map(|b| SipMsg::parse(&b)).unwrap_or_default();
-    assert_eq!(
-        (r.status(), r.header("call-id")),
-        (Some(483), Some("tcp5@test"))
-    );
-    assert_eq!(
-        hop.received().len(),
-        1,
-        "only the first request was forwarded"
-    );
+    assert_eq!((r.status(), r.header("call-id")), (Some(483), Some("tcp5@test")));
+    assert_eq!(hop.received().len(), 1, "only the first request was forwarded");
 }
 
 #[test]
 fn an_oversized_tcp_message_closes_the_connection() {
     let sg = Sipguard::start(CONFIG);
     let mut c = TcpSip::connect(sg.tcp_addr());
-    let mut big = format!(
-        "OPTIONS sip:+13125550199@127.0.0.1 SIP/2.0\r\nVia: {}\r\n",
-        tcp_via(&c, "big")
-    );
+    let mut big = format!("OPTIONS sip:+13125550199@127.0.0.1 SIP/2.0\r\nVia: {}\r\n", tcp_via(&c, "big"));
     // Over max_message_bytes (4096) of headers, no end in sight.
     while big.len() <= 5000 {
         big.push_str("X-Filler: 0123456789012345678901234567890123456789\r\n");
@@ -386,30 +312,22 @@ fn ipv6_request_forwarded_and_response_relayed() {
             )
             .replace("sip:127.0.0.1:{upstream_port}", "sip:[::1]:{upstream_port}"),
     );
-    let proxy: SocketAddr = format!("[::1]:{}", sg.ports().udp)
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let proxy: SocketAddr = format!("[::1]:{}", sg.ports().udp).parse().unwrap_or_else(|e| panic!("{e}"));
     let hop = UdpSocket::bind(("::1", sg.ports().upstream)).unwrap_or_else(|e| panic!("{e}"));
     let _ = hop.set_read_timeout(Some(WAIT));
     let _ = peer.set_read_timeout(Some(WAIT));
     let port = peer.local_addr().map(|a| a.port()).unwrap_or_default();
     let via = format!("SIP/2.0/UDP [::1]:{port};branch=z9hG4bK-v6;rport");
     let req = text(&options("v6@test", &via));
-    peer.send_to(req.as_bytes(), proxy)
-        .unwrap_or_else(|e| panic!("{e}"));
+    peer.send_to(req.as_bytes(), proxy).unwrap_or_else(|e| panic!("{e}"));
 
     let mut buf = vec![0u8; 65536];
-    let (n, from) = hop
-        .recv_from(&mut buf)
-        .unwrap_or_else(|e| panic!("next hop: {e}"));
+    let (n, from) = hop.recv_from(&mut buf).unwrap_or_else(|e| panic!("next hop: {e}"));
     assert_eq!(from, proxy);
     let fwd = SipMsg::parse(&buf[..n]);
     let vias = fwd.all("via");
     let ours = format!("SIP/2.0/UDP [::1]:{};branch=z9hG4bK-sg", sg.ports().udp);
-    assert!(
-        vias.first().is_some_and(|v| v.starts_with(&ours)),
-        "{fwd:?}"
-    );
+    assert!(vias.first().is_some_and(|v| v.starts_with(&ours)), "{fwd:?}");
     assert_eq!(fwd.header("max-forwards"), Some("69"), "{fwd:?}");
 
     let ok = format!(
@@ -417,11 +335,8 @@ fn ipv6_request_forwarded_and_response_relayed() {
         vias[0],
         vias.get(1).copied().unwrap_or_default()
     );
-    hop.send_to(ok.as_bytes(), proxy)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (n, _) = peer
-        .recv_from(&mut buf)
-        .unwrap_or_else(|e| panic!("client: {e}"));
+    hop.send_to(ok.as_bytes(), proxy).unwrap_or_else(|e| panic!("{e}"));
+    let (n, _) = peer.recv_from(&mut buf).unwrap_or_else(|e| panic!("client: {e}"));
     let back = SipMsg::parse(&buf[..n]);
     assert_eq!(back.status(), Some(200), "{back:?}");
     assert_eq!(back.all("via").len(), 1, "{back:?}");
@@ -448,16 +363,10 @@ per_day = 0
     assert_eq!(code, Some(2), "{out}");
     let file = dir.path().join("sipguard.toml").display().to_string();
     for line in [2, 3, 5, 7, 10, 12] {
-        assert!(
-            out.contains(&format!("{file}:{line}: ")),
-            "no {file}:{line} in:\n{out}"
-        );
+        assert!(out.contains(&format!("{file}:{line}: ")), "no {file}:{line} in:\n{out}");
     }
     let csv_file = dir.path().join("owned.csv").display().to_string();
-    assert!(
-        out.contains(&format!("{csv_file}:3: ")),
-        "no {csv_file}:3 in:\n{out}"
-    );
+    assert!(out.contains(&format!("{csv_file}:3: ")), "no {csv_file}:3 in:\n{out}");
 
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
     let out = std::process::Command::new(common::BIN)
@@ -465,11 +374,5 @@ per_day = 0
         .arg(&example)
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", common::BIN));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
 }

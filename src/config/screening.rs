@@ -157,63 +157,32 @@ pub fn validate(
     d: &mut Diagnostics<'_>,
 ) -> Option<ScreeningConfig> {
     let before = d.errors.len();
-    let mode = raw
-        .mode
-        .as_ref()
-        .map_or(Mode::Enforce, |m| parse_mode(m, d));
-    let unknown_account = match raw
-        .unknown_account
-        .as_ref()
-        .map(|u| (u.get_ref().as_str(), u.span()))
-    {
+    let mode = raw.mode.as_ref().map_or(Mode::Enforce, |m| parse_mode(m, d));
+    let unknown_account = match raw.unknown_account.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
         None | Some(("reject", _)) => UnknownAccount::Reject,
         Some(("forward", _)) => UnknownAccount::Forward,
         Some((other, span)) => {
-            d.error(
-                span,
-                format!("screening.unknown_account `{other}`: expected \"reject\" or \"forward\""),
-            );
+            d.error(span, format!("screening.unknown_account `{other}`: expected \"reject\" or \"forward\""));
             UnknownAccount::Reject
         }
     };
-    let trusted_sources = raw
-        .trusted_sources
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| cidr(s, d))
-        .collect();
+    let trusted_sources =
+        raw.trusted_sources.as_deref().unwrap_or_default().iter().filter_map(|s| cidr(s, d)).collect();
     let account_header = raw.account_header.as_ref().and_then(|h| {
         let name = h.get_ref().trim();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            d.error(
-                h.span(),
-                format!("screening.account_header `{name}`: not a header name"),
-            );
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            d.error(h.span(), format!("screening.account_header `{name}`: not a header name"));
             return None;
         }
         if raw.trusted_sources.as_ref().is_none_or(Vec::is_empty) {
-            d.error(
-                h.span(),
-                "screening.account_header is only trusted from `trusted_sources`, which is empty",
-            );
+            d.error(h.span(), "screening.account_header is only trusted from `trusted_sources`, which is empty");
         }
         Some(Arc::from(name))
     });
     let plan = raw.default_country.as_ref().and_then(|c| {
         let plan = NumberPlan::for_country(c.get_ref());
         if plan.is_none() {
-            d.error(
-                c.span(),
-                format!(
-                    "screening.default_country `{}`: not an ISO 3166 region code",
-                    c.get_ref()
-                ),
-            );
+            d.error(c.span(), format!("screening.default_country `{}`: not an ISO 3166 region code", c.get_ref()));
         }
         plan
     });
@@ -222,9 +191,7 @@ pub fn validate(
         .max_tracked_numbers
         .as_ref()
         .and_then(|v| count(v, "screening.max_tracked_numbers", d))
-        .map_or(DEFAULT_MAX_TRACKED, |n| {
-            usize::try_from(n).unwrap_or(usize::MAX)
-        });
+        .map_or(DEFAULT_MAX_TRACKED, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let checks = validate_checks(&raw.checks, d);
     let default_quota = validate_quota(&raw.quota, "screening.quota", d);
     let hours = raw.hours.as_ref().and_then(|h| validate_hours(h, d));
@@ -237,10 +204,7 @@ pub fn validate(
     for a in accounts {
         let id = a.id.get_ref().trim();
         if !valid_id(id) {
-            d.error(
-                a.id.span(),
-                format!("account id `{id}`: use letters, digits, `-`, `_`, `.`"),
-            );
+            d.error(a.id.span(), format!("account id `{id}`: use letters, digits, `-`, `_`, `.`"));
             continue;
         }
         let id: Arc<str> = id.into();
@@ -252,10 +216,7 @@ pub fn validate(
         for s in a.sources.as_deref().unwrap_or_default() {
             let Some(net) = cidr(s, d) else { continue };
             if let Some(other) = seen_nets.insert(net, id.clone()) {
-                d.error(
-                    s.span(),
-                    format!("source {net} is already account `{other}`'s"),
-                );
+                d.error(s.span(), format!("source {net} is already account `{other}`'s"));
             }
             sources.push(net);
         }
@@ -273,25 +234,10 @@ pub fn validate(
         let category = a.category.as_ref().map(|c| Arc::from(c.get_ref().trim()));
         let account_mode = a.mode.as_ref().map_or(mode, |m| parse_mode(m, d));
         ids.insert(id.clone(), out.len());
-        out.push(AccountConfig {
-            id,
-            sources,
-            owned,
-            quota,
-            mode: account_mode,
-            category,
-        });
+        out.push(AccountConfig { id, sources, owned, quota, mode: account_mode, category });
     }
     if let Some(file) = &raw.caller_id_numbers {
-        load_owned_csv(
-            file,
-            plan.as_ref(),
-            &mut ids,
-            &mut out,
-            default_quota,
-            mode,
-            d,
-        );
+        load_owned_csv(file, plan.as_ref(), &mut ids, &mut out, default_quota, mode, d);
     }
     if out.is_empty() && unknown_account == UnknownAccount::Reject {
         let at = d.text.find("[screening]").unwrap_or(0);
@@ -314,10 +260,7 @@ pub fn validate(
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn parse_mode(m: &Spanned<String>, d: &mut Diagnostics<'_>) -> Mode {
@@ -325,10 +268,7 @@ fn parse_mode(m: &Spanned<String>, d: &mut Diagnostics<'_>) -> Mode {
         "enforce" => Mode::Enforce,
         "report" => Mode::Report,
         other => {
-            d.error(
-                m.span(),
-                format!("mode `{other}`: expected \"enforce\" or \"report\""),
-            );
+            d.error(m.span(), format!("mode `{other}`: expected \"enforce\" or \"report\""));
             Mode::Enforce
         }
     }
@@ -337,15 +277,9 @@ fn parse_mode(m: &Spanned<String>, d: &mut Diagnostics<'_>) -> Mode {
 /// A network (`192.0.2.0/24`) or a single address.
 fn cidr(s: &Spanned<String>, d: &mut Diagnostics<'_>) -> Option<IpNet> {
     let text = s.get_ref().trim();
-    let net = text
-        .parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+    let net = text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
     if net.is_none() {
-        d.error(
-            s.span(),
-            format!("bad CIDR `{text}`: expected e.g. 192.0.2.0/24 or 2001:db8::/32"),
-        );
+        d.error(s.span(), format!("bad CIDR `{text}`: expected e.g. 192.0.2.0/24 or 2001:db8::/32"));
     }
     // Normalise 192.0.2.7/24 to 192.0.2.0/24 so duplicates are found.
     net.map(|n| n.trunc())
@@ -353,13 +287,7 @@ fn cidr(s: &Spanned<String>, d: &mut Diagnostics<'_>) -> Option<IpNet> {
 
 fn zone(z: &Spanned<String>, d: &mut Diagnostics<'_>) -> Tz {
     z.get_ref().trim().parse::<Tz>().unwrap_or_else(|_| {
-        d.error(
-            z.span(),
-            format!(
-                "bad time zone `{}`: expected an IANA name such as America/New_York",
-                z.get_ref()
-            ),
-        );
+        d.error(z.span(), format!("bad time zone `{}`: expected an IANA name such as America/New_York", z.get_ref()));
         Tz::UTC
     })
 }
@@ -369,10 +297,7 @@ fn count(v: &Spanned<i64>, what: &str, d: &mut Diagnostics<'_>) -> Option<u64> {
     match u64::try_from(*v.get_ref()) {
         Ok(n) if n > 0 => Some(n),
         _ => {
-            d.error(
-                v.span(),
-                format!("{what} must be at least 1 (leave it out for no limit)"),
-            );
+            d.error(v.span(), format!("{what} must be at least 1 (leave it out for no limit)"));
             None
         }
     }
@@ -385,10 +310,7 @@ fn validate_checks(raw: &RawChecks, d: &mut Diagnostics<'_>) -> Checks {
         Some(v) => match u8::try_from(*v.get_ref()) {
             Ok(n) if n <= 15 => n,
             _ => {
-                d.error(
-                    v.span(),
-                    "screening.checks.neighbour_digits: expected 0 (off) to 15",
-                );
+                d.error(v.span(), "screening.checks.neighbour_digits: expected 0 (off) to 15");
                 0
             }
         },
@@ -404,8 +326,7 @@ fn validate_checks(raw: &RawChecks, d: &mut Diagnostics<'_>) -> Checks {
 
 fn validate_quota(raw: &RawQuota, section: &str, d: &mut Diagnostics<'_>) -> QuotaLimits {
     let cap = |v: &Option<Spanned<i64>>, key: &str, d: &mut Diagnostics<'_>| {
-        v.as_ref()
-            .and_then(|v| count(v, &format!("{section}.{key}"), d))
+        v.as_ref().and_then(|v| count(v, &format!("{section}.{key}"), d))
     };
     let rate = |v: &Option<Spanned<i64>>, key: &str, d: &mut Diagnostics<'_>| {
         let n = cap(v, key, d)?;
@@ -429,13 +350,9 @@ fn validate_quota(raw: &RawQuota, section: &str, d: &mut Diagnostics<'_>) -> Quo
 
 fn time_of_day(t: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> Option<NaiveTime> {
     let s = t.get_ref().trim();
-    let parsed =
-        NaiveTime::parse_from_str(s, "%H:%M").or_else(|_| NaiveTime::parse_from_str(s, "%H:%M:%S"));
+    let parsed = NaiveTime::parse_from_str(s, "%H:%M").or_else(|_| NaiveTime::parse_from_str(s, "%H:%M:%S"));
     if parsed.is_err() {
-        d.error(
-            t.span(),
-            format!("screening.hours.{key} `{s}`: expected HH:MM"),
-        );
+        d.error(t.span(), format!("screening.hours.{key} `{s}`: expected HH:MM"));
     }
     parsed.ok()
 }
@@ -444,10 +361,7 @@ fn validate_hours(raw: &RawHours, d: &mut Diagnostics<'_>) -> Option<Hours> {
     let at_section = d.text.find("[screening.hours]").unwrap_or(0);
     let need = |v: &Option<Spanned<String>>, key: &str, d: &mut Diagnostics<'_>| {
         if v.is_none() {
-            d.error(
-                at_section..at_section,
-                format!("[screening.hours] needs `{key}`"),
-            );
+            d.error(at_section..at_section, format!("[screening.hours] needs `{key}`"));
         }
     };
     need(&raw.start, "start", d);
@@ -459,10 +373,7 @@ fn validate_hours(raw: &RawHours, d: &mut Diagnostics<'_>) -> Option<Hours> {
     if let (Some(s), Some(e), Some(span)) = (start, end, raw.end.as_ref().map(Spanned::span))
         && s == e
     {
-        d.error(
-            span,
-            "screening.hours: start and end are equal (an empty or a full-day window)",
-        );
+        d.error(span, "screening.hours: start and end are equal (an empty or a full-day window)");
     }
     let mut zones = PrefixMap::default();
     for z in &raw.zone {
@@ -470,27 +381,13 @@ fn validate_hours(raw: &RawHours, d: &mut Diagnostics<'_>) -> Option<Hours> {
         match parse_prefix(z.prefix.get_ref()) {
             Some(p) => {
                 if zones.insert(p, tz).is_some() {
-                    d.error(
-                        z.prefix.span(),
-                        format!("hours zone prefix `{}` is listed twice", z.prefix.get_ref()),
-                    );
+                    d.error(z.prefix.span(), format!("hours zone prefix `{}` is listed twice", z.prefix.get_ref()));
                 }
             }
-            None => d.error(
-                z.prefix.span(),
-                format!(
-                    "bad number prefix `{}`: expected +DIGITS",
-                    z.prefix.get_ref()
-                ),
-            ),
+            None => d.error(z.prefix.span(), format!("bad number prefix `{}`: expected +DIGITS", z.prefix.get_ref())),
         }
     }
-    Some(Hours {
-        start: start?,
-        end: end?,
-        default_tz: default_tz?,
-        zones,
-    })
+    Some(Hours { start: start?, end: end?, default_tz: default_tz?, zones })
 }
 
 fn validate_responses(raw: &RawResponses, d: &mut Diagnostics<'_>) -> Responses {
@@ -503,7 +400,10 @@ fn validate_responses(raw: &RawResponses, d: &mut Diagnostics<'_>) -> Responses 
             let known: Vec<&str> = Rule::ALL.iter().map(|r| r.name()).collect();
             d.error(
                 r.span(),
-                format!("unknown rule `{key}` in [responses]: expected one of {}, or dnc_<name> for a DNC list", known.join(", ")),
+                format!(
+                    "unknown rule `{key}` in [responses]: expected one of {}, or dnc_<name> for a DNC list",
+                    known.join(", ")
+                ),
             );
             continue;
         }
@@ -526,19 +426,22 @@ fn validate_response(
     let code = match &r.code {
         Some(c) => match u16::try_from(*c.get_ref()) {
             Ok(429) => {
-                d.error(c.span(), format!("responses.{key}.code 429 means Provide Referrer Identity in SIP, not rate limiting"));
+                d.error(
+                    c.span(),
+                    format!("responses.{key}.code 429 means Provide Referrer Identity in SIP, not rate limiting"),
+                );
                 return None;
             }
             Ok(503) => {
-                d.error(c.span(), format!("responses.{key}.code 503 makes upstreams fail over to another route; use 403 or 480"));
+                d.error(
+                    c.span(),
+                    format!("responses.{key}.code 503 makes upstreams fail over to another route; use 403 or 480"),
+                );
                 return None;
             }
             Ok(n) if (400..=699).contains(&n) => n,
             _ => {
-                d.error(
-                    c.span(),
-                    format!("responses.{key}.code must be a 4xx, 5xx or 6xx final response"),
-                );
+                d.error(c.span(), format!("responses.{key}.code must be a 4xx, 5xx or 6xx final response"));
                 return None;
             }
         },
@@ -548,10 +451,7 @@ fn validate_response(
     };
     let phrase = match &r.reason {
         Some(p) if p.get_ref().trim().is_empty() || p.get_ref().contains(['\r', '\n']) => {
-            d.error(
-                p.span(),
-                format!("responses.{key}.reason: one line of text expected"),
-            );
+            d.error(p.span(), format!("responses.{key}.reason: one line of text expected"));
             return None;
         }
         Some(p) => p.get_ref().trim().to_string(),
@@ -559,20 +459,14 @@ fn validate_response(
         None => match standard_phrase(code) {
             Some(p) => p.to_string(),
             None => {
-                d.error(
-                    span,
-                    format!("responses.{key}: give a `reason` phrase for code {code}"),
-                );
+                d.error(span, format!("responses.{key}: give a `reason` phrase for code {code}"));
                 return None;
             }
         },
     };
     let text = match &r.text {
         Some(t) if t.get_ref().contains(['"', '\\', '\r', '\n']) => {
-            d.error(
-                t.span(),
-                format!("responses.{key}.text: no quotes, backslashes or line breaks"),
-            );
+            d.error(t.span(), format!("responses.{key}.text: no quotes, backslashes or line breaks"));
             return None;
         }
         Some(t) => t.get_ref().trim().to_string(),
@@ -580,32 +474,16 @@ fn validate_response(
     };
     let call_info = match &r.call_info {
         Some(u) if code != 608 => {
-            d.error(
-                u.span(),
-                format!("responses.{key}.call_info (jwscard) goes with code 608, not {code}"),
-            );
+            d.error(u.span(), format!("responses.{key}.call_info (jwscard) goes with code 608, not {code}"));
             return None;
         }
-        Some(u)
-            if !u.get_ref().starts_with("https://")
-                || u.get_ref().contains(['<', '>', ' ', '"']) =>
-        {
-            d.error(
-                u.span(),
-                format!(
-                    "responses.{key}.call_info `{}`: expected an https:// URL",
-                    u.get_ref()
-                ),
-            );
+        Some(u) if !u.get_ref().starts_with("https://") || u.get_ref().contains(['<', '>', ' ', '"']) => {
+            d.error(u.span(), format!("responses.{key}.call_info `{}`: expected an https:// URL", u.get_ref()));
             return None;
         }
         other => other.as_ref().map(|u| u.get_ref().as_str()),
     };
-    let form = if q850 {
-        ReasonForm::Q850
-    } else {
-        ReasonForm::Sip
-    };
+    let form = if q850 { ReasonForm::Q850 } else { ReasonForm::Sip };
     Some(Response::new(code, &phrase, &text, form, call_info))
 }
 
@@ -644,12 +522,10 @@ impl Owned {
 fn parse_owned(s: &str, plan: Option<&NumberPlan>) -> Result<Owned, String> {
     let s = s.trim();
     match s.strip_suffix('*') {
-        Some(p) => parse_prefix(p)
-            .map(Owned::Block)
-            .ok_or_else(|| format!("bad number block `{s}`: expected +DIGITS*")),
-        None => number::parse(s, plan)
-            .map(Owned::Number)
-            .ok_or_else(|| format!("bad number `{s}`")),
+        Some(p) => {
+            parse_prefix(p).map(Owned::Block).ok_or_else(|| format!("bad number block `{s}`: expected +DIGITS*"))
+        }
+        None => number::parse(s, plan).map(Owned::Number).ok_or_else(|| format!("bad number `{s}`")),
     }
 }
 
@@ -669,13 +545,7 @@ fn load_owned_csv(
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {
-            d.error(
-                file.span(),
-                format!(
-                    "screening.caller_id_numbers: cannot read {}: {e}",
-                    path.display()
-                ),
-            );
+            d.error(file.span(), format!("screening.caller_id_numbers: cannot read {}: {e}", path.display()));
             return;
         }
     };
@@ -698,10 +568,7 @@ fn load_owned_csv(
                 d,
                 &path,
                 line,
-                format!(
-                    "row {line} malformed: expected `account,number`, got {} fields",
-                    fields.len()
-                ),
+                format!("row {line} malformed: expected `account,number`, got {} fields", fields.len()),
             );
             continue;
         };
@@ -709,12 +576,7 @@ fn load_owned_csv(
             continue; // header row
         }
         if !valid_id(account) {
-            error(
-                d,
-                &path,
-                line,
-                format!("row {line} malformed: bad account id `{account}`"),
-            );
+            error(d, &path, line, format!("row {line} malformed: bad account id `{account}`"));
             continue;
         }
         let owned = match parse_owned(num, plan) {
@@ -745,11 +607,7 @@ fn load_owned_csv(
         }
     }
     if errors > MAX_CSV_ERRORS {
-        d.error_in(
-            &path,
-            0,
-            format!("{} more malformed rows not shown", errors - MAX_CSV_ERRORS),
-        );
+        d.error_in(&path, 0, format!("{} more malformed rows not shown", errors - MAX_CSV_ERRORS));
     }
 }
 
@@ -773,11 +631,7 @@ mod tests {
             Err(e) => {
                 e.0.iter()
                     .map(|d| {
-                        let file = Path::new(&d.file)
-                            .file_name()
-                            .unwrap()
-                            .to_string_lossy()
-                            .to_string();
+                        let file = Path::new(&d.file).file_name().unwrap().to_string_lossy().to_string();
                         format!("{file}:{}: {}", d.line, d.msg)
                     })
                     .collect()
@@ -846,20 +700,12 @@ category = "finance"
 "#;
         let e = errs("full", text, "acme,+12125550101\nother,+13125550100\n");
         assert!(e.is_empty(), "{e:?}");
-        let cfg = Config::parse(
-            &dir("full", "acme,+12125550101\nother,+13125550100\n").join("t.toml"),
-            text,
-        )
-        .unwrap();
+        let cfg = Config::parse(&dir("full", "acme,+12125550101\nother,+13125550100\n").join("t.toml"), text).unwrap();
         let s = cfg.screening.unwrap();
         assert_eq!(s.accounts.len(), 2, "acme and `other` from owned.csv");
         let acme = &s.accounts[0];
         assert_eq!(acme.quota.per_day, Some(500));
-        assert_eq!(
-            acme.quota.per_hour,
-            Some(1000),
-            "defaults fill what the account leaves out"
-        );
+        assert_eq!(acme.quota.per_hour, Some(1000), "defaults fill what the account leaves out");
         assert_eq!(acme.owned.len(), 4);
         assert!(acme.owned.contains(16465550000) && acme.owned.contains(12015550100));
         assert_eq!(s.accounts[1].quota.per_day, Some(5000));
@@ -895,13 +741,7 @@ caller_ids = ["+1212555010x"]
         assert!(has(&e, "t.toml:11: unknown rule `quotas`"), "{e:?}");
         assert!(has(&e, "t.toml:15: responses.quota.code 503"), "{e:?}");
         assert!(has(&e, "t.toml:19: bad CIDR `banana`"), "{e:?}");
-        assert!(
-            has(
-                &e,
-                "t.toml:20: account `acme` caller_ids: bad number `+1212555010x`"
-            ),
-            "{e:?}"
-        );
+        assert!(has(&e, "t.toml:20: account `acme` caller_ids: bad number `+1212555010x`"), "{e:?}");
     }
 
     #[test]
@@ -917,54 +757,24 @@ caller_ids = ["+1212555010x"]
                 "owned.csv:6: row 6 malformed: bad account id `ac me`".to_string(),
             ]
         );
-        let e = errs(
-            "csv-missing",
-            "[screening]\ncaller_id_numbers = \"nope.csv\"\n",
-            "",
-        );
-        assert!(
-            has(&e, "t.toml:2: screening.caller_id_numbers: cannot read"),
-            "{e:?}"
-        );
+        let e = errs("csv-missing", "[screening]\ncaller_id_numbers = \"nope.csv\"\n", "");
+        assert!(has(&e, "t.toml:2: screening.caller_id_numbers: cannot read"), "{e:?}");
     }
 
     #[test]
     fn other_mistakes() {
-        let e = errs(
-            "hdr",
-            "[screening]\naccount_header = \"X-Account\"\nunknown_account = \"forward\"\n",
-            "",
-        );
-        assert!(
-            has(
-                &e,
-                "t.toml:2: screening.account_header is only trusted from `trusted_sources`"
-            ),
-            "{e:?}"
-        );
+        let e = errs("hdr", "[screening]\naccount_header = \"X-Account\"\nunknown_account = \"forward\"\n", "");
+        assert!(has(&e, "t.toml:2: screening.account_header is only trusted from `trusted_sources`"), "{e:?}");
         let e = errs("none", "[screening]\n", "");
         assert!(has(&e, "t.toml:1: [screening] has no accounts"), "{e:?}");
         let text = "[screening]\nunknown_account = \"forward\"\n[screening.quota]\nper_day = 0\n[responses.hours]\ncode = 429\n[responses.dnc]\ncode = 480\ncall_info = \"https://x\"\n[[account]]\nid = \"a\"\nmode = \"loud\"\n[[account]]\nid = \"a\"\n";
         let e = errs("misc", text, "");
-        assert!(
-            has(&e, "t.toml:4: screening.quota.per_day must be at least 1"),
-            "{e:?}"
-        );
+        assert!(has(&e, "t.toml:4: screening.quota.per_day must be at least 1"), "{e:?}");
         assert!(has(&e, "t.toml:6: responses.hours.code 429"), "{e:?}");
-        assert!(
-            has(
-                &e,
-                "t.toml:9: responses.dnc.call_info (jwscard) goes with code 608"
-            ),
-            "{e:?}"
-        );
+        assert!(has(&e, "t.toml:9: responses.dnc.call_info (jwscard) goes with code 608"), "{e:?}");
         assert!(has(&e, "t.toml:12: mode `loud`"), "{e:?}");
         assert!(has(&e, "t.toml:14: account `a` is defined twice"), "{e:?}");
-        let e = errs(
-            "hours",
-            "[screening]\nunknown_account = \"forward\"\n[screening.hours]\nstart = \"08:00\"\n",
-            "",
-        );
+        let e = errs("hours", "[screening]\nunknown_account = \"forward\"\n[screening.hours]\nstart = \"08:00\"\n", "");
         assert!(has(&e, "t.toml:3: [screening.hours] needs `end`"), "{e:?}");
     }
 }

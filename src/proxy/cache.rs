@@ -16,18 +16,11 @@ pub struct VerdictCache {
 
 impl VerdictCache {
     pub fn new(cap: usize) -> Self {
-        VerdictCache {
-            map: HashMap::with_capacity(cap.min(1 << 16)),
-            order: VecDeque::new(),
-            cap: cap.max(1),
-        }
+        VerdictCache { map: HashMap::with_capacity(cap.min(1 << 16)), order: VecDeque::new(), cap: cap.max(1) }
     }
 
     pub fn get(&self, key: u64, now: SystemTime) -> Option<&Verdict> {
-        self.map
-            .get(&key)
-            .filter(|(_, exp)| *exp > now)
-            .map(|(v, _)| v)
+        self.map.get(&key).filter(|(_, exp)| *exp > now).map(|(v, _)| v)
     }
 
     pub fn insert(&mut self, key: u64, verdict: Verdict, now: SystemTime) {

@@ -21,7 +21,6 @@ use cache::VerdictCache;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use xxhash_rust::xxh3::Xxh3;
 
 /// Where a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +73,7 @@ pub struct Decided {
 
 #[derive(Debug)]
 pub enum Action {
-    Send {
-        transport: Transport,
-        dest: SocketAddr,
-        bytes: Vec<u8>,
-    },
+    Send { transport: Transport, dest: SocketAddr, bytes: Vec<u8> },
     Drop(DropReason),
     Decided(Box<Decided>),
 }
@@ -105,12 +100,8 @@ impl ProxyConfig {
     /// A config advertising `host:port` and listening on `local`; the rest default
     /// (no Record-Route, no upstream, 65535-byte messages) and may be set after.
     pub fn new(advertise: &str, local: Vec<SocketAddr>) -> ProxyConfig {
-        let hp = HostPort::parse(advertise).unwrap_or(HostPort {
-            host: advertise.to_string(),
-            port: 5060,
-        });
-        let via_tail =
-            format!(" {}:{};branch={}", hp.host, hp.port, via::OUR_BRANCH_PREFIX).into_bytes();
+        let hp = HostPort::parse(advertise).unwrap_or(HostPort { host: advertise.to_string(), port: 5060 });
+        let via_tail = format!(" {}:{};branch={}", hp.host, hp.port, via::OUR_BRANCH_PREFIX).into_bytes();
         ProxyConfig {
             seed: xxhash_rust::xxh3::xxh3_64(advertise.as_bytes()),
             advertise_text: format!("{}:{}", hp.host, hp.port),
@@ -142,11 +133,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, screen: Arc<dyn Screen>) -> Proxy {
-        Proxy {
-            cfg,
-            screen,
-            cache: VerdictCache::new(VERDICT_CACHE_CAP),
-        }
+        Proxy { cfg, screen, cache: VerdictCache::new(VERDICT_CACHE_CAP) }
     }
 
     /// Apply a reloaded configuration; cached verdicts stay valid.
@@ -187,13 +174,7 @@ impl Proxy {
         }
     }
 
-    fn request(
-        &mut self,
-        now: SystemTime,
-        from: Inbound,
-        msg: &Message<'_>,
-        out: &mut Vec<Action>,
-    ) {
+    fn request(&mut self, now: SystemTime, from: Inbound, msg: &Message<'_>, out: &mut Vec<Action>) {
         let is_ack = msg.method() == b"ACK";
         let top = match check::top_via(msg) {
             Ok(t) => t,
@@ -202,9 +183,7 @@ impl Proxy {
         };
         let tag_key = tag_key(msg, &top);
         if is_ack {
-            let to_tag = msg
-                .first(Kind::To)
-                .and_then(|h| via::tag(msg.bytes, h.value.clone()));
+            let to_tag = msg.first(Kind::To).and_then(|h| via::tag(msg.bytes, h.value.clone()));
             if to_tag.is_some_and(|t| msg.bytes[t] == *self.to_tag(tag_key).as_bytes()) {
                 return out.push(Action::Drop(DropReason::AckAbsorbed));
             }
@@ -246,15 +225,8 @@ impl Proxy {
             };
             match verdict {
                 Verdict::Forward { headers } => extra = headers,
-                Verdict::Reject {
-                    code,
-                    reason,
-                    headers,
-                } => {
-                    let hs: Vec<(&str, &str)> = headers
-                        .iter()
-                        .map(|h| (h.name.as_ref(), h.value.as_str()))
-                        .collect();
+                Verdict::Reject { code, reason, headers } => {
+                    let hs: Vec<(&str, &str)> = headers.iter().map(|h| (h.name.as_ref(), h.value.as_str())).collect();
                     return self.reply(msg, &facts.top, from, code, &reason, &hs, out);
                 }
             }
@@ -275,21 +247,11 @@ impl Proxy {
     }
 
     /// Run the screen for an initial INVITE and record the decision.
-    fn screen_call(
-        &self,
-        now: SystemTime,
-        from: Inbound,
-        msg: &Message<'_>,
-        out: &mut Vec<Action>,
-    ) -> Verdict {
+    fn screen_call(&self, now: SystemTime, from: Inbound, msg: &Message<'_>, out: &mut Vec<Action>) -> Verdict {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let call = Call {
             source: Some(from.src.ip()),
-            account_header: self
-                .screen
-                .account_header()
-                .and_then(|h| msg.named(&h))
-                .map(text),
+            account_header: self.screen.account_header().and_then(|h| msg.named(&h)).map(text),
             request_uri: text(msg.request_uri()),
             from: msg.value(Kind::From).map(text).unwrap_or_default(),
             to: msg.value(Kind::To).map(text).unwrap_or_default(),
@@ -311,11 +273,7 @@ impl Proxy {
             started.elapsed().as_secs_f64(),
         );
         let verdict = decision.verdict.clone();
-        out.push(Action::Decided(Box::new(Decided {
-            time: now,
-            call_id: call.call_id,
-            decision,
-        })));
+        out.push(Action::Decided(Box::new(Decided { time: now, call_id: call.call_id, decision })));
         verdict
     }
 
@@ -330,10 +288,7 @@ impl Proxy {
             .any(|v| {
                 via::parse(b, v).is_ok_and(|v| {
                     v.is_ours(b, &self.cfg.advertise)
-                        && v.branch
-                            .as_ref()
-                            .and_then(|r| via::loop_part(&b[r.clone()]))
-                            == Some(lp)
+                        && v.branch.as_ref().and_then(|r| via::loop_part(&b[r.clone()])) == Some(lp)
                 })
             })
     }
@@ -341,28 +296,14 @@ impl Proxy {
     /// Our To tag for a local reply: derived from the transaction so that a retransmission
     /// gets the same reply and the ACK for it can be recognised without state.
     fn to_tag(&self, key: u64) -> String {
-        format!(
-            "sg{:016x}",
-            xxhash_rust::xxh3::xxh3_64_with_seed(&key.to_le_bytes(), self.cfg.seed)
-        )
+        format!("sg{:016x}", xxhash_rust::xxh3::xxh3_64_with_seed(&key.to_le_bytes(), self.cfg.seed))
     }
 
-    fn reply_problem(
-        &self,
-        msg: &Message<'_>,
-        top: &TopVia,
-        from: Inbound,
-        p: &Problem,
-        out: &mut Vec<Action>,
-    ) {
+    fn reply_problem(&self, msg: &Message<'_>, top: &TopVia, from: Inbound, p: &Problem, out: &mut Vec<Action>) {
         if msg.method() == b"ACK" {
             return out.push(Action::Drop(DropReason::AckDropped));
         }
-        let warning = format!(
-            "399 {} \"{}\"",
-            self.cfg.advertise.host,
-            p.warning.replace('"', "'")
-        );
+        let warning = format!("399 {} \"{}\"", self.cfg.advertise.host, p.warning.replace('"', "'"));
         let mut extra = vec![("Warning", warning.as_str())];
         if let Some(u) = &p.unsupported {
             extra.push(("Unsupported", u.as_str()));
@@ -393,11 +334,7 @@ impl Proxy {
         };
         m::reply_sent(code);
         m::message_out(from.transport, "reply");
-        out.push(Action::Send {
-            transport: from.transport,
-            dest,
-            bytes,
-        });
+        out.push(Action::Send { transport: from.transport, dest, bytes });
     }
 
     fn response(&self, msg: &Message<'_>, out: &mut Vec<Action>) {
@@ -436,11 +373,7 @@ impl Proxy {
             return out.push(Action::Drop(DropReason::Unroutable));
         };
         m::message_out(transport, "response");
-        out.push(Action::Send {
-            transport,
-            dest,
-            bytes: s.apply(b),
-        });
+        out.push(Action::Send { transport, dest, bytes: s.apply(b) });
     }
 
     /// Splice the forwarded request and choose its next hop.
@@ -488,11 +421,7 @@ impl Proxy {
         if facts.body.end < b.len() {
             s.delete(facts.body.end..b.len());
         }
-        Ok(Action::Send {
-            transport,
-            dest,
-            bytes: s.apply(b),
-        })
+        Ok(Action::Send { transport, dest, bytes: s.apply(b) })
     }
 }
 
@@ -504,26 +433,18 @@ fn send_transport(a: &Action) -> Transport {
 }
 
 fn has_to_tag(msg: &Message<'_>) -> bool {
-    msg.first(Kind::To)
-        .is_some_and(|h| via::tag(msg.bytes, h.value.clone()).is_some())
+    msg.first(Kind::To).is_some_and(|h| via::tag(msg.bytes, h.value.clone()).is_some())
 }
 
 /// Requests that establish a dialog get our Record-Route when record_route is on.
 fn creates_dialog(msg: &Message<'_>) -> bool {
-    matches!(
-        msg.method(),
-        b"INVITE" | b"SUBSCRIBE" | b"REFER" | b"NOTIFY"
-    ) && !has_to_tag(msg)
+    matches!(msg.method(), b"INVITE" | b"SUBSCRIBE" | b"REFER" | b"NOTIFY") && !has_to_tag(msg)
 }
 
 fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts) -> TxFields<'a> {
     let b = msg.bytes;
     let v = &facts.top.via;
-    let joined = |k: Kind| {
-        msg.first(k)
-            .map(|h| &b[h.value.clone()])
-            .unwrap_or_default()
-    };
+    let joined = |k: Kind| msg.first(k).map(|h| &b[h.value.clone()]).unwrap_or_default();
     TxFields {
         top_via: &b[facts.top.value()],
         top_branch: v.branch.as_ref().map(|r| &b[r.clone()]),
@@ -531,11 +452,7 @@ fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts) -> TxFields<'a> {
         magic: v.has_magic_cookie(b),
         request_uri: msg.request_uri(),
         call_id: joined(Kind::CallId),
-        from_tag: msg
-            .first(Kind::From)
-            .and_then(|h| via::tag(b, h.value.clone()))
-            .map(|r| &b[r])
-            .unwrap_or_default(),
+        from_tag: msg.first(Kind::From).and_then(|h| via::tag(b, h.value.clone())).map(|r| &b[r]).unwrap_or_default(),
         cseq_number: facts.cseq_number,
         proxy_require: joined(Kind::ProxyRequire),
         proxy_authorization: joined(Kind::ProxyAuthorization),
@@ -546,29 +463,14 @@ fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts) -> TxFields<'a> {
 /// a non-2xx reply share (top Via, Call-ID, CSeq number), read raw so that even a request
 /// that failed the checks gets a stable tag.
 fn tag_key(msg: &Message<'_>, top: &TopVia) -> u64 {
-    let b = msg.bytes;
-    let mut h = Xxh3::new();
-    h.update(&b[top.value()]);
-    h.update(&[0]);
-    h.update(msg.value(Kind::CallId).unwrap_or_default());
-    h.update(&[0]);
     let cseq = msg.value(Kind::CSeq).unwrap_or_default();
-    h.update(
-        &cseq[..cseq
-            .iter()
-            .position(|c| !c.is_ascii_digit())
-            .unwrap_or(cseq.len())],
-    );
-    h.digest()
+    let digits = &cseq[..cseq.iter().position(|c| !c.is_ascii_digit()).unwrap_or(cseq.len())];
+    via::hash_parts(0, &[&msg.bytes[top.value()], msg.value(Kind::CallId).unwrap_or_default(), digits])
 }
 
 /// The verdict cache key: the transaction (branch or §16.11 fields), Call-ID, CSeq number.
 fn verdict_key(tx: u64, f: &TxFields<'_>) -> u64 {
-    let mut h = Xxh3::new();
-    h.update(&tx.to_le_bytes());
-    h.update(f.call_id);
-    h.update(&f.cseq_number.to_le_bytes());
-    h.digest()
+    via::hash_parts(tx, &[f.call_id, &f.cseq_number.to_le_bytes()])
 }
 
 #[cfg(test)]

@@ -39,26 +39,13 @@ fn no_route(what: &str) -> Problem {
 }
 
 /// Choose the next hop, adding the Route/Request-URI edits to `s`.
-pub fn next_hop(
-    msg: &Message<'_>,
-    cfg: &ProxyConfig,
-    s: &mut Splice,
-) -> Result<(Transport, SocketAddr), Problem> {
+pub fn next_hop(msg: &Message<'_>, cfg: &ProxyConfig, s: &mut Splice) -> Result<(Transport, SocketAddr), Problem> {
     let b = msg.bytes;
     let mut routes: Vec<RouteValue> = Vec::new();
-    for (header, h) in msg
-        .headers
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.kind == Kind::Route)
-    {
+    for (header, h) in msg.headers.iter().enumerate().filter(|(_, h)| h.kind == Kind::Route) {
         let values = split_values(b, h.value.clone());
         for index in 0..values.len() {
-            routes.push(RouteValue {
-                header,
-                values: values.clone(),
-                index,
-            });
+            routes.push(RouteValue { header, values: values.clone(), index });
         }
     }
     let mut removed = vec![false; routes.len()];
@@ -79,12 +66,7 @@ pub fn next_hop(
         }
     }
     delete_values(msg, &routes, &removed, s);
-    if let Some(next) = routes
-        .iter()
-        .zip(&removed)
-        .find(|(_, r)| !**r)
-        .map(|(v, _)| v)
-    {
+    if let Some(next) = routes.iter().zip(&removed).find(|(_, r)| !**r).map(|(v, _)| v) {
         // A Route naming a domain goes to [upstream] (an outbound proxy that resolves it).
         let text = uri::inner(&b[next.range()]);
         if let Some(t) = uri::parse(text).as_ref().and_then(target) {
@@ -96,15 +78,11 @@ pub fn next_hop(
         return Ok(up);
     }
     let ruri = if ruri_local && !routes.is_empty() {
-        routes
-            .last()
-            .map(|v| uri::inner(&b[v.range()]))
-            .unwrap_or_default()
+        routes.last().map(|v| uri::inner(&b[v.range()])).unwrap_or_default()
     } else {
         msg.request_uri()
     };
-    let sip = uri::scheme(ruri)
-        .is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
+    let sip = uri::scheme(ruri).is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
     if !sip {
         return Err(Problem {
             code: 416,
@@ -133,9 +111,7 @@ fn delete_values(msg: &Message<'_>, routes: &[RouteValue], removed: &[bool], s: 
         let header = routes[i].header;
         let values = &routes[i].values;
         let n = values.len();
-        let gone: Vec<usize> = (0..n)
-            .filter(|&k| removed.get(i + k).copied().unwrap_or(false))
-            .collect();
+        let gone: Vec<usize> = (0..n).filter(|&k| removed.get(i + k).copied().unwrap_or(false)).collect();
         if gone.len() == n {
             s.delete(msg.headers[header].line.clone());
         } else {

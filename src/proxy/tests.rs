@@ -17,10 +17,7 @@ fn now() -> SystemTime {
 }
 
 fn udp() -> Inbound {
-    Inbound {
-        transport: Transport::Udp,
-        src: UAC.parse().unwrap(),
-    }
+    Inbound { transport: Transport::Udp, src: UAC.parse().unwrap() }
 }
 
 fn invite(extra: &str) -> String {
@@ -45,12 +42,7 @@ fn run(p: &mut Proxy, from: Inbound, msg: &str) -> Vec<Action> {
 
 fn sent(actions: &[Action]) -> (Transport, SocketAddr, String) {
     for a in actions {
-        if let Action::Send {
-            transport,
-            dest,
-            bytes,
-        } = a
-        {
+        if let Action::Send { transport, dest, bytes } = a {
             return (*transport, *dest, String::from_utf8(bytes.clone()).unwrap());
         }
     }
@@ -69,10 +61,7 @@ fn pass() -> Proxy {
 }
 
 fn branch_of(msg: &str) -> String {
-    let line = msg
-        .lines()
-        .find(|l| l.starts_with("Via: SIP/2.0/UDP 192.0.2.10"))
-        .unwrap();
+    let line = msg.lines().find(|l| l.starts_with("Via: SIP/2.0/UDP 192.0.2.10")).unwrap();
     line.split("branch=").nth(1).unwrap().to_string()
 }
 
@@ -81,19 +70,10 @@ fn forwards_by_splicing() {
     let mut p = pass();
     let req = invite("");
     let (t, dest, out) = sent(&run(&mut p, udp(), &req));
-    assert_eq!(
-        (t, dest),
-        (Transport::Udp, "10.0.0.2:5080".parse().unwrap())
-    );
+    assert_eq!((t, dest), (Transport::Udp, "10.0.0.2:5080".parse().unwrap()));
     let lines: Vec<&str> = out.split("\r\n").collect();
-    assert!(
-        lines[1].starts_with("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-sg"),
-        "{out}"
-    );
-    assert_eq!(
-        lines[2],
-        "Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport=5062;received=10.0.0.1"
-    );
+    assert!(lines[1].starts_with("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-sg"), "{out}");
+    assert_eq!(lines[2], "Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport=5062;received=10.0.0.1");
     assert_eq!(lines[3], "Max-Forwards: 69");
     // Every other byte is the original: undo our three edits and compare.
     let undone = out
@@ -109,9 +89,7 @@ fn retransmission_cancel_and_ack_share_the_branch() {
     let a = sent(&run(&mut p, udp(), &invite(""))).2;
     let b = sent(&run(&mut p, udp(), &invite(""))).2;
     assert_eq!(a, b, "a retransmission is forwarded byte-identically");
-    let cancel = invite("")
-        .replace("INVITE sip", "CANCEL sip")
-        .replace("1 INVITE", "1 CANCEL");
+    let cancel = invite("").replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
     let c = sent(&run(&mut p, udp(), &cancel)).2;
     let ack = invite("")
         .replace("INVITE sip", "ACK sip")
@@ -121,10 +99,7 @@ fn retransmission_cancel_and_ack_share_the_branch() {
     assert_eq!(branch_of(&a), branch_of(&c));
     assert_eq!(branch_of(&a), branch_of(&d));
     let other = invite("").replace("z9hG4bKabc", "z9hG4bKother");
-    assert_ne!(
-        branch_of(&a),
-        branch_of(&sent(&run(&mut p, udp(), &other)).2)
-    );
+    assert_ne!(branch_of(&a), branch_of(&sent(&run(&mut p, udp(), &other)).2));
 }
 
 #[test]
@@ -132,121 +107,52 @@ fn rfc2543_branch_uses_message_fields() {
     let mut p = pass();
     let old = invite("").replace(";branch=z9hG4bKabc", "");
     let a = sent(&run(&mut p, udp(), &old)).2;
-    let cancel = old
-        .replace("INVITE sip", "CANCEL sip")
-        .replace("1 INVITE", "1 CANCEL");
-    assert_eq!(
-        branch_of(&a),
-        branch_of(&sent(&run(&mut p, udp(), &cancel)).2)
-    );
+    let cancel = old.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
+    assert_eq!(branch_of(&a), branch_of(&sent(&run(&mut p, udp(), &cancel)).2));
     let next = old.replace("CSeq: 1 INVITE", "CSeq: 2 INVITE");
-    assert_ne!(
-        branch_of(&a),
-        branch_of(&sent(&run(&mut p, udp(), &next)).2)
-    );
+    assert_ne!(branch_of(&a), branch_of(&sent(&run(&mut p, udp(), &next)).2));
 }
 
 #[test]
 fn max_forwards_rules() {
     let mut p = pass();
-    let out = sent(&run(
-        &mut p,
-        udp(),
-        &invite("").replace("Max-Forwards: 70\r\n", ""),
-    ))
-    .2;
+    let out = sent(&run(&mut p, udp(), &invite("").replace("Max-Forwards: 70\r\n", ""))).2;
     assert!(out.contains("\r\nMax-Forwards: 70\r\n"), "{out}");
-    let out = sent(&run(
-        &mut p,
-        udp(),
-        &invite("").replace("Max-Forwards: 70", "Max-Forwards: 0010"),
-    ))
-    .2;
+    let out = sent(&run(&mut p, udp(), &invite("").replace("Max-Forwards: 70", "Max-Forwards: 0010"))).2;
     assert!(out.contains("\r\nMax-Forwards: 9\r\n"), "{out}");
     let zero = invite("").replace("Max-Forwards: 70", "Max-Forwards: 0");
     let (_, dest, reply) = sent(&run(&mut p, udp(), &zero));
     assert_eq!(dest, UAC.parse().unwrap());
-    assert!(
-        reply.starts_with("SIP/2.0 483 Too Many Hops\r\n"),
-        "{reply}"
-    );
-    assert!(
-        reply.contains("Warning: 399 192.0.2.10 \"Max-Forwards is 0\""),
-        "{reply}"
-    );
-    assert_eq!(
-        reply,
-        sent(&run(&mut p, udp(), &zero)).2,
-        "retransmission gets the same bytes"
-    );
+    assert!(reply.starts_with("SIP/2.0 483 Too Many Hops\r\n"), "{reply}");
+    assert!(reply.contains("Warning: 399 192.0.2.10 \"Max-Forwards is 0\""), "{reply}");
+    assert_eq!(reply, sent(&run(&mut p, udp(), &zero)).2, "retransmission gets the same bytes");
     // The ACK for that reply carries our To tag and is absorbed.
-    let tag = reply
-        .split("To: <sip:+12125550100@10.0.0.2>;tag=")
-        .nth(1)
-        .unwrap()
-        .split("\r\n")
-        .next()
-        .unwrap();
+    let tag = reply.split("To: <sip:+12125550100@10.0.0.2>;tag=").nth(1).unwrap().split("\r\n").next().unwrap();
     let ack = zero
         .replace("INVITE sip", "ACK sip")
         .replace("1 INVITE", "1 ACK")
         .replace("0.2>\r\n", &format!("0.2>;tag={tag}\r\n"));
-    assert_eq!(
-        dropped(&run(&mut p, udp(), &ack)),
-        Some(DropReason::AckAbsorbed)
-    );
+    assert_eq!(dropped(&run(&mut p, udp(), &ack)), Some(DropReason::AckAbsorbed));
 }
 
 #[test]
 fn extension_scheme_and_bad_requests() {
     let mut p = pass();
+    let r = sent(&run(&mut p, udp(), &invite("Proxy-Require: com.example.x\r\n"))).2;
+    assert!(r.starts_with("SIP/2.0 420 Bad Extension\r\n") && r.contains("\r\nUnsupported: com.example.x\r\n"), "{r}");
     let r = sent(&run(
         &mut p,
         udp(),
-        &invite("Proxy-Require: com.example.x\r\n"),
-    ))
-    .2;
-    assert!(
-        r.starts_with("SIP/2.0 420 Bad Extension\r\n")
-            && r.contains("\r\nUnsupported: com.example.x\r\n"),
-        "{r}"
-    );
-    let r = sent(&run(
-        &mut p,
-        udp(),
-        &invite("").replace(
-            "INVITE sip:+12125550100@10.0.0.2:5080;user=phone",
-            "INVITE isbn:2983792873",
-        ),
+        &invite("").replace("INVITE sip:+12125550100@10.0.0.2:5080;user=phone", "INVITE isbn:2983792873"),
     ))
     .2;
     assert!(r.starts_with("SIP/2.0 416 "), "{r}");
-    let r = sent(&run(
-        &mut p,
-        udp(),
-        &invite("").replace("Call-ID: call-1\r\n", ""),
-    ))
-    .2;
-    assert!(
-        r.starts_with("SIP/2.0 400 Bad Request\r\n") && r.contains("missing Call-ID"),
-        "{r}"
-    );
-    assert_eq!(
-        dropped(&run(&mut p, udp(), "garbage\r\n\r\n")),
-        Some(DropReason::Malformed)
-    );
-    assert_eq!(
-        dropped(&run(&mut p, udp(), "\r\n\r\n")),
-        Some(DropReason::Keepalive)
-    );
-    let bad_via = invite("").replace(
-        "SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport",
-        "SIP/2.0/UDP ;;,",
-    );
-    assert_eq!(
-        dropped(&run(&mut p, udp(), &bad_via)),
-        Some(DropReason::BadVia)
-    );
+    let r = sent(&run(&mut p, udp(), &invite("").replace("Call-ID: call-1\r\n", ""))).2;
+    assert!(r.starts_with("SIP/2.0 400 Bad Request\r\n") && r.contains("missing Call-ID"), "{r}");
+    assert_eq!(dropped(&run(&mut p, udp(), "garbage\r\n\r\n")), Some(DropReason::Malformed));
+    assert_eq!(dropped(&run(&mut p, udp(), "\r\n\r\n")), Some(DropReason::Keepalive));
+    let bad_via = invite("").replace("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport", "SIP/2.0/UDP ;;,");
+    assert_eq!(dropped(&run(&mut p, udp(), &bad_via)), Some(DropReason::BadVia));
 }
 
 #[test]
@@ -255,16 +161,8 @@ fn unknown_methods_and_compact_forms_are_forwarded() {
     let m = "FOOBAR sip:x@10.0.0.2:5080 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKq\r\nf: <sip:a@b>;tag=1\r\nt: <sip:x@c>\r\ni: z\r\nCSeq: 3 FOOBAR\r\nl: 0\r\n\r\n";
     let (_, dest, out) = sent(&run(&mut p, udp(), m));
     assert_eq!(dest, "10.0.0.2:5080".parse().unwrap());
-    assert!(
-        out.contains("\r\nv: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKq\r\nf: <sip:a@b>;tag=1\r\n"),
-        "{out}"
-    );
-    assert!(
-        out.starts_with(
-            "FOOBAR sip:x@10.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch="
-        ),
-        "{out}"
-    );
+    assert!(out.contains("\r\nv: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKq\r\nf: <sip:a@b>;tag=1\r\n"), "{out}");
+    assert!(out.starts_with("FOOBAR sip:x@10.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch="), "{out}");
 }
 
 #[test]
@@ -272,21 +170,11 @@ fn loops_are_detected_and_spirals_pass() {
     let mut p = pass();
     let first = sent(&run(&mut p, udp(), &invite(""))).2;
     // The next hop sends it straight back to us.
-    let back = first.replacen(
-        "Via: ",
-        "Via: SIP/2.0/UDP 10.0.0.2:5080;branch=z9hG4bKhop\r\nVia: ",
-        1,
-    );
-    let from_hop = Inbound {
-        transport: Transport::Udp,
-        src: "10.0.0.2:5080".parse().unwrap(),
-    };
+    let back = first.replacen("Via: ", "Via: SIP/2.0/UDP 10.0.0.2:5080;branch=z9hG4bKhop\r\nVia: ", 1);
+    let from_hop = Inbound { transport: Transport::Udp, src: "10.0.0.2:5080".parse().unwrap() };
     let r = sent(&run(&mut p, from_hop, &back)).2;
     assert!(r.starts_with("SIP/2.0 482 Loop Detected"), "{r}");
-    let spiral = back.replace(
-        "INVITE sip:+12125550100@10.0.0.2:5080",
-        "INVITE sip:+12125550100@10.0.0.3:5080",
-    );
+    let spiral = back.replace("INVITE sip:+12125550100@10.0.0.2:5080", "INVITE sip:+12125550100@10.0.0.3:5080");
     let (_, dest, _) = sent(&run(&mut p, from_hop, &spiral));
     assert_eq!(dest, "10.0.0.3:5080".parse().unwrap());
 }
@@ -296,37 +184,19 @@ fn routes_and_upstream() {
     let mut p = pass();
     let r = invite("Route: <sip:192.0.2.10:5060;lr>, <sip:10.0.0.9:5070;lr;transport=tcp>\r\n");
     let (t, dest, out) = sent(&run(&mut p, udp(), &r));
-    assert_eq!(
-        (t, dest),
-        (Transport::Tcp, "10.0.0.9:5070".parse().unwrap())
-    );
-    assert!(
-        out.contains("\r\nRoute: <sip:10.0.0.9:5070;lr;transport=tcp>\r\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("Via: SIP/2.0/TCP 192.0.2.10:5060;branch="),
-        "{out}"
-    );
+    assert_eq!((t, dest), (Transport::Tcp, "10.0.0.9:5070".parse().unwrap()));
+    assert!(out.contains("\r\nRoute: <sip:10.0.0.9:5070;lr;transport=tcp>\r\n"), "{out}");
+    assert!(out.contains("Via: SIP/2.0/TCP 192.0.2.10:5060;branch="), "{out}");
     let only_us = invite("Route: <sip:192.0.2.10;lr>\r\n");
     let (_, dest, out) = sent(&run(&mut p, udp(), &only_us));
     assert_eq!(dest, "10.0.0.2:5080".parse().unwrap());
     assert!(!out.contains("Route:"), "{out}");
-    let mut p = Proxy::new(
-        cfg(Some(parse_upstream("sip:10.9.9.9:5090").unwrap())),
-        Arc::new(crate::screen::PassThrough),
-    );
-    assert_eq!(
-        sent(&run(&mut p, udp(), &invite(""))).1,
-        "10.9.9.9:5090".parse().unwrap()
-    );
+    let mut p =
+        Proxy::new(cfg(Some(parse_upstream("sip:10.9.9.9:5090").unwrap())), Arc::new(crate::screen::PassThrough));
+    assert_eq!(sent(&run(&mut p, udp(), &invite(""))).1, "10.9.9.9:5090".parse().unwrap());
     let mut p = pass();
     let dns = invite("").replace("@10.0.0.2:5080;user=phone", "@carrier.example");
-    assert!(
-        sent(&run(&mut p, udp(), &dns))
-            .2
-            .starts_with("SIP/2.0 502 ")
-    );
+    assert!(sent(&run(&mut p, udp(), &dns)).2.starts_with("SIP/2.0 502 "));
 }
 
 #[test]
@@ -338,40 +208,16 @@ fn responses_follow_the_via_stack() {
         "SIP/2.0 180 Ringing\r\n{}\r\n{}\r\nTo: <sip:+12125550100@10.0.0.2>;tag=u\r\nf: <sip:+12125550199@10.0.0.1>;tag=1\r\nCall-ID: call-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
         vias[0], vias[1]
     );
-    let from_uas = Inbound {
-        transport: Transport::Udp,
-        src: "10.0.0.2:5080".parse().unwrap(),
-    };
+    let from_uas = Inbound { transport: Transport::Udp, src: "10.0.0.2:5080".parse().unwrap() };
     let (_, dest, out) = sent(&run(&mut p, from_uas, &resp));
-    assert_eq!(
-        dest,
-        UAC.parse().unwrap(),
-        "received + rport of the next Via"
-    );
+    assert_eq!(dest, UAC.parse().unwrap(), "received + rport of the next Via");
     assert_eq!(out, resp.replacen(&format!("{}\r\n", vias[0]), "", 1));
     // Both Vias on one line: only the first value goes.
-    let one_line = resp.replacen(
-        &format!("{}\r\nVia: ", vias[0]),
-        &format!("{} , ", vias[0]),
-        1,
-    );
+    let one_line = resp.replacen(&format!("{}\r\nVia: ", vias[0]), &format!("{} , ", vias[0]), 1);
     let out = sent(&run(&mut p, from_uas, &one_line)).2;
-    assert!(
-        out.starts_with(&format!(
-            "SIP/2.0 180 Ringing\r\nVia: {}\r\nTo:",
-            &vias[1][5..]
-        )),
-        "{out}"
-    );
-    let foreign = resp.replacen(
-        vias[0],
-        "Via: SIP/2.0/UDP 10.7.7.7;branch=z9hG4bKnotours",
-        1,
-    );
-    assert_eq!(
-        dropped(&run(&mut p, from_uas, &foreign)),
-        Some(DropReason::NotOurVia)
-    );
+    assert!(out.starts_with(&format!("SIP/2.0 180 Ringing\r\nVia: {}\r\nTo:", &vias[1][5..])), "{out}");
+    let foreign = resp.replacen(vias[0], "Via: SIP/2.0/UDP 10.7.7.7;branch=z9hG4bKnotours", 1);
+    assert_eq!(dropped(&run(&mut p, from_uas, &foreign)), Some(DropReason::NotOurVia));
 }
 
 /// Rejects every call as `quota` and counts how often it was asked.
@@ -390,10 +236,7 @@ impl Screen for Counting {
         d.verdict = Verdict::Reject {
             code: 403,
             reason: "Quota Exceeded".into(),
-            headers: vec![ExtraHeader::new(
-                "Reason",
-                "SIP;cause=403;text=\"daily quota\"",
-            )],
+            headers: vec![ExtraHeader::new("Reason", "SIP;cause=403;text=\"daily quota\"")],
         };
         d
     }
@@ -406,43 +249,18 @@ fn screening_is_once_per_transaction() {
     let req = invite("X-Account: acme\r\n");
     let first = run(&mut p, udp(), &req);
     let reply = sent(&first).2;
-    assert!(
-        reply.starts_with("SIP/2.0 403 Quota Exceeded\r\n"),
-        "{reply}"
-    );
-    assert!(
-        reply.contains("\r\nReason: SIP;cause=403;text=\"daily quota\"\r\n"),
-        "{reply}"
-    );
-    assert_eq!(
-        first
-            .iter()
-            .filter(|a| matches!(a, Action::Decided(_)))
-            .count(),
-        1
-    );
+    assert!(reply.starts_with("SIP/2.0 403 Quota Exceeded\r\n"), "{reply}");
+    assert!(reply.contains("\r\nReason: SIP;cause=403;text=\"daily quota\"\r\n"), "{reply}");
+    assert_eq!(first.iter().filter(|a| matches!(a, Action::Decided(_))).count(), 1);
     let again = run(&mut p, udp(), &req);
     assert_eq!(sent(&again).2, reply, "retransmission: same reply bytes");
-    assert!(
-        !again.iter().any(|a| matches!(a, Action::Decided(_))),
-        "not logged twice"
-    );
+    assert!(!again.iter().any(|a| matches!(a, Action::Decided(_))), "not logged twice");
     assert_eq!(screen.0.load(Ordering::SeqCst), 1, "not screened twice");
-    let cancel = req
-        .replace("INVITE sip", "CANCEL sip")
-        .replace("1 INVITE", "1 CANCEL");
-    assert!(
-        sent(&run(&mut p, udp(), &cancel))
-            .2
-            .starts_with("SIP/2.0 200 OK\r\n")
-    );
+    let cancel = req.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
+    assert!(sent(&run(&mut p, udp(), &cancel)).2.starts_with("SIP/2.0 200 OK\r\n"));
     // Re-INVITEs (with a To tag) are not screened.
     let reinvite = req.replace("0.2>\r\n", "0.2>;tag=x\r\n");
-    assert!(
-        sent(&run(&mut p, udp(), &reinvite))
-            .2
-            .starts_with("INVITE ")
-    );
+    assert!(sent(&run(&mut p, udp(), &reinvite)).2.starts_with("INVITE "));
     assert_eq!(screen.0.load(Ordering::SeqCst), 1);
 }
 
@@ -455,30 +273,21 @@ fn forward_verdict_headers_are_added() {
         }
         fn screen(&self, _: &Call, _: SystemTime) -> Decision {
             let mut d = Decision::pass();
-            d.verdict = Verdict::Forward {
-                headers: vec![ExtraHeader::new("X-Screened", "pass")],
-            };
+            d.verdict = Verdict::Forward { headers: vec![ExtraHeader::new("X-Screened", "pass")] };
             d
         }
     }
     let mut p = Proxy::new(cfg(None), Arc::new(Tagging));
     let out = sent(&run(&mut p, udp(), &invite(""))).2;
-    assert!(
-        out.contains("\r\nX-Screened: pass\r\nVia: SIP/2.0/UDP 10.0.0.1"),
-        "{out}"
-    );
+    assert!(out.contains("\r\nX-Screened: pass\r\nVia: SIP/2.0/UDP 10.0.0.1"), "{out}");
 }
 
 #[test]
 fn tcp_replies_go_back_on_the_connection() {
     let mut p = pass();
-    let tcp = Inbound {
-        transport: Transport::Tcp,
-        src: "10.0.0.1:40000".parse().unwrap(),
-    };
-    let zero = invite("")
-        .replace("Max-Forwards: 70", "Max-Forwards: 0")
-        .replace("UDP 10.0.0.1:5062", "TCP 10.0.0.1:5062");
+    let tcp = Inbound { transport: Transport::Tcp, src: "10.0.0.1:40000".parse().unwrap() };
+    let zero =
+        invite("").replace("Max-Forwards: 70", "Max-Forwards: 0").replace("UDP 10.0.0.1:5062", "TCP 10.0.0.1:5062");
     let (t, dest, _) = sent(&run(&mut p, tcp, &zero));
     assert_eq!((t, dest), (Transport::Tcp, tcp.src));
 }
@@ -489,10 +298,7 @@ fn record_route_when_configured() {
     c.record_route = true;
     let mut p = Proxy::new(c, Arc::new(crate::screen::PassThrough));
     let out = sent(&run(&mut p, udp(), &invite(""))).2;
-    assert!(
-        out.contains("\r\nRecord-Route: <sip:192.0.2.10:5060;lr>\r\n"),
-        "{out}"
-    );
+    assert!(out.contains("\r\nRecord-Route: <sip:192.0.2.10:5060;lr>\r\n"), "{out}");
 }
 
 #[test]

@@ -17,28 +17,12 @@ pub struct AccountTable {
 
 impl AccountTable {
     /// `accounts[i]` is (id, source networks) of account index i.
-    pub fn new(
-        header: Option<Arc<str>>,
-        trusted: Vec<IpNet>,
-        accounts: &[(Arc<str>, &[IpNet])],
-    ) -> AccountTable {
-        let mut by_source: Vec<(IpNet, usize)> = accounts
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (_, nets))| nets.iter().map(move |n| (*n, i)))
-            .collect();
+    pub fn new(header: Option<Arc<str>>, trusted: Vec<IpNet>, accounts: &[(Arc<str>, &[IpNet])]) -> AccountTable {
+        let mut by_source: Vec<(IpNet, usize)> =
+            accounts.iter().enumerate().flat_map(|(i, (_, nets))| nets.iter().map(move |n| (*n, i))).collect();
         by_source.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
-        let by_id = accounts
-            .iter()
-            .enumerate()
-            .map(|(i, (id, _))| (id.clone(), i))
-            .collect();
-        AccountTable {
-            header,
-            trusted,
-            by_source,
-            by_id,
-        }
+        let by_id = accounts.iter().enumerate().map(|(i, (id, _))| (id.clone(), i)).collect();
+        AccountTable { header, trusted, by_source, by_id }
     }
 
     pub fn header(&self) -> Option<&Arc<str>> {
@@ -64,10 +48,7 @@ impl AccountTable {
         {
             return self.by_id(value.trim());
         }
-        self.by_source
-            .iter()
-            .find(|(n, _)| n.contains(&ip))
-            .map(|(_, i)| *i)
+        self.by_source.iter().find(|(n, _)| n.contains(&ip)).map(|(_, i)| *i)
     }
 }
 
@@ -80,11 +61,7 @@ mod tests {
     }
 
     fn call(ip: &str, header: Option<&str>) -> Call {
-        Call {
-            source: Some(ip.parse().unwrap()),
-            account_header: header.map(str::to_string),
-            ..Call::default()
-        }
+        Call { source: Some(ip.parse().unwrap()), account_header: header.map(str::to_string), ..Call::default() }
     }
 
     #[test]
@@ -94,18 +71,10 @@ mod tests {
         let t = AccountTable::new(
             Some("X-Account".into()),
             vec![net("198.51.100.0/24")],
-            &[
-                ("acme".into(), &acme),
-                ("vip".into(), &acme_vip),
-                ("hdr".into(), &[]),
-            ],
+            &[("acme".into(), &acme), ("vip".into(), &acme_vip), ("hdr".into(), &[])],
         );
         assert_eq!(t.identify(&call("192.0.2.1", None)), Some(0));
-        assert_eq!(
-            t.identify(&call("192.0.2.200", None)),
-            Some(1),
-            "most specific network"
-        );
+        assert_eq!(t.identify(&call("192.0.2.200", None)), Some(1), "most specific network");
         assert_eq!(t.identify(&call("2001:db8::5", None)), Some(1));
         assert_eq!(t.identify(&call("203.0.113.1", None)), None);
         assert_eq!(t.identify(&call("198.51.100.7", Some(" hdr "))), Some(2));

@@ -41,13 +41,7 @@ pub struct Checks {
 
 impl Default for Checks {
     fn default() -> Self {
-        Checks {
-            valid: true,
-            owned: true,
-            same_as_callee: true,
-            from_pai_mismatch: true,
-            neighbour_digits: 0,
-        }
+        Checks { valid: true, owned: true, same_as_callee: true, from_pai_mismatch: true, neighbour_digits: 0 }
     }
 }
 
@@ -123,20 +117,10 @@ pub struct Presented {
 }
 
 /// Read the caller ID. `Err` when the identity that counts cannot be read as a number.
-pub fn presented(
-    call: &Call,
-    plan: Option<&NumberPlan>,
-    trust_pai: bool,
-) -> Result<Presented, Rule> {
+pub fn presented(call: &Call, plan: Option<&NumberPlan>, trust_pai: bool) -> Result<Presented, Rule> {
     let from = header_number(&call.from, plan);
-    let pai_present = call
-        .p_asserted_identity
-        .as_deref()
-        .is_some_and(|v| !v.trim().is_empty());
-    let pai = call
-        .p_asserted_identity
-        .as_deref()
-        .and_then(|v| pai_number(v, plan));
+    let pai_present = call.p_asserted_identity.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let pai = call.p_asserted_identity.as_deref().and_then(|v| pai_number(v, plan));
     let caller = if trust_pai && pai_present { pai } else { from };
     match caller {
         Some(caller) => Ok(Presented { caller, from, pai }),
@@ -145,12 +129,7 @@ pub fn presented(
 }
 
 /// Validity, ownership and spoofing checks, in that order.
-pub fn check(
-    p: &Presented,
-    callee: u64,
-    owned: &OwnedNumbers,
-    checks: &Checks,
-) -> Result<(), Rule> {
+pub fn check(p: &Presented, callee: u64, owned: &OwnedNumbers, checks: &Checks) -> Result<(), Rule> {
     if checks.valid && !number::is_valid(p.caller) {
         return Err(Rule::CallerIdInvalid);
     }
@@ -166,9 +145,7 @@ pub fn check(
     {
         return Err(Rule::CallerIdSpoofed);
     }
-    if checks.neighbour_digits > 0
-        && shares_prefix(p.caller, callee, u32::from(checks.neighbour_digits))
-    {
+    if checks.neighbour_digits > 0 && shares_prefix(p.caller, callee, u32::from(checks.neighbour_digits)) {
         return Err(Rule::CallerIdSpoofed);
     }
     Ok(())
@@ -204,40 +181,15 @@ mod tests {
     #[test]
     fn header_forms() {
         let p = Some(&us());
-        assert_eq!(
-            header_number("\"Acme\" <sip:+12125550100@pbx;user=phone>;tag=1", p),
-            Some(12125550100)
-        );
-        assert_eq!(
-            header_number(r#""a<b \" c>" <sip:+12125550100@pbx>"#, p),
-            Some(12125550100)
-        );
-        assert_eq!(
-            header_number(r#""unterminated <sip:+12125550100@pbx>"#, p),
-            None
-        );
-        assert_eq!(
-            header_number("sip:2125550100@pbx;tag=1", p),
-            Some(12125550100)
-        );
-        assert_eq!(
-            header_number("<tel:+1-212-555-0100>;tag=9", p),
-            Some(12125550100)
-        );
-        assert_eq!(
-            header_number("\"x\" <sip:anonymous@anonymous.invalid>", p),
-            None
-        );
+        assert_eq!(header_number("\"Acme\" <sip:+12125550100@pbx;user=phone>;tag=1", p), Some(12125550100));
+        assert_eq!(header_number(r#""a<b \" c>" <sip:+12125550100@pbx>"#, p), Some(12125550100));
+        assert_eq!(header_number(r#""unterminated <sip:+12125550100@pbx>"#, p), None);
+        assert_eq!(header_number("sip:2125550100@pbx;tag=1", p), Some(12125550100));
+        assert_eq!(header_number("<tel:+1-212-555-0100>;tag=9", p), Some(12125550100));
+        assert_eq!(header_number("\"x\" <sip:anonymous@anonymous.invalid>", p), None);
         assert_eq!(header_number("garbage", p), None);
-        assert_eq!(
-            header_number("<sip:+12125550100@pbx", p),
-            Some(12125550100),
-            "unterminated bracket"
-        );
-        assert_eq!(
-            pai_number("<sip:alice@pbx>, <tel:+12125550100>", p),
-            Some(12125550100)
-        );
+        assert_eq!(header_number("<sip:+12125550100@pbx", p), Some(12125550100), "unterminated bracket");
+        assert_eq!(pai_number("<sip:alice@pbx>, <tel:+12125550100>", p), Some(12125550100));
         assert_eq!(pai_number("sip:+12125550100@pbx", p), Some(12125550100));
     }
 
@@ -270,98 +222,31 @@ mod tests {
         let o = owned(&[12125550100, 12015550100], &[1646555]);
         let all = Checks::default();
         let callee = 13105550199;
-        assert_eq!(
-            check(
-                &pres(12125550100, Some(12125550100), None),
-                callee,
-                &o,
-                &all
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            check(&pres(16465550123, None, None), callee, &o, &all),
-            Ok(()),
-            "prefix block"
-        );
+        assert_eq!(check(&pres(12125550100, Some(12125550100), None), callee, &o, &all), Ok(()));
+        assert_eq!(check(&pres(16465550123, None, None), callee, &o, &all), Ok(()), "prefix block");
         // Invalid: N11 NXX.
         let invalid = pres(12124110100, None, None);
-        assert_eq!(
-            check(&invalid, callee, &o, &all),
-            Err(Rule::CallerIdInvalid)
-        );
-        let no_valid = Checks {
-            valid: false,
-            owned: false,
-            ..all
-        };
+        assert_eq!(check(&invalid, callee, &o, &all), Err(Rule::CallerIdInvalid));
+        let no_valid = Checks { valid: false, owned: false, ..all };
         assert_eq!(check(&invalid, callee, &o, &no_valid), Ok(()));
         // Unowned.
         let stranger = pres(13125550100, None, None);
-        assert_eq!(
-            check(&stranger, callee, &o, &all),
-            Err(Rule::CallerIdUnowned)
-        );
-        assert_eq!(
-            check(
-                &stranger,
-                callee,
-                &o,
-                &Checks {
-                    owned: false,
-                    ..all
-                }
-            ),
-            Ok(())
-        );
+        assert_eq!(check(&stranger, callee, &o, &all), Err(Rule::CallerIdUnowned));
+        assert_eq!(check(&stranger, callee, &o, &Checks { owned: false, ..all }), Ok(()));
         // Caller equals callee.
         let o2 = owned(&[callee], &[]);
-        assert_eq!(
-            check(&pres(callee, None, None), callee, &o2, &all),
-            Err(Rule::CallerIdSpoofed)
-        );
-        assert_eq!(
-            check(
-                &pres(callee, None, None),
-                callee,
-                &o2,
-                &Checks {
-                    same_as_callee: false,
-                    ..all
-                }
-            ),
-            Ok(())
-        );
+        assert_eq!(check(&pres(callee, None, None), callee, &o2, &all), Err(Rule::CallerIdSpoofed));
+        assert_eq!(check(&pres(callee, None, None), callee, &o2, &Checks { same_as_callee: false, ..all }), Ok(()));
         // From / PAI mismatch.
         let mismatch = pres(12125550100, Some(12015550100), Some(12125550100));
-        assert_eq!(
-            check(&mismatch, callee, &o, &all),
-            Err(Rule::CallerIdSpoofed)
-        );
-        assert_eq!(
-            check(
-                &mismatch,
-                callee,
-                &o,
-                &Checks {
-                    from_pai_mismatch: false,
-                    ..all
-                }
-            ),
-            Ok(())
-        );
+        assert_eq!(check(&mismatch, callee, &o, &all), Err(Rule::CallerIdSpoofed));
+        assert_eq!(check(&mismatch, callee, &o, &Checks { from_pai_mismatch: false, ..all }), Ok(()));
         // Neighbour spoofing: off by default, then same NPA-NXX (7 digits with the country code).
         let neighbour = pres(12125550100, None, None);
         let near_callee = 12125559876;
         assert_eq!(check(&neighbour, near_callee, &o, &all), Ok(()));
-        let n7 = Checks {
-            neighbour_digits: 7,
-            ..all
-        };
-        assert_eq!(
-            check(&neighbour, near_callee, &o, &n7),
-            Err(Rule::CallerIdSpoofed)
-        );
+        let n7 = Checks { neighbour_digits: 7, ..all };
+        assert_eq!(check(&neighbour, near_callee, &o, &n7), Err(Rule::CallerIdSpoofed));
         assert_eq!(check(&neighbour, 12125560000, &o, &n7), Ok(()));
     }
 }

@@ -14,9 +14,7 @@ impl Default for NumberHasherBuilder {
     fn default() -> Self {
         // std's RandomState draws a per-process random key; hashing a constant with it yields a
         // random seed without another dependency.
-        NumberHasherBuilder {
-            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
-        }
+        NumberHasherBuilder { seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) }
     }
 }
 
@@ -73,8 +71,7 @@ mod tests {
         assert_eq!(m.get(&12_125_550_100), Some(&1));
         let b = NumberHasherBuilder::default();
         // Consecutive numbers must not collide in the low bits hashbrown uses for buckets.
-        let low: std::collections::HashSet<u64> =
-            (0..1024u64).map(|n| b.hash_one(n) & 0x3ff).collect();
+        let low: std::collections::HashSet<u64> = (0..1024u64).map(|n| b.hash_one(n) & 0x3ff).collect();
         assert!(low.len() > 600, "{}", low.len());
     }
 }

@@ -16,18 +16,11 @@ pub struct Hours {
 
 impl Hours {
     pub fn zone_of(&self, callee: u64) -> Tz {
-        self.zones
-            .longest(callee)
-            .copied()
-            .unwrap_or(self.default_tz)
+        self.zones.longest(callee).copied().unwrap_or(self.default_tz)
     }
 
     fn inside(&self, t: NaiveTime) -> bool {
-        if self.start < self.end {
-            self.start <= t && t < self.end
-        } else {
-            t >= self.start || t < self.end
-        }
+        if self.start < self.end { self.start <= t && t < self.end } else { t >= self.start || t < self.end }
     }
 
     /// `Ok` inside the window; else `Err(seconds until it next opens)`, at least 1.
@@ -38,11 +31,7 @@ impl Hours {
         if self.inside(local.time()) {
             return Ok(());
         }
-        let date = if local.time() < self.start {
-            local.date()
-        } else {
-            local.date() + ChronoDuration::days(1)
-        };
+        let date = if local.time() < self.start { local.date() } else { local.date() + ChronoDuration::days(1) };
         let opens = instant_of(tz, date.and_time(self.start));
         let wait = (opens - utc).num_milliseconds();
         // Round up so that retrying after Retry-After seconds lands inside the window.
@@ -83,10 +72,7 @@ mod tests {
     }
 
     fn at(tz: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> SystemTime {
-        let naive = NaiveDate::from_ymd_opt(y, mo, d)
-            .unwrap()
-            .and_hms_opt(h, mi, s)
-            .unwrap();
+        let naive = NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, mi, s).unwrap();
         tz.from_local_datetime(&naive).earliest().unwrap().into()
     }
 
@@ -102,10 +88,7 @@ mod tests {
         assert_eq!(h.check(NYC, at(NY, 2026, 6, 1, 8, 0, 0)), Ok(()));
         assert_eq!(h.check(NYC, at(NY, 2026, 6, 1, 20, 59, 59)), Ok(()));
         assert_eq!(h.check(NYC, at(NY, 2026, 6, 1, 21, 0, 0)), Err(11 * 3600));
-        assert_eq!(
-            h.check(NYC, at(NY, 2026, 6, 1, 23, 59, 59)),
-            Err(8 * 3600 + 1)
-        );
+        assert_eq!(h.check(NYC, at(NY, 2026, 6, 1, 23, 59, 59)), Err(8 * 3600 + 1));
         assert_eq!(h.check(NYC, at(NY, 2026, 6, 2, 0, 0, 0)), Err(8 * 3600));
         // 10:00 in New York is 07:00 in Los Angeles: too early there.
         assert_eq!(h.check(LAX, at(NY, 2026, 6, 1, 10, 0, 0)), Err(3600));

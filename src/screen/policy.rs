@@ -43,16 +43,9 @@ struct Policy {
 impl Policy {
     /// Build from config, taking over counters and (unchanged) pacing of `old` accounts.
     fn build(cfg: ScreeningConfig, old: Option<&Policy>) -> Policy {
-        let sources: Vec<(Arc<str>, &[ipnet::IpNet])> = cfg
-            .accounts
-            .iter()
-            .map(|a| (a.id.clone(), a.sources.as_slice()))
-            .collect();
-        let table = AccountTable::new(
-            cfg.account_header.clone(),
-            cfg.trusted_sources.clone(),
-            &sources,
-        );
+        let sources: Vec<(Arc<str>, &[ipnet::IpNet])> =
+            cfg.accounts.iter().map(|a| (a.id.clone(), a.sources.as_slice())).collect();
+        let table = AccountTable::new(cfg.account_header.clone(), cfg.trusted_sources.clone(), &sources);
         let accounts = cfg
             .accounts
             .into_iter()
@@ -115,11 +108,7 @@ pub struct Screener {
 
 impl Screener {
     pub fn new(cfg: ScreeningConfig, dnc: Arc<ArcSwap<Dnc>>) -> Screener {
-        Screener {
-            policy: ArcSwap::from_pointee(Policy::build(cfg, None)),
-            dnc,
-            reload_lock: Mutex::new(()),
-        }
+        Screener { policy: ArcSwap::from_pointee(Policy::build(cfg, None)), dnc, reload_lock: Mutex::new(()) }
     }
 
     /// Swap in a new policy; counters of accounts that still exist carry over.
@@ -140,14 +129,8 @@ impl Screener {
             usage,
             per_hour: a.limits.per_hour,
             per_day: a.limits.per_day,
-            remaining_this_hour: a
-                .limits
-                .per_hour
-                .map(|l| l.saturating_sub(usage.calls_this_hour)),
-            remaining_today: a
-                .limits
-                .per_day
-                .map(|l| l.saturating_sub(usage.calls_today)),
+            remaining_this_hour: a.limits.per_hour.map(|l| l.saturating_sub(usage.calls_this_hour)),
+            remaining_today: a.limits.per_day.map(|l| l.saturating_sub(usage.calls_today)),
             owned_numbers: a.owned.len(),
         })
     }
@@ -155,13 +138,7 @@ impl Screener {
 
 /// Record that `rule` fired: a reject in enforce mode, a forward marked `would_reject` in
 /// report mode.
-fn fire(
-    mut d: Decision,
-    mode: Mode,
-    rule: Rule,
-    response: &Response,
-    retry_after: Option<u32>,
-) -> Decision {
+fn fire(mut d: Decision, mode: Mode, rule: Rule, response: &Response, retry_after: Option<u32>) -> Decision {
     d.rule = Some(rule);
     match mode {
         Mode::Enforce => d.verdict = response.reject(retry_after),
@@ -190,13 +167,9 @@ impl Screen for Screener {
         let Some(acct) = p.table.identify(call).and_then(|i| p.accounts.get(i)) else {
             return match p.unknown_account {
                 UnknownAccount::Forward => d,
-                UnknownAccount::Reject => fire(
-                    d,
-                    p.mode,
-                    Rule::UnknownAccount,
-                    p.responses.for_rule(Rule::UnknownAccount),
-                    None,
-                ),
+                UnknownAccount::Reject => {
+                    fire(d, p.mode, Rule::UnknownAccount, p.responses.for_rule(Rule::UnknownAccount), None)
+                }
             };
         };
         d.account = Some(acct.id.clone());
@@ -205,13 +178,7 @@ impl Screen for Screener {
         let (pr, callee) = match (presented, d.callee) {
             (Ok(pr), Some(callee)) => (pr, callee),
             _ => {
-                return fire(
-                    d,
-                    mode,
-                    Rule::CallerIdInvalid,
-                    p.responses.for_rule(Rule::CallerIdInvalid),
-                    None,
-                );
+                return fire(d, mode, Rule::CallerIdInvalid, p.responses.for_rule(Rule::CallerIdInvalid), None);
             }
         };
         if let Err(rule) = caller_id::check(&pr, callee, &acct.owned, &p.checks) {
@@ -220,19 +187,9 @@ impl Screen for Screener {
         if let Some(hours) = &p.hours
             && let Err(wait) = hours.check(callee, now)
         {
-            return fire(
-                d,
-                mode,
-                Rule::Hours,
-                p.responses.for_rule(Rule::Hours),
-                Some(wait),
-            );
+            return fire(d, mode, Rule::Hours, p.responses.for_rule(Rule::Hours), Some(wait));
         }
-        if let Some(hit) = self
-            .dnc
-            .load()
-            .check(callee, &acct.id, acct.category.as_deref())
-        {
+        if let Some(hit) = self.dnc.load().check(callee, &acct.id, acct.category.as_deref()) {
             let response = p.responses.named_or_dnc(&hit.response);
             d.list = Some(hit.list);
             return fire(d, mode, Rule::Dnc, response, None);
@@ -249,13 +206,7 @@ impl Screen for Screener {
             &mut d.counters,
         );
         if !within {
-            return fire(
-                d,
-                mode,
-                Rule::Quota,
-                p.responses.for_rule(Rule::Quota),
-                None,
-            );
+            return fire(d, mode, Rule::Quota, p.responses.for_rule(Rule::Quota), None);
         }
         d
     }

@@ -13,10 +13,7 @@ pub struct PrefixMap<V> {
 
 impl<V> Default for PrefixMap<V> {
     fn default() -> Self {
-        PrefixMap {
-            map: NumberMap::default(),
-            lengths: 0,
-        }
+        PrefixMap { map: NumberMap::default(), lengths: 0 }
     }
 }
 
@@ -54,11 +51,7 @@ impl<V> PrefixMap<V> {
 /// Parse `+DIGITS` (1-15 digits, first not 0) as a prefix value, e.g. `+1212` -> 1212.
 pub fn parse_prefix(s: &str) -> Option<u64> {
     let body = s.trim().strip_prefix('+')?;
-    if body.is_empty()
-        || body.len() > 15
-        || body.starts_with('0')
-        || !body.bytes().all(|b| b.is_ascii_digit())
-    {
+    if body.is_empty() || body.len() > 15 || body.starts_with('0') || !body.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     body.parse().ok()

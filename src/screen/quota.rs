@@ -112,14 +112,8 @@ impl Pacing {
             let q = Quota::per_second(n).allow_burst(limits.burst.unwrap_or(n));
             Limiter::direct_with_clock(q, CallClock)
         });
-        let per_minute = limits
-            .per_minute
-            .map(|n| Limiter::direct_with_clock(Quota::per_minute(n), CallClock));
-        Pacing {
-            per_second,
-            per_minute,
-            key: limits.pacing_key(),
-        }
+        let per_minute = limits.per_minute.map(|n| Limiter::direct_with_clock(Quota::per_minute(n), CallClock));
+        Pacing { per_second, per_minute, key: limits.pacing_key() }
     }
 
     /// Whether this pacing state can be kept for new limits (on reload).
@@ -195,21 +189,9 @@ pub struct Counters {
 
 impl Default for Counters {
     fn default() -> Self {
-        let tally = || Tally {
-            window: i64::MIN,
-            count: 0,
-        };
-        let numbers = || NumberTally {
-            window: i64::MIN,
-            counts: NumberMap::default(),
-        };
-        Counters {
-            hour: tally(),
-            day: tally(),
-            caller_day: numbers(),
-            callee_day: numbers(),
-            callee_week: numbers(),
-        }
+        let tally = || Tally { window: i64::MIN, count: 0 };
+        let numbers = || NumberTally { window: i64::MIN, counts: NumberMap::default() };
+        Counters { hour: tally(), day: tally(), caller_day: numbers(), callee_day: numbers(), callee_week: numbers() }
     }
 }
 
@@ -254,37 +236,17 @@ impl AccountCounters {
         let caps = [
             ("account_per_hour", c.hour.count, limits.per_hour),
             ("account_per_day", c.day.count, limits.per_day),
-            (
-                "caller_id_per_day",
-                c.caller_day.get(caller),
-                limits.per_caller_id_per_day,
-            ),
-            (
-                "callee_per_day",
-                c.callee_day.get(callee),
-                limits.per_callee_per_day,
-            ),
-            (
-                "callee_per_week",
-                c.callee_week.get(callee),
-                limits.per_callee_per_week,
-            ),
+            ("caller_id_per_day", c.caller_day.get(caller), limits.per_caller_id_per_day),
+            ("callee_per_day", c.callee_day.get(callee), limits.per_callee_per_day),
+            ("callee_per_week", c.callee_week.get(callee), limits.per_callee_per_week),
         ];
-        let mut ok = caps
-            .iter()
-            .all(|&(_, value, limit)| limit.is_none_or(|l| value < l));
+        let mut ok = caps.iter().all(|&(_, value, limit)| limit.is_none_or(|l| value < l));
         let tracked = [
-            (
-                limits.per_caller_id_per_day.is_some(),
-                &c.caller_day,
-                caller,
-            ),
+            (limits.per_caller_id_per_day.is_some(), &c.caller_day, caller),
             (limits.per_callee_per_day.is_some(), &c.callee_day, callee),
             (limits.per_callee_per_week.is_some(), &c.callee_week, callee),
         ];
-        let full = tracked
-            .iter()
-            .find(|(on, t, n)| *on && t.full_for(*n, max_tracked));
+        let full = tracked.iter().find(|(on, t, n)| *on && t.full_for(*n, max_tracked));
         if let Some((_, t, _)) = full {
             ok = false;
             readings.push(CounterReading {
@@ -300,20 +262,12 @@ impl AccountCounters {
                 _ => limits.per_minute,
             };
             let limit = limit.map_or(0, |n| u64::from(n.get()));
-            readings.push(CounterReading {
-                name,
-                value: limit,
-                limit,
-            });
+            readings.push(CounterReading { name, value: limit, limit });
         }
         let step = u64::from(ok);
         for (name, value, limit) in caps {
             if let Some(limit) = limit {
-                readings.push(CounterReading {
-                    name,
-                    value: value + step,
-                    limit,
-                });
+                readings.push(CounterReading { name, value: value + step, limit });
             }
         }
         if ok {
@@ -337,11 +291,7 @@ impl AccountCounters {
         let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let tally = |t: &Tally, window| if t.window == window { t.count } else { 0 };
         let numbers = |t: &NumberTally, window| {
-            if t.window == window {
-                t.counts.len() as u64
-            } else {
-                0
-            }
+            if t.window == window { t.counts.len() as u64 } else { 0 }
         };
         Usage {
             calls_this_hour: tally(&c.hour, w.hour),
@@ -362,10 +312,7 @@ mod tests {
 
     /// Instant of a local wall time in New York (the earlier one when ambiguous).
     fn ny(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> SystemTime {
-        let naive = NaiveDate::from_ymd_opt(y, mo, d)
-            .unwrap()
-            .and_hms_opt(h, mi, s)
-            .unwrap();
+        let naive = NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, mi, s).unwrap();
         NY.from_local_datetime(&naive).earliest().unwrap().into()
     }
 
@@ -377,11 +324,7 @@ mod tests {
 
     impl Account {
         fn new(limits: QuotaLimits) -> Account {
-            Account {
-                pacing: Pacing::new(&limits),
-                limits,
-                counters: AccountCounters::default(),
-            }
+            Account { pacing: Pacing::new(&limits), limits, counters: AccountCounters::default() }
         }
         fn call(&self, caller: u64, callee: u64, now: SystemTime) -> bool {
             self.call_tracked(caller, callee, now, 1_000_000)
@@ -389,16 +332,7 @@ mod tests {
         fn call_tracked(&self, caller: u64, callee: u64, now: SystemTime, max: usize) -> bool {
             let w = Windows::at(NY, now);
             let mut r = Vec::new();
-            self.counters.check_and_count(
-                &self.limits,
-                &self.pacing,
-                &w,
-                caller,
-                callee,
-                now,
-                max,
-                &mut r,
-            )
+            self.counters.check_and_count(&self.limits, &self.pacing, &w, caller, callee, now, max, &mut r)
         }
     }
 
@@ -406,10 +340,7 @@ mod tests {
 
     #[test]
     fn day_resets_exactly_at_local_midnight() {
-        let acct = Account::new(QuotaLimits {
-            per_day: Some(2),
-            ..Default::default()
-        });
+        let acct = Account::new(QuotaLimits { per_day: Some(2), ..Default::default() });
         assert!(acct.call(A, 13105550001, ny(2026, 6, 1, 23, 59, 57)));
         assert!(acct.call(A, 13105550002, ny(2026, 6, 1, 23, 59, 58)));
         assert!(!acct.call(A, 13105550003, ny(2026, 6, 1, 23, 59, 59)));
@@ -423,10 +354,7 @@ mod tests {
 
     #[test]
     fn thousand_per_day_admits_exactly_a_thousand_per_calendar_day() {
-        let acct = Account::new(QuotaLimits {
-            per_day: Some(1000),
-            ..Default::default()
-        });
+        let acct = Account::new(QuotaLimits { per_day: Some(1000), ..Default::default() });
         let start = ny(2026, 6, 1, 0, 0, 0);
         // Attempts every 30 s over two days: 2880 per day, far above the cap.
         let mut admitted = [0u32; 2];
@@ -439,17 +367,9 @@ mod tests {
         assert_eq!(admitted, [1000, 1000]);
         // A burst at 23:59 and another at 00:00 are two calendar days, but within one day
         // the cap never moves: 1000 early calls exhaust it until midnight.
-        let acct = Account::new(QuotaLimits {
-            per_day: Some(1000),
-            ..Default::default()
-        });
+        let acct = Account::new(QuotaLimits { per_day: Some(1000), ..Default::default() });
         let morning = ny(2026, 6, 3, 8, 0, 0);
-        assert_eq!(
-            (0..1500)
-                .filter(|i| acct.call(A, 13105550000 + i, morning))
-                .count(),
-            1000
-        );
+        assert_eq!((0..1500).filter(|i| acct.call(A, 13105550000 + i, morning)).count(), 1000);
         assert!(!acct.call(A, 13105560000, ny(2026, 6, 3, 23, 59, 59)));
         assert!(acct.call(A, 13105560000, ny(2026, 6, 4, 0, 0, 0)));
     }
@@ -464,30 +384,16 @@ mod tests {
         let w2 = Windows::at(NY, second_0130);
         assert_eq!(w1.day, w2.day);
         assert_eq!(w_morning.day, w1.day);
-        assert_ne!(
-            w1.hour, w2.hour,
-            "01:30 EDT and 01:30 EST are different hours"
-        );
+        assert_ne!(w1.hour, w2.hour, "01:30 EDT and 01:30 EST are different hours");
         assert_eq!(Windows::at(NY, ny(2026, 11, 1, 23, 59, 59)).day, w1.day);
         assert_ne!(Windows::at(NY, ny(2026, 11, 2, 0, 0, 0)).day, w1.day);
 
-        let acct = Account::new(QuotaLimits {
-            per_hour: Some(1),
-            per_day: Some(3),
-            ..Default::default()
-        });
+        let acct = Account::new(QuotaLimits { per_hour: Some(1), per_day: Some(3), ..Default::default() });
         assert!(acct.call(A, 13105550001, first_0130));
         assert!(!acct.call(A, 13105550002, first_0130 + Duration::from_secs(1)));
-        assert!(
-            acct.call(A, 13105550003, second_0130),
-            "the repeated hour is a new window"
-        );
+        assert!(acct.call(A, 13105550003, second_0130), "the repeated hour is a new window");
         assert!(acct.call(A, 13105550004, ny(2026, 11, 1, 23, 59, 59)));
-        assert!(!acct.call(
-            A,
-            13105550005,
-            ny(2026, 11, 1, 23, 59, 59) + Duration::from_secs(0)
-        ));
+        assert!(!acct.call(A, 13105550005, ny(2026, 11, 1, 23, 59, 59) + Duration::from_secs(0)));
         assert!(acct.call(A, 13105550006, ny(2026, 11, 2, 0, 0, 0)));
 
         // 2026-03-08: spring forward, 02:00 EST -> 03:00 EDT; the day has 23 hours.
@@ -504,16 +410,9 @@ mod tests {
     fn hours_reset_on_local_hour_boundaries() {
         // Kolkata is UTC+05:30: its hours start at :30 UTC.
         let tz: Tz = chrono_tz::Asia::Kolkata;
-        let t =
-            |h, m, s| -> SystemTime { Utc.with_ymd_and_hms(2026, 6, 1, h, m, s).unwrap().into() };
-        assert_eq!(
-            Windows::at(tz, t(4, 29, 59)).hour + 3600,
-            Windows::at(tz, t(4, 30, 0)).hour
-        );
-        assert_eq!(
-            Windows::at(tz, t(4, 30, 0)).hour,
-            Windows::at(tz, t(5, 29, 59)).hour
-        );
+        let t = |h, m, s| -> SystemTime { Utc.with_ymd_and_hms(2026, 6, 1, h, m, s).unwrap().into() };
+        assert_eq!(Windows::at(tz, t(4, 29, 59)).hour + 3600, Windows::at(tz, t(4, 30, 0)).hour);
+        assert_eq!(Windows::at(tz, t(4, 30, 0)).hour, Windows::at(tz, t(5, 29, 59)).hour);
     }
 
     #[test]
@@ -530,18 +429,12 @@ mod tests {
         assert!(acct.call(A, callee, mon));
         assert!(!acct.call(A + 1, callee, mon), "same callee twice in a day");
         assert!(acct.call(A, 13105550002, mon));
-        assert!(
-            !acct.call(A, 13105550003, mon),
-            "caller ID used twice already"
-        );
+        assert!(!acct.call(A, 13105550003, mon), "caller ID used twice already");
         assert!(acct.call(A + 1, 13105550003, mon));
         let tue = ny(2026, 6, 2, 10, 0, 0);
         assert!(acct.call(A, callee, tue), "new day for the callee");
         let wed = ny(2026, 6, 3, 10, 0, 0);
-        assert!(
-            !acct.call(A + 2, callee, wed),
-            "two calls this week already"
-        );
+        assert!(!acct.call(A + 2, callee, wed), "two calls this week already");
         let next_mon = ny(2026, 6, 8, 0, 0, 0);
         assert!(acct.call(A + 2, callee, next_mon), "weeks start on Monday");
         let w = Windows::at(NY, next_mon);
@@ -550,38 +443,17 @@ mod tests {
 
     #[test]
     fn rejected_calls_do_not_consume_quota_and_readings_show_values() {
-        let limits = QuotaLimits {
-            per_day: Some(5),
-            per_callee_per_day: Some(1),
-            ..Default::default()
-        };
+        let limits = QuotaLimits { per_day: Some(5), per_callee_per_day: Some(1), ..Default::default() };
         let acct = Account::new(limits);
         let now = ny(2026, 6, 1, 10, 0, 0);
         let w = Windows::at(NY, now);
         let mut r = Vec::new();
-        assert!(acct.counters.check_and_count(
-            &limits,
-            &acct.pacing,
-            &w,
-            A,
-            13105550001,
-            now,
-            100,
-            &mut r
-        ));
+        assert!(acct.counters.check_and_count(&limits, &acct.pacing, &w, A, 13105550001, now, 100, &mut r));
         assert_eq!(
             r,
             vec![
-                CounterReading {
-                    name: "account_per_day",
-                    value: 1,
-                    limit: 5
-                },
-                CounterReading {
-                    name: "callee_per_day",
-                    value: 1,
-                    limit: 1
-                },
+                CounterReading { name: "account_per_day", value: 1, limit: 5 },
+                CounterReading { name: "callee_per_day", value: 1, limit: 1 },
             ]
         );
         for _ in 0..10 {
@@ -592,25 +464,13 @@ mod tests {
 
     #[test]
     fn full_tracking_maps_refuse_new_numbers() {
-        let acct = Account::new(QuotaLimits {
-            per_callee_per_day: Some(3),
-            ..Default::default()
-        });
+        let acct = Account::new(QuotaLimits { per_callee_per_day: Some(3), ..Default::default() });
         let now = ny(2026, 6, 1, 10, 0, 0);
         assert!(acct.call_tracked(A, 13105550001, now, 2));
         assert!(acct.call_tracked(A, 13105550002, now, 2));
-        assert!(
-            !acct.call_tracked(A, 13105550003, now, 2),
-            "a third callee does not fit"
-        );
-        assert!(
-            acct.call_tracked(A, 13105550001, now, 2),
-            "known callees still count"
-        );
-        assert!(
-            acct.call_tracked(A, 13105550003, ny(2026, 6, 2, 0, 0, 0), 2),
-            "maps clear at the window end"
-        );
+        assert!(!acct.call_tracked(A, 13105550003, now, 2), "a third callee does not fit");
+        assert!(acct.call_tracked(A, 13105550001, now, 2), "known callees still count");
+        assert!(acct.call_tracked(A, 13105550003, ny(2026, 6, 2, 0, 0, 0), 2), "maps clear at the window end");
     }
 
     #[test]
@@ -625,13 +485,7 @@ mod tests {
         assert!(acct.call(A, 13105550002, t0));
         assert!(!acct.call(A, 13105550003, t0), "burst of 2 per second");
         assert!(acct.call(A, 13105550004, t0 + Duration::from_secs(1)));
-        assert!(
-            !acct.call(A, 13105550005, t0 + Duration::from_secs(2)),
-            "3 per minute"
-        );
-        assert!(
-            acct.call(A, 13105550006, t0 + Duration::from_secs(21)),
-            "one minute cell every 20 s"
-        );
+        assert!(!acct.call(A, 13105550005, t0 + Duration::from_secs(2)), "3 per minute");
+        assert!(acct.call(A, 13105550006, t0 + Duration::from_secs(21)), "one minute cell every 20 s");
     }
 }

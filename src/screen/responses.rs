@@ -25,13 +25,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn new(
-        code: u16,
-        phrase: &str,
-        text: &str,
-        form: ReasonForm,
-        call_info: Option<&str>,
-    ) -> Response {
+    pub fn new(code: u16, phrase: &str, text: &str, form: ReasonForm, call_info: Option<&str>) -> Response {
         let reason_header = match form {
             ReasonForm::Sip => format!("SIP;cause={code};text=\"{text}\""),
             ReasonForm::Q850 => format!("Q.850;cause=21;text=\"{text}\""),
@@ -54,11 +48,7 @@ impl Response {
         if let Some(ci) = &self.call_info {
             headers.push(ExtraHeader::new("Call-Info", ci.clone()));
         }
-        Verdict::Reject {
-            code: self.code,
-            reason: self.phrase.to_string(),
-            headers,
-        }
+        Verdict::Reject { code: self.code, reason: self.phrase.to_string(), headers }
     }
 }
 
@@ -93,13 +83,7 @@ pub fn default_for(rule: Rule) -> Response {
         Rule::Hours => (480, "Outside permitted calling hours"),
         Rule::Dnc => (608, "Number on do-not-call list"),
     };
-    Response::new(
-        code,
-        standard_phrase(code).unwrap_or("Rejected"),
-        text,
-        ReasonForm::Sip,
-        None,
-    )
+    Response::new(code, standard_phrase(code).unwrap_or("Rejected"), text, ReasonForm::Sip, None)
 }
 
 /// Responses of the seven rules plus named ones that DNC lists refer to (`dnc_<name>`).
@@ -111,10 +95,7 @@ pub struct Responses {
 
 impl Default for Responses {
     fn default() -> Self {
-        Responses {
-            rules: Rule::ALL.map(default_for),
-            named: HashMap::new(),
-        }
+        Responses { rules: Rule::ALL.map(default_for), named: HashMap::new() }
     }
 }
 
@@ -138,10 +119,7 @@ impl Responses {
     pub fn named_or_dnc(&self, name: &str) -> &Response {
         match Rule::from_name(name) {
             Some(rule) => self.for_rule(rule),
-            None => self
-                .named
-                .get(name)
-                .unwrap_or_else(|| self.for_rule(Rule::Dnc)),
+            None => self.named.get(name).unwrap_or_else(|| self.for_rule(Rule::Dnc)),
         }
     }
 
@@ -157,10 +135,7 @@ mod tests {
 
     fn header<'a>(v: &'a Verdict, name: &str) -> Option<&'a str> {
         match v {
-            Verdict::Reject { headers, .. } => headers
-                .iter()
-                .find(|h| h.name == name)
-                .map(|h| h.value.as_str()),
+            Verdict::Reject { headers, .. } => headers.iter().find(|h| h.name == name).map(|h| h.value.as_str()),
             Verdict::Forward { .. } => None,
         }
     }
@@ -177,15 +152,10 @@ mod tests {
         let r = Responses::default();
         let v = r.for_rule(Rule::Quota).reject(None);
         assert!(matches!(&v, Verdict::Reject { code: 403, reason, .. } if reason == "Forbidden"));
-        assert_eq!(
-            header(&v, "Reason"),
-            Some("SIP;cause=403;text=\"Call quota exceeded\"")
-        );
+        assert_eq!(header(&v, "Reason"), Some("SIP;cause=403;text=\"Call quota exceeded\""));
         assert_eq!(header(&v, "Retry-After"), None);
         let v = r.for_rule(Rule::Hours).reject(Some(3600));
-        assert!(
-            matches!(&v, Verdict::Reject { code: 480, reason, .. } if reason == "Temporarily Unavailable")
-        );
+        assert!(matches!(&v, Verdict::Reject { code: 480, reason, .. } if reason == "Temporarily Unavailable"));
         assert_eq!(header(&v, "Retry-After"), Some("3600"));
         let v = r.for_rule(Rule::Dnc).reject(None);
         assert!(matches!(&v, Verdict::Reject { code: 608, reason, .. } if reason == "Rejected"));
@@ -198,39 +168,16 @@ mod tests {
     #[test]
     fn six_oh_three_plus_and_jwscard() {
         let mut r = Responses::default();
-        r.set(
-            "caller_id_spoofed",
-            Response::new(
-                603,
-                "Network Blocked",
-                "Spoofed caller ID",
-                ReasonForm::Q850,
-                None,
-            ),
-        );
+        r.set("caller_id_spoofed", Response::new(603, "Network Blocked", "Spoofed caller ID", ReasonForm::Q850, None));
         let v = r.for_rule(Rule::CallerIdSpoofed).reject(None);
-        assert!(
-            matches!(&v, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked")
-        );
-        assert_eq!(
-            header(&v, "Reason"),
-            Some("Q.850;cause=21;text=\"Spoofed caller ID\"")
-        );
+        assert!(matches!(&v, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked"));
+        assert_eq!(header(&v, "Reason"), Some("Q.850;cause=21;text=\"Spoofed caller ID\""));
         r.set(
             "dnc_internal",
-            Response::new(
-                608,
-                "Rejected",
-                "Blocked",
-                ReasonForm::Sip,
-                Some("https://x.example/jcard"),
-            ),
+            Response::new(608, "Rejected", "Blocked", ReasonForm::Sip, Some("https://x.example/jcard")),
         );
         let v = r.named_or_dnc("dnc_internal").reject(None);
-        assert_eq!(
-            header(&v, "Call-Info"),
-            Some("<https://x.example/jcard>;purpose=jwscard")
-        );
+        assert_eq!(header(&v, "Call-Info"), Some("<https://x.example/jcard>;purpose=jwscard"));
         assert_eq!(r.named_or_dnc("nope"), r.for_rule(Rule::Dnc));
         assert_eq!(r.extra_names().collect::<Vec<_>>(), vec!["dnc_internal"]);
     }

@@ -30,12 +30,7 @@ pub struct Problem {
 
 impl Problem {
     fn bad(warning: impl Into<String>) -> Problem {
-        Problem {
-            code: 400,
-            reason: "Bad Request",
-            warning: warning.into(),
-            unsupported: None,
-        }
+        Problem { code: 400, reason: "Bad Request", warning: warning.into(), unsupported: None }
     }
 }
 
@@ -64,31 +59,18 @@ impl TopVia {
 
 /// The top Via: needed before anything can be answered.
 pub fn top_via(msg: &Message<'_>) -> Result<TopVia, Unanswerable> {
-    let header = msg
-        .headers
-        .iter()
-        .position(|h| h.kind == Kind::Via)
-        .ok_or(Unanswerable::NoVia)?;
+    let header = msg.headers.iter().position(|h| h.kind == Kind::Via).ok_or(Unanswerable::NoVia)?;
     let values = split_values(msg.bytes, msg.headers[header].value.clone());
     let first = values.first().cloned().ok_or(Unanswerable::BadVia)?;
     let via = via::parse(msg.bytes, first).map_err(|_| Unanswerable::BadVia)?;
-    Ok(TopVia {
-        via,
-        header,
-        values,
-    })
+    Ok(TopVia { via, header, values })
 }
 
 /// Check a request whose top Via is readable. `max_body` caps Content-Length.
 /// Lower Via values are not parsed here: they matter only to the hop that gets the response.
 pub fn request(msg: &Message<'_>, top: TopVia, max_body: usize) -> Result<Facts, Problem> {
     let b = msg.bytes;
-    let StartLine::Request {
-        version,
-        uri: uri_r,
-        ..
-    } = &msg.start
-    else {
+    let StartLine::Request { version, uri: uri_r, .. } = &msg.start else {
         return Err(Problem::bad("not a request"));
     };
     let ver = &b[version.clone()];
@@ -110,10 +92,7 @@ pub fn request(msg: &Message<'_>, top: TopVia, max_body: usize) -> Result<Facts,
     }
     for h in &msg.headers {
         if h.kind.single_valued() && msg.all(h.kind).nth(1).is_some() {
-            return Err(Problem::bad(format!(
-                "more than one {} header",
-                name(h.kind)
-            )));
+            return Err(Problem::bad(format!("more than one {} header", name(h.kind))));
         }
     }
     let cseq_number = cseq(msg)?;
@@ -169,12 +148,7 @@ pub fn request(msg: &Message<'_>, top: TopVia, max_body: usize) -> Result<Facts,
             unsupported: Some(required.join(", ")),
         });
     }
-    Ok(Facts {
-        top,
-        cseq_number,
-        max_forwards,
-        body,
-    })
+    Ok(Facts { top, cseq_number, max_forwards, body })
 }
 
 fn name(k: Kind) -> &'static str {
@@ -193,25 +167,17 @@ fn name(k: Kind) -> &'static str {
 /// CSeq = 1*DIGIT LWS Method, number < 2**31, method equal to the request's.
 fn cseq(msg: &Message<'_>) -> Result<u64, Problem> {
     let b = msg.bytes;
-    let v = msg
-        .first(Kind::CSeq)
-        .map(|h| h.value.clone())
-        .unwrap_or(0..0);
+    let v = msg.first(Kind::CSeq).map(|h| h.value.clone()).unwrap_or(0..0);
     let text = &b[v.clone()];
-    let digits_end = text
-        .iter()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let number = scan::parse_uint(&text[..digits_end], (1 << 31) - 1)
-        .ok_or_else(|| Problem::bad("malformed CSeq number"))?;
+    let digits_end = text.iter().position(|c| !c.is_ascii_digit()).unwrap_or(text.len());
+    let number =
+        scan::parse_uint(&text[..digits_end], (1 << 31) - 1).ok_or_else(|| Problem::bad("malformed CSeq number"))?;
     let method = &b[trim(b, v.start + digits_end..v.end)];
     if digits_end == 0 || method.is_empty() || !method.iter().all(|&c| is_token(c)) {
         return Err(Problem::bad("malformed CSeq"));
     }
     if method != msg.method() {
-        return Err(Problem::bad(
-            "CSeq method does not match the request method",
-        ));
+        return Err(Problem::bad("CSeq method does not match the request method"));
     }
     Ok(number)
 }
@@ -221,8 +187,7 @@ fn body(msg: &Message<'_>, max_body: usize) -> Result<Range<usize>, Problem> {
     let Some(v) = msg.value(Kind::ContentLength) else {
         return Ok(msg.body.clone());
     };
-    let n = scan::parse_uint(v, max_body as u64)
-        .ok_or_else(|| Problem::bad("malformed Content-Length"))? as usize;
+    let n = scan::parse_uint(v, max_body as u64).ok_or_else(|| Problem::bad("malformed Content-Length"))? as usize;
     if n > msg.body.len() {
         return Err(Problem::bad("Content-Length is larger than the body"));
     }
@@ -275,11 +240,7 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
                 return Err("display name must be a token or a quoted string");
             }
             let start = i + lt + 1;
-            let gt = v[start..]
-                .iter()
-                .position(|&c| c == b'>')
-                .ok_or("missing >")?
-                + start;
+            let gt = v[start..].iter().position(|&c| c == b'>').ok_or("missing >")? + start;
             let inner = &v[start..gt];
             if inner.is_empty() || inner.iter().any(|&c| scan::is_lws(c) || c == b'<') {
                 return Err("whitespace or < inside <URI>");
@@ -293,10 +254,7 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
             if uri::scheme(uri_part).is_none() {
                 return Err("malformed URI");
             }
-            if uri_part
-                .iter()
-                .any(|&c| matches!(c, b',' | b'?' | b'>' | b'"') || scan::is_lws(c))
-            {
+            if uri_part.iter().any(|&c| matches!(c, b',' | b'?' | b'>' | b'"') || scan::is_lws(c)) {
                 return Err("URI with , ? or spaces must be enclosed in <>");
             }
             Ok(())
@@ -328,74 +286,37 @@ mod tests {
 
     #[test]
     fn local_replies() {
+        assert_eq!(code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 0")), 483);
+        assert_eq!(code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 256")), 400);
+        assert_eq!(code(&OK.replace("Max-Forwards: 0068", "Proxy-Require: foo, bar")), 420);
         assert_eq!(
-            code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 0")),
-            483
-        );
-        assert_eq!(
-            code(&OK.replace("Max-Forwards: 0068", "Max-Forwards: 256")),
-            400
-        );
-        assert_eq!(
-            code(&OK.replace("Max-Forwards: 0068", "Proxy-Require: foo, bar")),
-            420
-        );
-        assert_eq!(
-            check(
-                OK.replace("Max-Forwards: 0068", "Proxy-Require: foo")
-                    .as_bytes()
-            )
-            .unwrap_err()
-            .unsupported
-            .as_deref(),
+            check(OK.replace("Max-Forwards: 0068", "Proxy-Require: foo").as_bytes())
+                .unwrap_err()
+                .unsupported
+                .as_deref(),
             Some("foo")
         );
         assert_eq!(code(&OK.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia")), 505);
         assert_eq!(code(&OK.replace("7 INVITE", "7 OPTIONS")), 400);
-        assert_eq!(
-            code(&OK.replace("7 INVITE", "36893488147419103232 INVITE")),
-            400
-        );
+        assert_eq!(code(&OK.replace("7 INVITE", "36893488147419103232 INVITE")), 400);
         assert_eq!(code(&OK.replace("Call-ID: x\r\n", "")), 400);
-        assert_eq!(
-            code(&OK.replace("Call-ID: x\r\n", "Call-ID: x\r\ni: y\r\n")),
-            400
-        );
-        assert_eq!(
-            code(&OK.replace("Content-Length: 0", "Content-Length: 10")),
-            400
-        );
-        assert_eq!(
-            code(&OK.replace("Content-Length: 0", "Content-Length: -1")),
-            400
-        );
-        assert_eq!(
-            code(&OK.replace("sip:bob@10.0.0.2", "<sip:bob@10.0.0.2>")),
-            400
-        );
-        assert_eq!(
-            code(&OK.replace("sip:bob@10.0.0.2", "sip:bob@10.0.0.2?Route=x")),
-            400
-        );
+        assert_eq!(code(&OK.replace("Call-ID: x\r\n", "Call-ID: x\r\ni: y\r\n")), 400);
+        assert_eq!(code(&OK.replace("Content-Length: 0", "Content-Length: 10")), 400);
+        assert_eq!(code(&OK.replace("Content-Length: 0", "Content-Length: -1")), 400);
+        assert_eq!(code(&OK.replace("sip:bob@10.0.0.2", "<sip:bob@10.0.0.2>")), 400);
+        assert_eq!(code(&OK.replace("sip:bob@10.0.0.2", "sip:bob@10.0.0.2?Route=x")), 400);
         assert_eq!(code(&OK.replace("<sip:bob@c>", "\"Bob <sip:bob@c>")), 400);
-        assert_eq!(
-            code(&OK.replace("<sip:bob@c>", "Watson, Thomas <sip:bob@c>")),
-            400
-        );
+        assert_eq!(code(&OK.replace("<sip:bob@c>", "Watson, Thomas <sip:bob@c>")), 400);
         assert_eq!(code(&OK.replace("<sip:bob@c>", "< sip:bob@c >")), 400);
-        assert_eq!(
-            code(&OK.replace(
-                "Content-Length",
-                "Date: Fri, 01 Jan 2010 16:00:00 EST\r\nContent-Length"
-            )),
-            400
-        );
+        assert_eq!(code(&OK.replace("Content-Length", "Date: Fri, 01 Jan 2010 16:00:00 EST\r\nContent-Length")), 400);
     }
 
     #[test]
     fn name_addr_forms() {
         assert!(name_addr(b"caller<sip:caller@example.com>;tag=323").is_ok());
-        assert!(name_addr(b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").is_ok());
+        assert!(
+            name_addr(b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").is_ok()
+        );
         assert!(name_addr(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").is_ok());
         assert!(name_addr(b"isbn:2983792873").is_ok());
         assert!(name_addr(b"sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
@@ -403,18 +324,9 @@ mod tests {
 
     #[test]
     fn top_via_needed_to_answer() {
-        let m = OK.replace(
-            "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1",
-            "Via: SIP/2.0/UDP 192.0.2.15;;,;,,",
-        );
-        assert_eq!(
-            top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(),
-            Unanswerable::BadVia
-        );
+        let m = OK.replace("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1", "Via: SIP/2.0/UDP 192.0.2.15;;,;,,");
+        assert_eq!(top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(), Unanswerable::BadVia);
         let m = OK.replace("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n", "");
-        assert_eq!(
-            top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(),
-            Unanswerable::NoVia
-        );
+        assert_eq!(top_via(&scan::scan(m.as_bytes()).unwrap()).unwrap_err(), Unanswerable::NoVia);
     }
 }

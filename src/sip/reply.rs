@@ -78,23 +78,14 @@ pub fn build(
 /// `;received=IP` when the sent-by host differs from the source (or rport was asked for),
 /// and the source port as the value of a bare `rport` (RFC 3261 §18.2.1, RFC 3581 §4).
 /// Positions are made relative to `base` (0 when splicing the whole message).
-pub fn received_edits(
-    s: &mut super::splice::Splice,
-    b: &[u8],
-    top: &TopVia,
-    src: SocketAddr,
-    base: usize,
-) {
+pub fn received_edits(s: &mut super::splice::Splice, b: &[u8], top: &TopVia, src: SocketAddr, base: usize) {
     let v = &top.via;
     if v.rport == Some(None) {
         s.insert(v.rport_end - base, format!("={}", src.port()).as_bytes());
     }
     let host_ip = super::via::host_ip(&b[v.host.clone()]);
     if v.received.is_none() && (host_ip != Some(src.ip()) || v.rport.is_some()) {
-        s.insert(
-            top.value().end - base,
-            format!(";received={}", src.ip()).as_bytes(),
-        );
+        s.insert(top.value().end - base, format!(";received={}", src.ip()).as_bytes());
     }
 }
 
@@ -122,6 +113,9 @@ mod tests {
         assert!(out.starts_with("SIP/2.0 403 Forbidden\r\n"), "{out}");
         assert!(out.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5062;received=10.0.0.1\r\nVia: SIP/2.0/UDP 10.9.9.9\r\n"), "{out}");
         assert!(out.contains("To: <sip:b@c>;tag=abc\r\n"), "{out}");
-        assert!(out.contains("Call-ID: x\r\nCSeq: 7 INVITE\r\nWarning: 399 sipguard \"x\"\r\nContent-Length: 0\r\n\r\n"), "{out}");
+        assert!(
+            out.contains("Call-ID: x\r\nCSeq: 7 INVITE\r\nWarning: 399 sipguard \"x\"\r\nContent-Length: 0\r\n\r\n"),
+            "{out}"
+        );
     }
 }

@@ -71,11 +71,7 @@ impl Kind {
             },
             _ => return Kind::Other,
         };
-        if full.eq_ignore_ascii_case(name) {
-            kind
-        } else {
-            Kind::Other
-        }
+        if full.eq_ignore_ascii_case(name) { kind } else { Kind::Other }
     }
 
     /// Headers that may appear at most once (RFC 3261 §7.3.1 / §20).
@@ -105,15 +101,8 @@ pub struct Header {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine {
-    Request {
-        method: Range<usize>,
-        uri: Range<usize>,
-        version: Range<usize>,
-    },
-    Response {
-        code: u16,
-        version: Range<usize>,
-    },
+    Request { method: Range<usize>, uri: Range<usize>, version: Range<usize> },
+    Response { code: u16, version: Range<usize> },
 }
 
 /// A scanned message: spans into the original bytes.
@@ -178,10 +167,7 @@ static TOKEN: [bool; 256] = {
     while i < 256 {
         let b = i as u8;
         t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            );
+            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
         i += 1;
     }
     t
@@ -191,11 +177,7 @@ static TOKEN: [bool; 256] = {
 fn line_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
     let rel = memchr::memchr(b'\n', bytes.get(from..)?)?;
     let nl = from + rel;
-    let content_end = if nl > from && bytes[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
+    let content_end = if nl > from && bytes[nl - 1] == b'\r' { nl - 1 } else { nl };
     Some((content_end, nl + 1))
 }
 
@@ -222,14 +204,9 @@ pub fn scan(bytes: &[u8]) -> Result<Message<'_>, ScanError> {
             let (_, n) = line_end(bytes, end).ok_or(ScanError::NoHeaderEnd)?;
             end = n;
         }
-        let colon = bytes[pos..end]
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(ScanError::HeaderLine)?
-            + pos;
+        let colon = bytes[pos..end].iter().position(|&b| b == b':').ok_or(ScanError::HeaderLine)? + pos;
         let name = trim(bytes, pos..colon);
-        if name.is_empty() || name.start != pos || !bytes[name.clone()].iter().all(|&b| is_token(b))
-        {
+        if name.is_empty() || name.start != pos || !bytes[name.clone()].iter().all(|&b| is_token(b)) {
             return Err(ScanError::HeaderLine);
         }
         if headers.len() == MAX_HEADERS {
@@ -243,40 +220,24 @@ pub fn scan(bytes: &[u8]) -> Result<Message<'_>, ScanError> {
         });
         pos = end;
     }
-    Ok(Message {
-        bytes,
-        start,
-        start_end,
-        headers,
-        headers_end,
-        body: pos..bytes.len(),
-        trailing: 0,
-    })
+    Ok(Message { bytes, start, start_end, headers, headers_end, body: pos..bytes.len(), trailing: 0 })
 }
 
 fn start_line(bytes: &[u8], r: Range<usize>) -> Result<StartLine, ScanError> {
     let line = &bytes[r.clone()];
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp = line
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or(ScanError::StartLine)?;
+        let sp = line.iter().position(|&b| b == b' ').ok_or(ScanError::StartLine)?;
         let code_bytes = line.get(sp + 1..sp + 4).ok_or(ScanError::StatusCode)?;
         let after = line.get(sp + 4).copied();
         if !code_bytes.iter().all(u8::is_ascii_digit) || !matches!(after, None | Some(b' ')) {
             return Err(ScanError::StatusCode);
         }
-        let code = code_bytes
-            .iter()
-            .fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
+        let code = code_bytes.iter().fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
         if !(100..=699).contains(&code) {
             return Err(ScanError::StatusCode);
         }
-        return Ok(StartLine::Response {
-            code,
-            version: r.start..r.start + sp,
-        });
+        return Ok(StartLine::Response { code, version: r.start..r.start + sp });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly two single spaces.
     let mut parts = line.split(|&b| b == b' ');
@@ -290,11 +251,7 @@ fn start_line(bytes: &[u8], r: Range<usize>) -> Result<StartLine, ScanError> {
     let ms = r.start;
     let us = ms + m.len() + 1;
     let vs = us + u.len() + 1;
-    Ok(StartLine::Request {
-        method: ms..ms + m.len(),
-        uri: us..us + u.len(),
-        version: vs..vs + v.len(),
-    })
+    Ok(StartLine::Request { method: ms..ms + m.len(), uri: us..us + u.len(), version: vs..vs + v.len() })
 }
 
 impl<'a> Message<'a> {
@@ -390,10 +347,7 @@ pub fn parse_uint(bytes: &[u8], max: u64) -> Option<u64> {
 /// leading CRLF keep-alives. `Ok(None)` means more bytes are needed; the caller caps the
 /// buffer at `max_message_bytes`. Content-Length is mandatory on streams (RFC 3261 §18.3).
 pub fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, ScanError> {
-    let skip = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
+    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
     let b = &buf[skip..];
     let Some(end) = find_blank_line(b) else {
         return Ok(None);
@@ -461,10 +415,7 @@ abcd";
         let m = scan(INVITE).unwrap();
         assert_eq!(m.method(), b"INVITE");
         assert_eq!(m.request_uri(), b"sip:+12125550100@10.0.0.2:5080");
-        assert_eq!(
-            m.value(Kind::Via),
-            Some(&b"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds"[..])
-        );
+        assert_eq!(m.value(Kind::Via), Some(&b"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds"[..]));
         assert_eq!(m.value(Kind::CallId), Some(&b"a84b4c76e66710"[..]));
         assert_eq!(m.value(Kind::ContentLength), Some(&b"4"[..]));
         assert_eq!(m.named("x-folded"), Some(&b"one,\r\n  two"[..]));
@@ -506,50 +457,24 @@ abcd";
 
     #[test]
     fn request_line_must_have_single_spaces() {
-        assert_eq!(
-            scan(b"INVITE  sip:a@b SIP/2.0\r\n\r\n").unwrap_err(),
-            ScanError::StartLine
-        );
-        assert_eq!(
-            scan(b"INVITE sip:a@b SIP/2.0 \r\n\r\n").unwrap_err(),
-            ScanError::StartLine
-        );
-        assert_eq!(
-            scan(b"INVITE sip:a@b\r\n\r\n").unwrap_err(),
-            ScanError::StartLine
-        );
+        assert_eq!(scan(b"INVITE  sip:a@b SIP/2.0\r\n\r\n").unwrap_err(), ScanError::StartLine);
+        assert_eq!(scan(b"INVITE sip:a@b SIP/2.0 \r\n\r\n").unwrap_err(), ScanError::StartLine);
+        assert_eq!(scan(b"INVITE sip:a@b\r\n\r\n").unwrap_err(), ScanError::StartLine);
     }
 
     #[test]
     fn status_codes() {
-        assert!(matches!(
-            scan(b"SIP/2.0 200 OK\r\n\r\n").unwrap().start,
-            StartLine::Response { code: 200, .. }
-        ));
-        assert!(matches!(
-            scan(b"SIP/2.0 100 \r\n\r\n").unwrap().start,
-            StartLine::Response { code: 100, .. }
-        ));
-        assert_eq!(
-            scan(b"SIP/2.0 4294967301 x\r\n\r\n").unwrap_err(),
-            ScanError::StatusCode
-        );
-        assert_eq!(
-            scan(b"SIP/2.0 099 x\r\n\r\n").unwrap_err(),
-            ScanError::StatusCode
-        );
+        assert!(matches!(scan(b"SIP/2.0 200 OK\r\n\r\n").unwrap().start, StartLine::Response { code: 200, .. }));
+        assert!(matches!(scan(b"SIP/2.0 100 \r\n\r\n").unwrap().start, StartLine::Response { code: 100, .. }));
+        assert_eq!(scan(b"SIP/2.0 4294967301 x\r\n\r\n").unwrap_err(), ScanError::StatusCode);
+        assert_eq!(scan(b"SIP/2.0 099 x\r\n\r\n").unwrap_err(), ScanError::StatusCode);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for input in [
-            &b""[..],
-            b"\r\n",
-            b"x",
-            b"INVITE sip:a SIP/2.0\r\nNoColon\r\n\r\n",
-            b"SIP/2.0",
-            b"A B C\r\n: v\r\n\r\n",
-        ] {
+        for input in
+            [&b""[..], b"\r\n", b"x", b"INVITE sip:a SIP/2.0\r\nNoColon\r\n\r\n", b"SIP/2.0", b"A B C\r\n: v\r\n\r\n"]
+        {
             assert!(scan(input).is_err(), "{input:?}");
         }
     }
@@ -567,15 +492,9 @@ abcd";
         let msg = b"OPTIONS sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabcNEXT";
         assert_eq!(frame(msg).unwrap(), Some((0, msg.len() - 4)));
         assert_eq!(frame(&msg[..20]).unwrap(), None);
-        assert_eq!(
-            frame(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap(),
-            Some((4, 46))
-        );
+        assert_eq!(frame(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap(), Some((4, 46)));
         assert!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n").is_err());
-        assert!(
-            frame(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n").is_err(),
-            "no Content-Length on a stream"
-        );
+        assert!(frame(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n").is_err(), "no Content-Length on a stream");
     }
 
     #[test]

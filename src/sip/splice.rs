@@ -13,10 +13,7 @@ pub struct Splice {
 
 impl Splice {
     pub fn new() -> Self {
-        Splice {
-            edits: Vec::with_capacity(8),
-            scratch: Vec::with_capacity(256),
-        }
+        Splice { edits: Vec::with_capacity(8), scratch: Vec::with_capacity(256) }
     }
 
     /// Replace `at` (may be empty: a pure insert) with the text written by `f`.

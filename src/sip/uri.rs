@@ -22,11 +22,8 @@ pub struct SipUri<'a> {
 pub fn scheme(uri: &[u8]) -> Option<&[u8]> {
     let colon = uri.iter().position(|&b| b == b':')?;
     let s = &uri[..colon];
-    (!s.is_empty()
-        && s[0].is_ascii_alphabetic()
-        && s.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
-    .then_some(s)
+    (!s.is_empty() && s[0].is_ascii_alphabetic() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
+        .then_some(s)
 }
 
 /// Parse a `sip:`/`sips:` URI (no angle brackets). `None` when it is not one.
@@ -52,16 +49,7 @@ pub fn parse(uri: &[u8]) -> Option<SipUri<'_>> {
     let mut parts = hostpart.split(|&b| b == b';');
     let hostport = parts.next()?;
     let (host, port) = split_hostport(hostport)?;
-    let mut out = SipUri {
-        secure,
-        user,
-        host,
-        port,
-        transport: None,
-        maddr: None,
-        lr: false,
-        has_headers,
-    };
+    let mut out = SipUri { secure, user, host, port, transport: None, maddr: None, lr: false, has_headers };
     for p in parts {
         let (name, value) = match p.iter().position(|&b| b == b'=') {
             Some(e) => (&p[..e], Some(&p[e + 1..])),
@@ -96,11 +84,7 @@ fn split_hostport(hp: &[u8]) -> Option<(&[u8], Option<u16>)> {
             None => (hp, None),
         }
     };
-    if host.is_empty()
-        || !host
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
-    {
+    if host.is_empty() || !host.iter().all(|&b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b)) {
         return None;
     }
     let port = match port {
@@ -114,11 +98,7 @@ impl SipUri<'_> {
     /// Transport named by `transport=` (UDP when absent). `None` for ones we don't speak.
     pub fn transport(&self) -> Option<Transport> {
         match self.transport {
-            None => Some(if self.secure {
-                Transport::Tcp
-            } else {
-                Transport::Udp
-            }),
+            None => Some(if self.secure { Transport::Tcp } else { Transport::Udp }),
             Some(t) if t.eq_ignore_ascii_case(b"udp") => Some(Transport::Udp),
             Some(t) if t.eq_ignore_ascii_case(b"tcp") => Some(Transport::Tcp),
             Some(_) => None,
@@ -138,18 +118,12 @@ impl SipUri<'_> {
 
 /// The URI inside a name-addr (`"x" <uri>;p`) or the addr-spec itself.
 pub fn inner(value: &[u8]) -> &[u8] {
-    match (
-        value.iter().position(|&b| b == b'<'),
-        value.iter().position(|&b| b == b'>'),
-    ) {
+    match (value.iter().position(|&b| b == b'<'), value.iter().position(|&b| b == b'>')) {
         (Some(l), Some(r)) if l < r => &value[l + 1..r],
         _ => {
             // addr-spec form: header parameters follow the first ';' only after the host,
             // but for routing purposes everything up to LWS is the URI.
-            let end = value
-                .iter()
-                .position(|&b| b == b' ' || b == b'\t')
-                .unwrap_or(value.len());
+            let end = value.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(value.len());
             &value[..end]
         }
     }
@@ -168,16 +142,10 @@ mod tests {
         let u = parse(b"sip:[2001:db8::1];lr").unwrap();
         assert!(u.lr);
         assert_eq!(u.socket_addr(), Some("[2001:db8::1]:5060".parse().unwrap()));
-        let u =
-            parse(b"sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1@example.com")
-                .unwrap();
+        let u = parse(b"sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1@example.com").unwrap();
         assert_eq!(u.host, b"example.com");
         assert!(!u.has_headers);
-        assert!(
-            parse(b"sip:user@example.com?Route=%3Csip:example.com%3E")
-                .unwrap()
-                .has_headers
-        );
+        assert!(parse(b"sip:user@example.com?Route=%3Csip:example.com%3E").unwrap().has_headers);
         assert!(parse(b"tel:+1212").is_none());
         assert!(parse(b"sip:").is_none());
         assert!(parse(b"sip:a@h:x").is_none());

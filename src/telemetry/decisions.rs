@@ -81,15 +81,7 @@ impl DecisionLine {
             rule: self.rule.map(Rule::name),
             code: self.code,
             list: self.list.as_deref(),
-            counters: self
-                .counters
-                .iter()
-                .map(|c| Counter {
-                    name: c.name,
-                    value: c.value,
-                    limit: c.limit,
-                })
-                .collect(),
+            counters: self.counters.iter().map(|c| Counter { name: c.name, value: c.value, limit: c.limit }).collect(),
         };
         serde_json::to_writer(&mut *out, &json)?;
         out.write_all(b"\n")
@@ -116,25 +108,16 @@ impl DecisionLog {
     pub fn start(sink: &DecisionSink) -> io::Result<(DecisionLog, JoinHandle<()>)> {
         let out: Box<dyn Write + Send> = match sink {
             DecisionSink::Stdout => Box::new(io::stdout()),
-            DecisionSink::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+            DecisionSink::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         Ok(Self::start_with(out, DEFAULT_CAPACITY))
     }
 
     /// Start a writer thread over any writer with room for `capacity` pending lines.
-    pub fn start_with(
-        out: Box<dyn Write + Send>,
-        capacity: usize,
-    ) -> (DecisionLog, JoinHandle<()>) {
+    pub fn start_with(out: Box<dyn Write + Send>, capacity: usize) -> (DecisionLog, JoinHandle<()>) {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
-        let handle = std::thread::Builder::new()
-            .name("decision-log".into())
-            .spawn(move || writer(rx, BufWriter::new(out)));
+        let handle =
+            std::thread::Builder::new().name("decision-log".into()).spawn(move || writer(rx, BufWriter::new(out)));
         let handle = match handle {
             Ok(h) => h,
             // Without a thread the receiver is gone: every line counts as dropped.
@@ -143,13 +126,7 @@ impl DecisionLog {
                 std::thread::spawn(|| {})
             }
         };
-        (
-            DecisionLog {
-                tx,
-                dropped: Arc::new(AtomicU64::new(0)),
-            },
-            handle,
-        )
+        (DecisionLog { tx, dropped: Arc::new(AtomicU64::new(0)) }, handle)
     }
 
     /// Queue a line without waiting; false (and counted) when the queue is full or closed.
@@ -270,29 +247,19 @@ mod tests {
 
     fn lines(s: &Shared) -> Vec<serde_json::Value> {
         let text = String::from_utf8(s.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     fn decision() -> Decision {
         Decision {
-            verdict: Verdict::Reject {
-                code: 403,
-                reason: "Forbidden".into(),
-                headers: vec![],
-            },
+            verdict: Verdict::Reject { code: 403, reason: "Forbidden".into(), headers: vec![] },
             rule: Some(Rule::Quota),
             would_reject: false,
             account: Some("acme".into()),
             caller: Some(12125550100),
             callee: Some(13105550199),
             list: None,
-            counters: vec![CounterReading {
-                name: "account_per_day",
-                value: 3,
-                limit: 3,
-            }],
+            counters: vec![CounterReading { name: "account_per_day", value: 3, limit: 3 }],
         }
     }
 
@@ -321,11 +288,7 @@ mod tests {
             })
         );
         assert_eq!(
-            (
-                l[1]["verdict"].as_str(),
-                l[1]["rule"].as_str(),
-                l[1]["list"].as_str()
-            ),
+            (l[1]["verdict"].as_str(), l[1]["rule"].as_str(), l[1]["list"].as_str()),
             (Some("would_reject"), Some("dnc"), Some("federal"))
         );
         assert_eq!(l[2]["verdict"], "forward");
@@ -338,41 +301,27 @@ mod tests {
         let out = Shared::default();
         let (entered_tx, entered_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel();
-        let gated = Gated {
-            inner: out.clone(),
-            entered: entered_tx,
-            release: release_rx,
-        };
+        let gated = Gated { inner: out.clone(), entered: entered_tx, release: release_rx };
         let (log, handle) = DecisionLog::start_with(Box::new(gated), 1);
         // The writer takes line 1, finds the queue empty and blocks writing it out.
         assert!(log.log(SystemTime::UNIX_EPOCH, "1", &decision()));
         entered_rx.recv().unwrap();
-        assert!(
-            log.log(SystemTime::UNIX_EPOCH, "2", &decision()),
-            "fills the one slot"
-        );
-        assert!(
-            !log.log(SystemTime::UNIX_EPOCH, "3", &decision()),
-            "queue full"
-        );
+        assert!(log.log(SystemTime::UNIX_EPOCH, "2", &decision()), "fills the one slot");
+        assert!(!log.log(SystemTime::UNIX_EPOCH, "3", &decision()), "queue full");
         assert_eq!(log.dropped(), 1);
         // Release every flush from now on.
         drop(release_tx);
         let counter = log.dropped_counter();
         log.close();
         handle.join().unwrap();
-        let ids: Vec<String> = lines(&out)
-            .iter()
-            .map(|l| l["call_id"].as_str().unwrap().to_string())
-            .collect();
+        let ids: Vec<String> = lines(&out).iter().map(|l| l["call_id"].as_str().unwrap().to_string()).collect();
         assert_eq!(ids, ["1", "2"]);
         assert_eq!(counter.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn close_writes_everything_to_a_file() {
-        let path =
-            std::env::temp_dir().join(format!("sipguard-decisions-{}.jsonl", std::process::id()));
+        let path = std::env::temp_dir().join(format!("sipguard-decisions-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let (log, handle) = DecisionLog::start(&DecisionSink::File(path.clone())).unwrap();
         for i in 0..1000 {

@@ -24,11 +24,7 @@ const METHODS: [&str; 14] = [
 
 /// A bounded label for a method token.
 pub fn method_label(m: &[u8]) -> &'static str {
-    METHODS
-        .iter()
-        .find(|k| k.as_bytes() == m)
-        .copied()
-        .unwrap_or("other")
+    METHODS.iter().find(|k| k.as_bytes() == m).copied().unwrap_or("other")
 }
 
 pub fn message_in(t: Transport, kind: &'static str, method: &'static str) {

@@ -43,16 +43,8 @@ impl Shell {
     pub fn dispatch(&self, actions: &mut Vec<Action>) {
         for a in actions.drain(..) {
             match a {
-                Action::Send {
-                    transport: Transport::Udp,
-                    dest,
-                    bytes,
-                } => self.udp.send(dest, &bytes),
-                Action::Send {
-                    transport: Transport::Tcp,
-                    dest,
-                    bytes,
-                } => self.tcp.send(dest, bytes),
+                Action::Send { transport: Transport::Udp, dest, bytes } => self.udp.send(dest, &bytes),
+                Action::Send { transport: Transport::Tcp, dest, bytes } => self.tcp.send(dest, bytes),
                 Action::Drop(reason) => m::dropped(reason.label()),
                 Action::Decided(d) => {
                     if let Some(sink) = &self.decisions {

@@ -85,12 +85,7 @@ impl TcpPool {
         dest: SocketAddr,
         first: Vec<u8>,
     ) {
-        let Some(shell) = self
-            .shell
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .upgrade()
-        else {
+        let Some(shell) = self.shell.lock().unwrap_or_else(|e| e.into_inner()).upgrade() else {
             return;
         };
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
@@ -156,12 +151,7 @@ pub async fn serve(shell: Arc<Shell>, listener: TcpListener, mut stop: watch::Re
 
 /// Read framed messages into the core and write queued messages, until the peer closes,
 /// the connection idles out, or it sends something unframeable.
-async fn run_connection(
-    shell: Arc<Shell>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) {
+async fn run_connection(shell: Arc<Shell>, stream: TcpStream, peer: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
     let _ = stream.set_nodelay(true);
     shell.tcp.open.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!("sipguard_tcp_connections").increment(1.0);
@@ -187,14 +177,7 @@ async fn run_connection(
                 Ok(Some((skip, len))) => {
                     let frame = buf.split_to(skip + len);
                     let msg = frame.get(skip..).unwrap_or_default();
-                    shell.on_message(
-                        Inbound {
-                            transport: Transport::Tcp,
-                            src: peer,
-                        },
-                        msg,
-                        &mut actions,
-                    );
+                    shell.on_message(Inbound { transport: Transport::Tcp, src: peer }, msg, &mut actions);
                 }
                 Ok(None) => {
                     if buf.len() > limits.max_message_bytes {

@@ -20,10 +20,7 @@ impl UdpSenders {
 
     /// Send from the first socket of the destination's address family.
     pub fn send(&self, dest: SocketAddr, bytes: &[u8]) {
-        let sock = self
-            .sockets
-            .iter()
-            .find(|s| s.local_addr().is_ok_and(|l| same_family(&l, &dest)));
+        let sock = self.sockets.iter().find(|s| s.local_addr().is_ok_and(|l| same_family(&l, &dest)));
         match sock {
             Some(s) => {
                 if let Err(e) = s.send_to(bytes, dest) {
@@ -37,11 +34,7 @@ impl UdpSenders {
 }
 
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -67,13 +60,6 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, max_message_bytes: usize) 
             }
         };
         let bytes = buf.get(..n).unwrap_or_default();
-        shell.on_message(
-            Inbound {
-                transport: Transport::Udp,
-                src,
-            },
-            bytes,
-            &mut actions,
-        );
+        shell.on_message(Inbound { transport: Transport::Udp, src }, bytes, &mut actions);
     }
 }

@@ -77,18 +77,10 @@ impl Sipguard {
     }
 
     /// Start and wait for readiness; Err carries the reason and the log.
-    pub fn try_start(
-        config_template: &str,
-        ports: Ports,
-        files: &[(&str, &str)],
-    ) -> Result<Sipguard, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("sipguard-test.")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
+    pub fn try_start(config_template: &str, ports: Ports, files: &[(&str, &str)]) -> Result<Sipguard, String> {
+        let dir = tempfile::Builder::new().prefix("sipguard-test.").tempdir().map_err(|e| format!("temp dir: {e}"))?;
         for (name, contents) in files {
-            std::fs::write(dir.path().join(name), contents)
-                .map_err(|e| format!("write {name}: {e}"))?;
+            std::fs::write(dir.path().join(name), contents).map_err(|e| format!("write {name}: {e}"))?;
         }
         let config = ports.render(config_template, dir.path());
         let config_path = dir.path().join("sipguard.toml");
@@ -107,28 +99,14 @@ impl Sipguard {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("spawn {BIN}: {e}"))?;
-        let mut sg = Sipguard {
-            child,
-            dir,
-            ports,
-            config_path,
-            log_path,
-            exited: None,
-        };
-        match ports::wait_ready(
-            &mut sg.child,
-            &ports::expected_sockets(&config),
-            READY_TIMEOUT,
-        ) {
+        let mut sg = Sipguard { child, dir, ports, config_path, log_path, exited: None };
+        match ports::wait_ready(&mut sg.child, &ports::expected_sockets(&config), READY_TIMEOUT) {
             Ok(()) => Ok(sg),
             Err(e) => {
                 if let Ok(Some(status)) = sg.child.try_wait() {
                     sg.exited = Some(status);
                 }
-                Err(format!(
-                    "sipguard {e}\nconfig:\n{config}\nlog:\n{}",
-                    sg.log()
-                ))
+                Err(format!("sipguard {e}\nconfig:\n{config}\nlog:\n{}", sg.log()))
             }
         }
     }
@@ -201,10 +179,7 @@ impl Sipguard {
 
     pub fn send_signal(&self, sig: Signal) {
         // `kill(1)` keeps the harness free of unsafe libc calls.
-        let status = Command::new("kill")
-            .arg(format!("-{}", sig.name()))
-            .arg(self.pid().to_string())
-            .status();
+        let status = Command::new("kill").arg(format!("-{}", sig.name())).arg(self.pid().to_string()).status();
         match status {
             Ok(s) if s.success() => {}
             other => panic!("kill -{} {}: {other:?}", sig.name(), self.pid()),
@@ -224,10 +199,7 @@ impl Sipguard {
                     return s;
                 }
                 Ok(None) if Instant::now() > deadline => {
-                    panic!(
-                        "sipguard still running after {timeout:?}\nlog:\n{}",
-                        self.log()
-                    )
+                    panic!("sipguard still running after {timeout:?}\nlog:\n{}", self.log())
                 }
                 Ok(None) => std::thread::sleep(POLL),
                 Err(e) => panic!("wait for sipguard: {e}"),
@@ -248,20 +220,14 @@ impl Drop for Sipguard {
         }
         // Keep the evidence of a failed test: print the log when unwinding.
         if std::thread::panicking() {
-            eprintln!(
-                "--- sipguard log ({}) ---\n{}",
-                self.log_path.display(),
-                self.log()
-            );
+            eprintln!("--- sipguard log ({}) ---\n{}", self.log_path.display(), self.log());
         }
     }
 }
 
 /// SIGKILL a child started with `process_group(0)` and everything it forked, then reap it.
 pub fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status();
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -269,10 +235,7 @@ pub fn kill_group(child: &mut Child) {
 /// Run `sipguard check-config` on a rendered template (plus extra files) and return
 /// (exit code, stdout + stderr). The config is written as `sipguard.toml` in a temp dir, so
 /// diagnostics read `<dir>/sipguard.toml:LINE: ...`; the dir is returned too.
-pub fn check_config(
-    config_template: &str,
-    files: &[(&str, &str)],
-) -> (Option<i32>, String, TempDir) {
+pub fn check_config(config_template: &str, files: &[(&str, &str)]) -> (Option<i32>, String, TempDir) {
     let dir = match tempfile::Builder::new().prefix("sipguard-check.").tempdir() {
         Ok(d) => d,
         Err(e) => panic!("temp dir: {e}"),

@@ -46,10 +46,7 @@ pub fn free_media_port() -> u16 {
         let Some(video) = port.checked_add(2) else {
             continue;
         };
-        if taken.contains(&port)
-            || taken.contains(&video)
-            || UdpSocket::bind(("127.0.0.1", video)).is_err()
-        {
+        if taken.contains(&port) || taken.contains(&video) || UdpSocket::bind(("127.0.0.1", video)).is_err() {
             continue;
         }
         taken.extend([port, video]);
@@ -71,12 +68,7 @@ pub struct Ports {
 impl Ports {
     pub fn allocate() -> Ports {
         let sip = free_port();
-        Ports {
-            udp: sip,
-            tcp: sip,
-            upstream: free_port(),
-            admin: free_port(),
-        }
+        Ports { udp: sip, tcp: sip, upstream: free_port(), admin: free_port() }
     }
 
     /// Replace `{udp_port}`, `{tcp_port}`, `{upstream_port}`, `{admin_port}` and `{dir}` (the
@@ -104,34 +96,18 @@ pub fn expected_sockets(config: &str) -> Vec<Expected> {
     let Ok(doc) = config.parse::<toml::Table>() else {
         return Vec::new();
     };
-    let listen: Vec<String> = match doc
-        .get("server")
-        .and_then(|s| s.get("listen"))
-        .and_then(|l| l.as_array())
-    {
-        Some(items) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
+    let listen: Vec<String> = match doc.get("server").and_then(|s| s.get("listen")).and_then(|l| l.as_array()) {
+        Some(items) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
         None => DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
     };
     let mut out: Vec<Expected> = listen
         .iter()
         .filter_map(|s| parse_listen(s).ok())
-        .map(|l| Expected {
-            transport: l.transport,
-            addr: l.addr,
-        })
+        .map(|l| Expected { transport: l.transport, addr: l.addr })
         .collect();
-    let admin = doc
-        .get("admin")
-        .and_then(|a| a.get("listen"))
-        .and_then(|l| l.as_str());
+    let admin = doc.get("admin").and_then(|a| a.get("listen")).and_then(|l| l.as_str());
     if let Some(addr) = admin.and_then(|a| a.parse().ok()) {
-        out.push(Expected {
-            transport: Transport::Tcp,
-            addr,
-        });
+        out.push(Expected { transport: Transport::Tcp, addr });
     }
     out
 }
@@ -147,9 +123,7 @@ pub fn group_pids(pgid: u32) -> Vec<u32> {
         .filter(|pid| {
             // Fields after the parenthesised command: state, ppid, pgrp.
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let pgrp = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+            let pgrp = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
             pgrp == Some(pgid)
         })
         .collect()
@@ -177,11 +151,7 @@ pub fn bound_by(pgid: u32, e: &Expected) -> bool {
         };
         fds.filter_map(|fd| fd.ok().and_then(|fd| std::fs::read_link(fd.path()).ok()))
             .filter_map(|link| {
-                link.to_str().and_then(|l| {
-                    l.strip_prefix("socket:[")?
-                        .strip_suffix(']')
-                        .map(str::to_owned)
-                })
+                link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
             })
             .any(|inode| inodes.contains(&inode))
     })
@@ -197,24 +167,16 @@ fn sockets_on_port(table: &str, port: u16, state: Option<&str>) -> Vec<String> {
             let local = f.get(1)?;
             let p = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
             let st = f.get(3)?;
-            (p == port && state.is_none_or(|s| s == *st))
-                .then(|| f.get(9).map(|i| i.to_string()))?
+            (p == port && state.is_none_or(|s| s == *st)).then(|| f.get(9).map(|i| i.to_string()))?
         })
         .collect()
 }
 
 /// Wait until `child` (started as a group leader) or a process it forked has `sockets` open. Err says what is missing or how the child exited.
-pub fn wait_ready(
-    child: &mut Child,
-    sockets: &[Expected],
-    timeout: Duration,
-) -> Result<(), String> {
+pub fn wait_ready(child: &mut Child, sockets: &[Expected], timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let missing: Vec<_> = sockets
-            .iter()
-            .filter(|s| !bound_by(child.id(), s))
-            .collect();
+        let missing: Vec<_> = sockets.iter().filter(|s| !bound_by(child.id(), s)).collect();
         if missing.is_empty() {
             return Ok(());
         }

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 /// with CRLF, a blank line separates headers from body; `{len}` becomes the body's length.
 pub fn sip(text: &str) -> Vec<u8> {
     let lines: Vec<&str> = text.trim().lines().map(str::trim_start).collect();
-    let split = lines
-        .iter()
-        .position(|l| l.is_empty())
-        .unwrap_or(lines.len());
+    let split = lines.iter().position(|l| l.is_empty()).unwrap_or(lines.len());
     let (head, body) = lines.split_at(split);
     let body: String = body.iter().skip(1).map(|l| format!("{l}\r\n")).collect();
     let mut msg = head.join("\r\n").replace("{len}", &body.len().to_string());
@@ -74,8 +71,7 @@ impl UdpPeer {
 
 fn recv_datagram(sock: &UdpSocket, timeout: Duration) -> Option<Datagram> {
     // A zero read timeout means "block forever" to the OS.
-    sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .ok()?;
+    sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).ok()?;
     let mut buf = vec![0u8; 65536];
     let (n, from) = sock.recv_from(&mut buf).ok()?;
     buf.truncate(n);
@@ -124,12 +120,7 @@ impl NextHop {
                 }
             }
         });
-        NextHop {
-            sock,
-            got,
-            stop,
-            thread: Some(thread),
-        }
+        NextHop { sock, got, stop, thread: Some(thread) }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -152,15 +143,9 @@ impl NextHop {
         while got.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!(
-                    "next hop got {} datagrams within {timeout:?}, expected {n}: {got:?}",
-                    got.len()
-                );
+                panic!("next hop got {} datagrams within {timeout:?}, expected {n}: {got:?}", got.len());
             }
-            got = cv
-                .wait_timeout(got, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            got = cv.wait_timeout(got, left).unwrap_or_else(|e| e.into_inner()).0;
         }
         got.clone()
     }
@@ -191,10 +176,7 @@ pub struct TcpSip {
 impl TcpSip {
     pub fn connect(addr: SocketAddr) -> TcpSip {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            Ok(stream) => TcpSip {
-                stream,
-                buf: Vec::new(),
-            },
+            Ok(stream) => TcpSip { stream, buf: Vec::new() },
             Err(e) => panic!("connect {addr}: {e}"),
         }
     }
@@ -244,10 +226,7 @@ impl TcpSip {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
                     return false;
                 }
                 Err(_) => return true,
@@ -263,10 +242,7 @@ pub fn message_len(buf: &[u8]) -> Option<usize> {
     }
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = SipMsg::parse(buf.get(..end)?);
-    let body: usize = head
-        .header("content-length")
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let body: usize = head.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     (buf.len() >= end + body).then_some(end + body)
 }
 
@@ -314,17 +290,10 @@ impl SipMsg {
                 continue;
             };
             let name = name.trim().to_ascii_lowercase();
-            let name = COMPACT
-                .iter()
-                .find(|(c, _)| *c == name)
-                .map_or(name, |(_, long)| long.to_string());
+            let name = COMPACT.iter().find(|(c, _)| *c == name).map_or(name, |(_, long)| long.to_string());
             headers.push((name, value.trim().to_owned()));
         }
-        SipMsg {
-            start,
-            headers,
-            body,
-        }
+        SipMsg { start, headers, body }
     }
 
     /// Status code of a response; None for a request.
@@ -343,20 +312,13 @@ impl SipMsg {
     /// The first header line of this name, whole (case-insensitive, compact forms expanded).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     /// Every value of a header, in order, comma-separated values split (fine for Via,
     /// Route, Record-Route; not for headers whose values contain quoted commas).
     pub fn all(&self, name: &str) -> Vec<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .flat_map(|(_, v)| v.split(',').map(str::trim))
-            .collect()
+        self.headers.iter().filter(|(n, _)| *n == name).flat_map(|(_, v)| v.split(',').map(str::trim)).collect()
     }
 }

@@ -15,12 +15,7 @@ const DEFAULT_TIMEOUT_S: u32 = 60;
 pub const DEFAULT_CALL: &str = "acct0001;+12125550100;+13125550199";
 
 pub fn sipp_available() -> bool {
-    Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// True when sipp can be used. Without sipp a test prints a skip message and returns early,
@@ -42,9 +37,7 @@ pub fn scenario(name: &str) -> PathBuf {
     if p.is_file() {
         return p.to_path_buf();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(name)
 }
 
 fn temp_dir(prefix: &str) -> TempDir {
@@ -55,8 +48,7 @@ fn temp_dir(prefix: &str) -> TempDir {
 }
 
 fn is_tcp(args: &[&str]) -> bool {
-    args.windows(2)
-        .any(|w| w[0] == "-t" && w[1].starts_with('t'))
+    args.windows(2).any(|w| w[0] == "-t" && w[1].starts_with('t'))
 }
 
 /// A sipp UAS running in the background on 127.0.0.1:port; killed on drop.
@@ -102,14 +94,7 @@ impl Sipp {
         let mut child = match Command::new("sipp")
             .arg("-sf")
             .arg(scenario(scenario_name))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-mp",
-                &free_media_port().to_string(),
-            ])
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &free_media_port().to_string()])
             .args(["-nostdin", "-trace_err"])
             .args(args)
             .current_dir(dir.path())
@@ -122,16 +107,8 @@ impl Sipp {
             Ok(c) => c,
             Err(e) => panic!("spawn sipp: {e}"),
         };
-        let transport = if is_tcp(args) {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
-        if let Err(e) = ports::wait_ready(
-            &mut child,
-            &[Expected { transport, addr }],
-            super::READY_TIMEOUT,
-        ) {
+        let transport = if is_tcp(args) { Transport::Tcp } else { Transport::Udp };
+        if let Err(e) = ports::wait_ready(&mut child, &[Expected { transport, addr }], super::READY_TIMEOUT) {
             super::kill_group(&mut child);
             let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
             panic!("sipp UAS {scenario_name} on {addr}: {e}\n{stderr}");
@@ -160,14 +137,7 @@ impl Sipp {
         cmd.arg(target.to_string())
             .arg("-sf")
             .arg(scenario(scenario_name))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &free_port().to_string(),
-                "-mp",
-                &free_media_port().to_string(),
-            ])
+            .args(["-i", "127.0.0.1", "-p", &free_port().to_string(), "-mp", &free_media_port().to_string()])
             .args(["-nostdin", "-timeout_error", "-trace_err", "-trace_counts"])
             .args(["-trace_stat", "-stf", "stat.csv", "-fd", "3600"]);
         if !args.contains(&"-timeout") {
@@ -181,12 +151,7 @@ impl Sipp {
         if !args.windows(2).any(|w| w == ["-key", "uas"]) {
             cmd.args(["-key", "uas", &target.to_string()]);
         }
-        let out = match cmd
-            .args(args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .output()
-        {
+        let out = match cmd.args(args).current_dir(dir.path()).stdin(Stdio::null()).output() {
             Ok(o) => o,
             Err(e) => panic!("run sipp: {e}"),
         };
@@ -207,12 +172,7 @@ impl Sipp {
     }
 
     /// [`Sipp::uac`] with an injection file of `rows` (`account;caller;callee`), used in order.
-    pub fn uac_with_calls(
-        scenario_name: &str,
-        target: SocketAddr,
-        rows: &[&str],
-        args: &[&str],
-    ) -> SippStats {
+    pub fn uac_with_calls(scenario_name: &str, target: SocketAddr, rows: &[&str], args: &[&str]) -> SippStats {
         let dir = temp_dir("sipp-inf.");
         let inf = dir.path().join("calls.csv");
         write(&inf, &format!("SEQUENTIAL\n{}\n", rows.join("\n")));
@@ -263,22 +223,14 @@ fn read_glob(dir: &Path, suffix: &str) -> String {
 fn last_row(path: &Path) -> Option<(Vec<String>, Vec<String>)> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let split = |l: &str| {
-        l.split(';')
-            .map(|s| s.trim().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let split = |l: &str| l.split(';').map(|s| s.trim().to_owned()).collect::<Vec<_>>();
     let head = split(lines.next()?);
     let last = split(lines.next_back()?);
     Some((head, last))
 }
 
 fn field(head: &[String], row: &[String], name: &str) -> u64 {
-    head.iter()
-        .position(|h| h == name)
-        .and_then(|i| row.get(i))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    head.iter().position(|h| h == name).and_then(|i| row.get(i)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// `-trace_counts` columns are `<index>_<message>_<what>`: for a received response the
@@ -289,8 +241,7 @@ pub fn count_messages(head: &[String], row: &[String], stats: &mut SippStats) {
             continue;
         };
         let mut parts = name.splitn(3, '_');
-        let (Some(_index), Some(msg), Some(what)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(_index), Some(msg), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         match what {

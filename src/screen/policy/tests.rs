@@ -9,10 +9,7 @@ use std::time::Duration;
 const NY: Tz = chrono_tz::America::New_York;
 
 fn ny(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> SystemTime {
-    let naive = NaiveDate::from_ymd_opt(y, mo, d)
-        .unwrap()
-        .and_hms_opt(h, mi, s)
-        .unwrap();
+    let naive = NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, mi, s).unwrap();
     NY.from_local_datetime(&naive).earliest().unwrap().into()
 }
 
@@ -59,12 +56,8 @@ mode = "report"
 
 fn screener(name: &str, extra: &str) -> Screener {
     let dir = dir(name, OWNED);
-    let cfg = Config::parse(&dir.join("sipguard.toml"), &format!("{BASE}{extra}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    Screener::new(
-        cfg.screening.unwrap(),
-        Arc::new(ArcSwap::from_pointee(Dnc::default())),
-    )
+    let cfg = Config::parse(&dir.join("sipguard.toml"), &format!("{BASE}{extra}")).unwrap_or_else(|e| panic!("{e}"));
+    Screener::new(cfg.screening.unwrap(), Arc::new(ArcSwap::from_pointee(Dnc::default())))
 }
 
 fn invite(src: &str, from: &str, to: &str) -> Call {
@@ -87,10 +80,7 @@ fn code(d: &Decision) -> Option<u16> {
 
 fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
     match &d.verdict {
-        Verdict::Reject { headers, .. } => headers
-            .iter()
-            .find(|h| h.name == name)
-            .map(|h| h.value.as_str()),
+        Verdict::Reject { headers, .. } => headers.iter().find(|h| h.name == name).map(|h| h.value.as_str()),
         Verdict::Forward { .. } => None,
     }
 }
@@ -105,23 +95,13 @@ fn noon() -> SystemTime {
 #[test]
 fn a_good_call_is_forwarded_with_its_facts() {
     let s = screener("good", "");
-    let d = s.screen(
-        &invite("192.0.2.10", "+12125550100", "+12125550199"),
-        noon(),
-    );
+    let d = s.screen(&invite("192.0.2.10", "+12125550100", "+12125550199"), noon());
     assert!(d.verdict.is_forward(), "{d:?}");
     assert_eq!(d.rule, None);
     assert_eq!(d.account.as_deref(), Some("acme"));
     assert_eq!(d.caller, Some(12125550100));
     assert_eq!(d.callee, Some(12125550199));
-    assert_eq!(
-        d.counters,
-        vec![CounterReading {
-            name: "account_per_day",
-            value: 1,
-            limit: 3
-        }]
-    );
+    assert_eq!(d.counters, vec![CounterReading { name: "account_per_day", value: 1, limit: 3 }]);
     // A national-format caller in a prefix block, and a tel: Request-URI.
     let mut c = invite("192.0.2.10", "6465550123", "+12125550199");
     c.request_uri = "tel:+1-212-555-0199".into();
@@ -131,31 +111,15 @@ fn a_good_call_is_forwarded_with_its_facts() {
 #[test]
 fn unknown_accounts_are_rejected_or_forwarded() {
     let s = screener("unknown", "");
-    let d = s.screen(
-        &invite("203.0.113.200", "+12015550100", "+12125550199"),
-        noon(),
-    );
+    let d = s.screen(&invite("203.0.113.200", "+12015550100", "+12125550199"), noon());
     assert_eq!((d.rule, d.account.as_deref()), (None, Some("lax")));
-    let d = s.screen(
-        &invite("100.64.0.1", "+12125550100", "+12125550199"),
-        noon(),
-    );
+    let d = s.screen(&invite("100.64.0.1", "+12125550100", "+12125550199"), noon());
     assert_eq!(d.rule, Some(Rule::UnknownAccount));
     assert_eq!(code(&d), Some(403));
-    assert_eq!(
-        (d.caller, d.callee),
-        (Some(12125550100), Some(12125550199)),
-        "facts for the log"
-    );
-    assert_eq!(
-        header(&d, "Reason"),
-        Some("SIP;cause=403;text=\"Unknown account\"")
-    );
+    assert_eq!((d.caller, d.callee), (Some(12125550100), Some(12125550199)), "facts for the log");
+    assert_eq!(header(&d, "Reason"), Some("SIP;cause=403;text=\"Unknown account\""));
     let s = screener_with_line("unknown-fwd", r#"unknown_account = "forward""#);
-    let d = s.screen(
-        &invite("100.64.0.1", "+12125550100", "+12125550199"),
-        noon(),
-    );
+    let d = s.screen(&invite("100.64.0.1", "+12125550100", "+12125550199"), noon());
     assert!(d.verdict.is_forward());
     assert_eq!(d.account, None);
 }
@@ -165,10 +129,7 @@ fn screener_with_line(name: &str, line: &str) -> Screener {
     let dir = dir(name, OWNED);
     let text = BASE.replacen("[screening]\n", &format!("[screening]\n{line}\n"), 1);
     let cfg = Config::parse(&dir.join("sipguard.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-    Screener::new(
-        cfg.screening.unwrap(),
-        Arc::new(ArcSwap::from_pointee(Dnc::default())),
-    )
+    Screener::new(cfg.screening.unwrap(), Arc::new(ArcSwap::from_pointee(Dnc::default())))
 }
 
 #[test]
@@ -178,11 +139,7 @@ fn header_accounts_only_from_trusted_sources() {
     c.account_header = Some("hdr".into());
     let d = s.screen(&c, noon());
     assert!(d.verdict.is_forward(), "{d:?}");
-    assert_eq!(
-        d.account.as_deref(),
-        Some("hdr"),
-        "an account known only from owned.csv"
-    );
+    assert_eq!(d.account.as_deref(), Some("hdr"), "an account known only from owned.csv");
     c.source = Some("100.64.0.1".parse().unwrap());
     assert_eq!(s.screen(&c, noon()).rule, Some(Rule::UnknownAccount));
     assert_eq!(s.account_header().as_deref(), Some("X-Account"));
@@ -193,11 +150,7 @@ fn caller_id_rules() {
     let s = screener("callerid", "");
     let at = noon();
     let d = s.screen(&invite("192.0.2.10", "+13125550100", "+12125550199"), at);
-    assert_eq!(
-        (d.rule, code(&d)),
-        (Some(Rule::CallerIdUnowned), Some(403)),
-        "hdr's number, not acme's"
-    );
+    assert_eq!((d.rule, code(&d)), (Some(Rule::CallerIdUnowned), Some(403)), "hdr's number, not acme's");
     let d = s.screen(&invite("192.0.2.10", "+12124110100", "+12125550199"), at);
     assert_eq!(d.rule, Some(Rule::CallerIdInvalid), "N11 NXX");
     // Unparseable From: the caller_id_invalid response, not a crash.
@@ -209,11 +162,7 @@ fn caller_id_rules() {
     let mut c = invite("192.0.2.10", "+12125550100", "+12125550199");
     c.request_uri = "sip:carrier.example".into();
     c.to = "<sip:support@carrier.example>".into();
-    assert_eq!(
-        s.screen(&c, at).rule,
-        Some(Rule::CallerIdInvalid),
-        "no callee number"
-    );
+    assert_eq!(s.screen(&c, at).rule, Some(Rule::CallerIdInvalid), "no callee number");
     // PAI is the caller ID when present; a different From is a spoofing sign.
     let mut c = invite("192.0.2.10", "+12015550100", "+12125550199");
     c.p_asserted_identity = Some("<sip:+12125550100@pbx.example>".into());
@@ -227,17 +176,11 @@ fn caller_id_rules() {
 #[test]
 fn calling_hours_reject_with_retry_after() {
     let s = screener("hours", "");
-    let d = s.screen(
-        &invite("192.0.2.10", "+12125550100", "+12125550199"),
-        ny(2026, 6, 1, 21, 0, 0),
-    );
+    let d = s.screen(&invite("192.0.2.10", "+12125550100", "+12125550199"), ny(2026, 6, 1, 21, 0, 0));
     assert_eq!((d.rule, code(&d)), (Some(Rule::Hours), Some(480)));
     assert_eq!(header(&d, "Retry-After"), Some("39600"));
     // 09:00 in New York is 06:00 in Los Angeles.
-    let d = s.screen(
-        &invite("192.0.2.10", "+12125550100", "+13105550199"),
-        ny(2026, 6, 1, 9, 0, 0),
-    );
+    let d = s.screen(&invite("192.0.2.10", "+12125550100", "+13105550199"), ny(2026, 6, 1, 9, 0, 0));
     assert_eq!(header(&d, "Retry-After"), Some("7200"));
 }
 
@@ -248,49 +191,24 @@ fn quota_is_exact_and_only_forwarded_calls_count() {
     // Rejected calls consume nothing.
     for _ in 0..5 {
         assert_eq!(
-            s.screen(&invite("192.0.2.10", "+13125550100", "+12125550199"), at)
-                .rule,
+            s.screen(&invite("192.0.2.10", "+13125550100", "+12125550199"), at).rule,
             Some(Rule::CallerIdUnowned)
         );
     }
     for i in 0..3 {
-        assert!(
-            s.screen(
-                &invite("192.0.2.10", "+12125550100", &format!("+1212555020{i}")),
-                at
-            )
-            .verdict
-            .is_forward()
-        );
+        assert!(s.screen(&invite("192.0.2.10", "+12125550100", &format!("+1212555020{i}")), at).verdict.is_forward());
     }
     let d = s.screen(&invite("192.0.2.10", "+12125550100", "+12125550299"), at);
     assert_eq!((d.rule, code(&d)), (Some(Rule::Quota), Some(403)));
-    assert_eq!(
-        header(&d, "Reason"),
-        Some("SIP;cause=403;text=\"Call quota exceeded\"")
-    );
-    assert_eq!(
-        d.counters,
-        vec![CounterReading {
-            name: "account_per_day",
-            value: 3,
-            limit: 3
-        }]
-    );
+    assert_eq!(header(&d, "Reason"), Some("SIP;cause=403;text=\"Call quota exceeded\""));
+    assert_eq!(d.counters, vec![CounterReading { name: "account_per_day", value: 3, limit: 3 }]);
     let snap = s.account_snapshot("acme", at).unwrap();
     assert_eq!((snap.usage.calls_today, snap.remaining_today), (3, Some(0)));
     assert!(s.account_snapshot("nobody", at).is_none());
     // Midnight in quota_tz opens a new day (08:00 because of calling hours).
     let next = ny(2026, 6, 2, 8, 0, 0);
-    assert!(
-        s.screen(&invite("192.0.2.10", "+12125550100", "+12125550299"), next)
-            .verdict
-            .is_forward()
-    );
-    assert_eq!(
-        s.account_snapshot("acme", next).unwrap().remaining_today,
-        Some(2)
-    );
+    assert!(s.screen(&invite("192.0.2.10", "+12125550100", "+12125550299"), next).verdict.is_forward());
+    assert_eq!(s.account_snapshot("acme", next).unwrap().remaining_today, Some(2));
 }
 
 #[test]
@@ -304,18 +222,12 @@ fn report_mode_forwards_what_enforce_rejects() {
     assert!(report.verdict.is_forward());
     assert!(report.would_reject);
     assert_eq!(report.rule, Some(Rule::CallerIdUnowned));
-    let report = s.screen(
-        &invite("203.0.113.5", "+12015550100", "+12125550199"),
-        ny(2026, 6, 1, 22, 0, 0),
-    );
+    let report = s.screen(&invite("203.0.113.5", "+12015550100", "+12125550199"), ny(2026, 6, 1, 22, 0, 0));
     assert!(report.verdict.is_forward() && report.would_reject);
     assert_eq!(report.rule, Some(Rule::Hours));
     // Over quota in report mode: forwarded, and the count stays at the cap as in enforce mode.
     for i in 0..5 {
-        let d = s.screen(
-            &invite("203.0.113.5", "+12015550100", &format!("+1212555030{i}")),
-            at,
-        );
+        let d = s.screen(&invite("203.0.113.5", "+12015550100", &format!("+1212555030{i}")), at);
         assert!(d.verdict.is_forward());
         assert_eq!(d.would_reject, i >= 3, "call {i}");
     }
@@ -344,27 +256,14 @@ call_info = "https://sipguard.example/jcard"
     );
     let at = noon();
     let d = s.screen(&invite("192.0.2.10", "+13125550100", "+12125550199"), at);
-    assert!(
-        matches!(&d.verdict, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked")
-    );
-    assert_eq!(
-        header(&d, "Reason"),
-        Some("Q.850;cause=21;text=\"Call blocked by analytics\"")
-    );
+    assert!(matches!(&d.verdict, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked"));
+    assert_eq!(header(&d, "Reason"), Some("Q.850;cause=21;text=\"Call blocked by analytics\""));
     for i in 0..3 {
-        s.screen(
-            &invite("192.0.2.10", "+12125550100", &format!("+1212555020{i}")),
-            at,
-        );
+        s.screen(&invite("192.0.2.10", "+12125550100", &format!("+1212555020{i}")), at);
     }
     let d = s.screen(&invite("192.0.2.10", "+12125550100", "+12125550299"), at);
-    assert!(
-        matches!(&d.verdict, Verdict::Reject { code: 608, reason, .. } if reason == "Rejected")
-    );
-    assert_eq!(
-        header(&d, "Call-Info"),
-        Some("<https://sipguard.example/jcard>;purpose=jwscard")
-    );
+    assert!(matches!(&d.verdict, Verdict::Reject { code: 608, reason, .. } if reason == "Rejected"));
+    assert_eq!(header(&d, "Call-Info"), Some("<https://sipguard.example/jcard>;purpose=jwscard"));
 }
 
 #[test]
@@ -372,36 +271,13 @@ fn reload_keeps_counters_and_applies_new_limits() {
     let s = screener("reload", "");
     let at = noon();
     for i in 0..3 {
-        assert!(
-            s.screen(
-                &invite("192.0.2.10", "+12125550100", &format!("+1212555020{i}")),
-                at
-            )
-            .verdict
-            .is_forward()
-        );
+        assert!(s.screen(&invite("192.0.2.10", "+12125550100", &format!("+1212555020{i}")), at).verdict.is_forward());
     }
     let dir = dir("reload2", OWNED);
     let text = BASE.replace("per_day = 3", "per_day = 4");
-    s.reload(
-        Config::parse(&dir.join("sipguard.toml"), &text)
-            .unwrap()
-            .screening
-            .unwrap(),
-    );
+    s.reload(Config::parse(&dir.join("sipguard.toml"), &text).unwrap().screening.unwrap());
     let later = at + Duration::from_secs(60);
-    assert!(
-        s.screen(&invite("192.0.2.10", "+12125550100", "+12125550210"), later)
-            .verdict
-            .is_forward()
-    );
-    assert_eq!(
-        s.screen(&invite("192.0.2.10", "+12125550100", "+12125550211"), later)
-            .rule,
-        Some(Rule::Quota)
-    );
-    assert_eq!(
-        s.account_snapshot("acme", later).unwrap().usage.calls_today,
-        4
-    );
+    assert!(s.screen(&invite("192.0.2.10", "+12125550100", "+12125550210"), later).verdict.is_forward());
+    assert_eq!(s.screen(&invite("192.0.2.10", "+12125550100", "+12125550211"), later).rule, Some(Rule::Quota));
+    assert_eq!(s.account_snapshot("acme", later).unwrap().usage.calls_today, 4);
 }
