@@ -388,7 +388,7 @@ impl Proxy {
     ) -> Result<Action, Problem> {
         let b = msg.bytes;
         let mut s = Splice::new();
-        let (transport, dest) = route::next_hop(msg, &self.cfg, &mut s)?;
+        let (transport, dest) = route::next_hop(msg, facts.ruri.as_ref(), &self.cfg, &mut s)?;
         let mut head = Vec::with_capacity(160);
         head.extend_from_slice(b"Via: SIP/2.0/");
         head.extend_from_slice(transport.via_token().as_bytes());

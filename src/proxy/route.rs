@@ -39,7 +39,13 @@ fn no_route(what: &str) -> Problem {
 }
 
 /// Choose the next hop, adding the Route/Request-URI edits to `s`.
-pub fn next_hop(msg: &Message<'_>, cfg: &ProxyConfig, s: &mut Splice) -> Result<(Transport, SocketAddr), Problem> {
+/// `ruri` is the Request-URI as parsed by the checks (None when it is not a SIP URI).
+pub fn next_hop(
+    msg: &Message<'_>,
+    ruri: Option<&SipUri<'_>>,
+    cfg: &ProxyConfig,
+    s: &mut Splice,
+) -> Result<(Transport, SocketAddr), Problem> {
     let b = msg.bytes;
     let mut routes: Vec<RouteValue> = Vec::new();
     for (header, h) in msg.headers.iter().enumerate().filter(|(_, h)| h.kind == Kind::Route) {
@@ -51,7 +57,7 @@ pub fn next_hop(msg: &Message<'_>, cfg: &ProxyConfig, s: &mut Splice) -> Result<
     let mut removed = vec![false; routes.len()];
     // A strict router sent us our own Record-Route as Request-URI: the real target is the
     // last Route value (§16.4).
-    let ruri_local = uri::parse(msg.request_uri()).is_some_and(|u| is_local(cfg, &u));
+    let ruri_local = ruri.is_some_and(|u| is_local(cfg, u));
     if ruri_local && !routes.is_empty() {
         let last = routes.len() - 1;
         let target = uri::inner(&b[routes[last].range()]);
@@ -77,12 +83,13 @@ pub fn next_hop(msg: &Message<'_>, cfg: &ProxyConfig, s: &mut Splice) -> Result<
     if let Some(up) = upstream(cfg) {
         return Ok(up);
     }
-    let ruri = if ruri_local && !routes.is_empty() {
+    let strict_target = ruri_local && !routes.is_empty();
+    let ruri_text = if strict_target {
         routes.last().map(|v| uri::inner(&b[v.range()])).unwrap_or_default()
     } else {
         msg.request_uri()
     };
-    let sip = uri::scheme(ruri).is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
+    let sip = uri::scheme(ruri_text).is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
     if !sip {
         return Err(Problem {
             code: 416,
@@ -91,7 +98,8 @@ pub fn next_hop(msg: &Message<'_>, cfg: &ProxyConfig, s: &mut Splice) -> Result<
             unsupported: None,
         });
     }
-    let u = uri::parse(ruri).ok_or_else(|| no_route("the Request-URI"))?;
+    let parsed = if strict_target { uri::parse(ruri_text) } else { ruri.cloned() };
+    let u = parsed.ok_or_else(|| no_route("the Request-URI"))?;
     target(&u).ok_or_else(|| no_route("the Request-URI"))
 }
 

@@ -10,8 +10,10 @@ use std::ops::Range;
 
 /// What the checks read off a request.
 #[derive(Debug, Clone)]
-pub struct Facts {
+pub struct Facts<'a> {
     pub top: TopVia,
+    /// The Request-URI when it is a SIP/SIPS URI.
+    pub ruri: Option<uri::SipUri<'a>>,
     pub cseq_number: u64,
     pub max_forwards: Option<(usize, u64)>,
     pub body: Range<usize>,
@@ -68,7 +70,7 @@ pub fn top_via(msg: &Message<'_>) -> Result<TopVia, Unanswerable> {
 
 /// Check a request whose top Via is readable. `max_body` caps Content-Length.
 /// Lower Via values are not parsed here: they matter only to the hop that gets the response.
-pub fn request(msg: &Message<'_>, top: TopVia, max_body: usize) -> Result<Facts, Problem> {
+pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Facts<'a>, Problem> {
     let b = msg.bytes;
     let StartLine::Request { version, uri: uri_r, .. } = &msg.start else {
         return Err(Problem::bad("not a request"));
@@ -105,20 +107,12 @@ pub fn request(msg: &Message<'_>, top: TopVia, max_body: usize) -> Result<Facts,
         }
     };
     let body = body(msg, max_body)?;
-    request_uri(&b[uri_r.clone()])?;
-    for kind in [Kind::From, Kind::To] {
-        if let Some(v) = msg.value(kind) {
-            name_addr(v).map_err(|e| Problem::bad(format!("{}: {e}", name(kind))))?;
-        }
-    }
-    for h in msg.all(Kind::Contact) {
-        let v = &b[h.value.clone()];
-        if v == b"*" {
-            continue;
-        }
-        for part in split_values(b, h.value.clone()) {
-            name_addr(&b[part]).map_err(|e| Problem::bad(format!("Contact: {e}")))?;
-        }
+    let ruri = request_uri(&b[uri_r.clone()])?;
+    // Address syntax is checked on requests that start something downstream; an in-dialog
+    // request (To tag) repeats addresses already checked on the dialog's first request.
+    let in_dialog = msg.first(Kind::To).is_some_and(|h| via::tag(b, h.value.clone()).is_some());
+    if !in_dialog {
+        addresses(msg)?;
     }
     if let Some(d) = msg.value(Kind::Date) {
         if !d.ends_with(b"GMT") {
@@ -148,7 +142,7 @@ pub fn request(msg: &Message<'_>, top: TopVia, max_body: usize) -> Result<Facts,
             unsupported: Some(required.join(", ")),
         });
     }
-    Ok(Facts { top, cseq_number, max_forwards, body })
+    Ok(Facts { top, ruri, cseq_number, max_forwards, body })
 }
 
 fn name(k: Kind) -> &'static str {
@@ -196,14 +190,34 @@ fn body(msg: &Message<'_>, max_body: usize) -> Result<Range<usize>, Problem> {
 
 /// Request-URI rules: an absoluteURI with no `<>` and, for SIP, no header part. Other
 /// schemes are legal here; routing answers 416 when it would have to route on one.
-fn request_uri(u: &[u8]) -> Result<(), Problem> {
+fn request_uri(u: &[u8]) -> Result<Option<uri::SipUri<'_>>, Problem> {
     let Some(sch) = uri::scheme(u) else {
         return Err(Problem::bad("malformed Request-URI"));
     };
-    if sch.eq_ignore_ascii_case(b"sip") || sch.eq_ignore_ascii_case(b"sips") {
-        let p = uri::parse(u).ok_or_else(|| Problem::bad("malformed Request-URI"))?;
-        if p.has_headers {
-            return Err(Problem::bad("headers are not allowed in a Request-URI"));
+    if !(sch.eq_ignore_ascii_case(b"sip") || sch.eq_ignore_ascii_case(b"sips")) {
+        return Ok(None);
+    }
+    let p = uri::parse(u).ok_or_else(|| Problem::bad("malformed Request-URI"))?;
+    if p.has_headers {
+        return Err(Problem::bad("headers are not allowed in a Request-URI"));
+    }
+    Ok(Some(p))
+}
+
+/// From, To and every Contact value must be valid name-addr / addr-spec.
+fn addresses(msg: &Message<'_>) -> Result<(), Problem> {
+    let b = msg.bytes;
+    for kind in [Kind::From, Kind::To] {
+        if let Some(v) = msg.value(kind) {
+            name_addr(v).map_err(|e| Problem::bad(format!("{}: {e}", name(kind))))?;
+        }
+    }
+    for h in msg.all(Kind::Contact) {
+        if &b[h.value.clone()] == b"*" {
+            continue;
+        }
+        for part in split_values(b, h.value.clone()) {
+            name_addr(&b[part]).map_err(|e| Problem::bad(format!("Contact: {e}")))?;
         }
     }
     Ok(())
