@@ -58,30 +58,51 @@ pub struct Diagnostics<'a> {
 impl<'a> Diagnostics<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Diagnostics { file, text, base_dir, errors: Vec::new() }
+        Diagnostics {
+            file,
+            text,
+            base_dir,
+            errors: Vec::new(),
+        }
     }
 
     /// 1-based line of a byte offset in the config text.
     pub fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
     /// An error at a span of the config text.
     pub fn error(&mut self, span: Range<usize>, msg: impl Into<String>) {
         let line = self.line_of(span.start);
-        self.errors.push(Diag { file: self.file.to_path_buf(), line, msg: msg.into() });
+        self.errors.push(Diag {
+            file: self.file.to_path_buf(),
+            line,
+            msg: msg.into(),
+        });
     }
 
     /// An error in another file (a CSV or list the config names), at its own line.
     pub fn error_in(&mut self, file: &Path, line: usize, msg: impl Into<String>) {
-        self.errors.push(Diag { file: file.to_path_buf(), line, msg: msg.into() });
+        self.errors.push(Diag {
+            file: file.to_path_buf(),
+            line,
+            msg: msg.into(),
+        });
     }
 
     /// Resolve a path from the config relative to the config file's directory.
     pub fn resolve(&self, p: &str) -> PathBuf {
         let path = Path::new(p);
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
     }
 }
 
@@ -118,7 +139,11 @@ impl Config {
     /// Read and validate a config file.
     pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            ConfigErrors(vec![Diag { file: file.to_path_buf(), line: 0, msg: format!("cannot read: {e}") }])
+            ConfigErrors(vec![Diag {
+                file: file.to_path_buf(),
+                line: 0,
+                msg: format!("cannot read: {e}"),
+            }])
         })?;
         Self::parse(file, &text)
     }
@@ -128,9 +153,9 @@ impl Config {
         let mut d = Diagnostics::new(file, text);
         let mut unknown: Vec<String> = Vec::new();
         let de = toml::Deserializer::parse(text);
-        let raw: RawConfig = match de.and_then(|de| {
-            serde_ignored::deserialize(de, |path| unknown.push(path_key(&path)))
-        }) {
+        let raw: RawConfig = match de
+            .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path_key(&path))))
+        {
             Ok(r) => r,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
@@ -158,10 +183,21 @@ impl Config {
             return Err(ConfigErrors(d.errors));
         }
         // Every validator returns Some when it pushed no error.
-        match (server, screening.transpose_all(), dnc.transpose_all(), log, admin.transpose_all()) {
-            (Some(server), Some(screening), Some(dnc), Some(log), Some(admin)) => {
-                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin })
-            }
+        match (
+            server,
+            screening.transpose_all(),
+            dnc.transpose_all(),
+            log,
+            admin.transpose_all(),
+        ) {
+            (Some(server), Some(screening), Some(dnc), Some(log), Some(admin)) => Ok(Config {
+                file: file.to_path_buf(),
+                server,
+                screening,
+                dnc,
+                log,
+                admin,
+            }),
             _ => Err(ConfigErrors(vec![Diag {
                 file: file.to_path_buf(),
                 line: 0,
@@ -196,7 +232,10 @@ fn path_key(path: &serde_ignored::Path<'_>) -> String {
 fn report_unknown(d: &mut Diagnostics<'_>, unknown: &[String]) {
     let doc = toml::de::DeTable::parse(d.text).ok();
     for key in unknown {
-        let span = doc.as_ref().and_then(|t| locate(t.get_ref(), key)).unwrap_or(0..0);
+        let span = doc
+            .as_ref()
+            .and_then(|t| locate(t.get_ref(), key))
+            .unwrap_or(0..0);
         d.error(span, format!("unknown key `{key}`"));
     }
 }
@@ -240,8 +279,14 @@ mod tests {
     #[test]
     fn unknown_keys_are_reported_with_their_lines() {
         let e = errs("[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nbogus = 1\n\n[other]\nx = 2\n");
-        assert!(e.contains(&"t.toml:3: unknown key `server.bogus`".to_string()), "{e:?}");
-        assert!(e.contains(&"t.toml:5: unknown key `other`".to_string()), "{e:?}");
+        assert!(
+            e.contains(&"t.toml:3: unknown key `server.bogus`".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(&"t.toml:5: unknown key `other`".to_string()),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -38,17 +38,30 @@ pub fn validate_log(raw: &RawLog, d: &mut Diagnostics<'_>) -> Option<LogConfig> 
         Some(l) => {
             let v = l.get_ref().to_ascii_lowercase();
             if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
-                d.error(l.span(), format!("log.level `{}`: expected error, warn, info, debug or trace", l.get_ref()));
+                d.error(
+                    l.span(),
+                    format!(
+                        "log.level `{}`: expected error, warn, info, debug or trace",
+                        l.get_ref()
+                    ),
+                );
                 ok = false;
             }
             v
         }
     };
-    let format = match raw.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+    let format = match raw
+        .format
+        .as_ref()
+        .map(|f| (f.get_ref().as_str(), f.span()))
+    {
         None | Some(("text", _)) => LogFormat::Text,
         Some(("json", _)) => LogFormat::Json,
         Some((other, span)) => {
-            d.error(span, format!("log.format `{other}`: expected \"text\" or \"json\""));
+            d.error(
+                span,
+                format!("log.format `{other}`: expected \"text\" or \"json\""),
+            );
             ok = false;
             LogFormat::Text
         }
@@ -57,7 +70,11 @@ pub fn validate_log(raw: &RawLog, d: &mut Diagnostics<'_>) -> Option<LogConfig> 
         "-" => DecisionSink::Stdout,
         path => DecisionSink::File(d.resolve(path)),
     });
-    ok.then_some(LogConfig { level, format, decisions })
+    ok.then_some(LogConfig {
+        level,
+        format,
+        decisions,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,9 +95,15 @@ pub fn validate_admin(raw: &RawAdmin, d: &mut Diagnostics<'_>) -> Option<AdminCo
         return None;
     };
     match l.get_ref().parse::<SocketAddr>() {
-        Ok(listen) => Some(AdminConfig { listen, token: raw.token.clone() }),
+        Ok(listen) => Some(AdminConfig {
+            listen,
+            token: raw.token.clone(),
+        }),
         Err(_) => {
-            d.error(l.span(), format!("admin.listen `{}`: expected IP:PORT", l.get_ref()));
+            d.error(
+                l.span(),
+                format!("admin.listen `{}`: expected IP:PORT", l.get_ref()),
+            );
             None
         }
     }

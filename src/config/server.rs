@@ -80,13 +80,17 @@ pub const DEFAULT_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060
 
 /// Parse `udp:IP:PORT` / `tcp:[IPv6]:PORT`.
 pub fn parse_listen(s: &str) -> Result<Listen, String> {
-    let (t, rest) = s.split_once(':').ok_or("expected TRANSPORT:IP:PORT, e.g. udp:127.0.0.1:5060")?;
+    let (t, rest) = s
+        .split_once(':')
+        .ok_or("expected TRANSPORT:IP:PORT, e.g. udp:127.0.0.1:5060")?;
     let transport = match t.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
         other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
     };
-    let addr = rest.parse::<SocketAddr>().map_err(|_| format!("bad address `{rest}`: expected IP:PORT or [IPv6]:PORT"))?;
+    let addr = rest
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("bad address `{rest}`: expected IP:PORT or [IPv6]:PORT"))?;
     Ok(Listen { transport, addr })
 }
 
@@ -112,7 +116,11 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
     }
     let addr = match hostport.parse::<SocketAddr>() {
         Ok(a) => a,
-        Err(_) => match hostport.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        Err(_) => match hostport
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             Ok(ip) => SocketAddr::new(ip, 5060),
             Err(_) => {
                 return Err(format!(
@@ -124,18 +132,31 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
     Ok(Upstream { transport, addr })
 }
 
-fn positive(d: &mut Diagnostics<'_>, v: &Option<Spanned<i64>>, key: &str, default: i64, max: i64) -> Option<i64> {
+fn positive(
+    d: &mut Diagnostics<'_>,
+    v: &Option<Spanned<i64>>,
+    key: &str,
+    default: i64,
+    max: i64,
+) -> Option<i64> {
     match v {
         None => Some(default),
         Some(s) if (1..=max).contains(s.get_ref()) => Some(*s.get_ref()),
         Some(s) => {
-            d.error(s.span(), format!("{key} = {}: must be between 1 and {max}", s.get_ref()));
+            d.error(
+                s.span(),
+                format!("{key} = {}: must be between 1 and {max}", s.get_ref()),
+            );
             None
         }
     }
 }
 
-pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnostics<'_>) -> Option<ServerConfig> {
+pub fn validate(
+    raw: &RawServer,
+    upstream: Option<&RawUpstream>,
+    d: &mut Diagnostics<'_>,
+) -> Option<ServerConfig> {
     let mut ok = true;
     let mut listen = Vec::new();
     match &raw.listen {
@@ -145,13 +166,19 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
                 match parse_listen(item.get_ref()) {
                     Ok(l) => listen.push(l),
                     Err(e) => {
-                        d.error(item.span(), format!("server.listen `{}`: {e}", item.get_ref()));
+                        d.error(
+                            item.span(),
+                            format!("server.listen `{}`: {e}", item.get_ref()),
+                        );
                         ok = false;
                     }
                 }
             }
             if items.is_empty() {
-                d.error(0..0, "server.listen is empty: give at least one udp: or tcp: address");
+                d.error(
+                    0..0,
+                    "server.listen is empty: give at least one udp: or tcp: address",
+                );
                 ok = false;
             }
         }
@@ -160,21 +187,55 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
         Some(a) => {
             let v = a.get_ref();
             let valid = match v.rsplit_once(':') {
-                Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) && !host.contains(char::is_whitespace),
+                Some((host, port)) => {
+                    !host.is_empty()
+                        && port.parse::<u16>().is_ok_and(|p| p > 0)
+                        && !host.contains(char::is_whitespace)
+                }
                 None => false,
             };
             if !valid {
-                d.error(a.span(), format!("server.advertise `{v}`: expected HOST:PORT"));
+                d.error(
+                    a.span(),
+                    format!("server.advertise `{v}`: expected HOST:PORT"),
+                );
                 ok = false;
             }
             v.clone()
         }
-        None => listen.first().map(|l| l.addr.to_string()).unwrap_or_default(),
+        None => listen
+            .first()
+            .map(|l| l.addr.to_string())
+            .unwrap_or_default(),
     };
-    let max_message_bytes = positive(d, &raw.max_message_bytes, "server.max_message_bytes", 65535, 1 << 20);
-    let idle = positive(d, &raw.tcp_idle_seconds, "server.tcp_idle_seconds", 300, 86400);
-    let maxconn = positive(d, &raw.tcp_max_connections, "server.tcp_max_connections", 1024, 1 << 20);
-    let grace = positive(d, &raw.shutdown_grace_seconds, "server.shutdown_grace_seconds", 5, 3600);
+    let max_message_bytes = positive(
+        d,
+        &raw.max_message_bytes,
+        "server.max_message_bytes",
+        65535,
+        1 << 20,
+    );
+    let idle = positive(
+        d,
+        &raw.tcp_idle_seconds,
+        "server.tcp_idle_seconds",
+        300,
+        86400,
+    );
+    let maxconn = positive(
+        d,
+        &raw.tcp_max_connections,
+        "server.tcp_max_connections",
+        1024,
+        1 << 20,
+    );
+    let grace = positive(
+        d,
+        &raw.shutdown_grace_seconds,
+        "server.shutdown_grace_seconds",
+        5,
+        3600,
+    );
     let upstream = match upstream {
         None => None,
         Some(u) => match parse_upstream(u.uri.get_ref()) {
@@ -209,8 +270,14 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        assert_eq!(parse_listen("udp:[::1]:5060").unwrap().addr, "[::1]:5060".parse().unwrap());
-        assert_eq!(parse_listen("TCP:127.0.0.1:5061").unwrap().transport, Transport::Tcp);
+        assert_eq!(
+            parse_listen("udp:[::1]:5060").unwrap().addr,
+            "[::1]:5060".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("TCP:127.0.0.1:5061").unwrap().transport,
+            Transport::Tcp
+        );
         assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
         assert!(parse_listen("udp:localhost:5060").is_err());
     }
@@ -219,7 +286,10 @@ mod tests {
     fn upstream_forms() {
         let u = parse_upstream("sip:127.0.0.1:5080;transport=tcp").unwrap();
         assert_eq!((u.transport, u.addr.port()), (Transport::Tcp, 5080));
-        assert_eq!(parse_upstream("sip:[::1]").unwrap().addr, "[::1]:5060".parse().unwrap());
+        assert_eq!(
+            parse_upstream("sip:[::1]").unwrap().addr,
+            "[::1]:5060".parse().unwrap()
+        );
         assert!(parse_upstream("http://x").is_err());
         assert!(parse_upstream("sip:carrier.example:5060").is_err());
     }

@@ -75,19 +75,30 @@ pub struct ExtraHeader {
 
 impl ExtraHeader {
     pub fn new(name: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
-        ExtraHeader { name: name.into(), value: value.into() }
+        ExtraHeader {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Forward { headers: Vec<ExtraHeader> },
-    Reject { code: u16, reason: String, headers: Vec<ExtraHeader> },
+    Forward {
+        headers: Vec<ExtraHeader>,
+    },
+    Reject {
+        code: u16,
+        reason: String,
+        headers: Vec<ExtraHeader>,
+    },
 }
 
 impl Verdict {
     pub fn forward() -> Verdict {
-        Verdict::Forward { headers: Vec::new() }
+        Verdict::Forward {
+            headers: Vec::new(),
+        }
     }
     pub fn is_forward(&self) -> bool {
         matches!(self, Verdict::Forward { .. })

@@ -101,7 +101,9 @@ fn national(digits: u64, count: u32, leading_zeros: u32, plan: &NumberPlan) -> O
         }
         _ => {}
     }
-    digits.checked_add(cc.checked_mul(10u64.checked_pow(count)?)?).filter(|_| cc_len + count <= 15)
+    digits
+        .checked_add(cc.checked_mul(10u64.checked_pow(count)?)?)
+        .filter(|_| cc_len + count <= 15)
 }
 
 /// Whether an E.164 number can be a real one: 7-15 digits, and for +1 (NANP) 11 digits with
@@ -151,7 +153,11 @@ mod tests {
         assert_eq!(parse("0044 20 7946 0018", None), Some(442079460018));
         assert_eq!(parse("+0123", None), None);
         assert_eq!(parse("+123456", None), None, "6 digits is too short");
-        assert_eq!(parse("+1234567890123456", None), None, "16 digits is too long");
+        assert_eq!(
+            parse("+1234567890123456", None),
+            None,
+            "16 digits is too long"
+        );
         assert_eq!(parse("+999999999999999", None), Some(999_999_999_999_999));
         assert_eq!(parse("+1212abc", None), None);
         assert_eq!(parse("", None), None);
@@ -185,8 +191,14 @@ mod tests {
 
     #[test]
     fn uri_users() {
-        assert_eq!(uri_user("sip:+12125550100@10.0.0.1;user=phone"), Some("+12125550100"));
-        assert_eq!(uri_user("tel:+1-212-555-0100;ext=7"), Some("+1-212-555-0100"));
+        assert_eq!(
+            uri_user("sip:+12125550100@10.0.0.1;user=phone"),
+            Some("+12125550100")
+        );
+        assert_eq!(
+            uri_user("tel:+1-212-555-0100;ext=7"),
+            Some("+1-212-555-0100")
+        );
         assert_eq!(uri_user("sips:alice;x=1@h"), Some("alice"));
         assert_eq!(uri_user("sip:host.only"), None);
         assert_eq!(uri_user("mailto:a@b"), None);
