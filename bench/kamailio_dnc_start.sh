@@ -13,6 +13,9 @@ SHARED=${SHARED:-$HERE/../../shared/bench}
 [ -f "$WORK/kamailio/db/dnc" ] || python3 "$SHARED/gen_workload.py" "$WORK" --dnc "$N" --calls 10 >/dev/null
 listening() { awk -v p="$(printf '%04X' "$PORT")" 'NR>1 { split($2, a, ":"); if (a[2] == p) f=1 } END { exit !f }' /proc/net/udp; }
 rss_kib() { local t=0; for p in $(pgrep -g "$1" || true); do t=$((t + $(awk '/^VmRSS:/ {print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo $t; }
+# A Kamailio still shutting down from an earlier run would look like a ready one.
+for _ in $(seq 100); do listening || break; sleep 0.1; done
+if listening; then echo "port $PORT is busy" >&2; exit 1; fi
 t0=$(date +%s.%N)
 setsid kamailio -f "$SHARED/kamailio/kamailio.cfg" -DD -E -M 4096 \
   -A "DBURL=\"text://$WORK/kamailio/db\"" -A "LISTEN=udp:127.0.0.1:$PORT" >"$WORK/kamailio.log" 2>&1 &

@@ -98,13 +98,11 @@ pub fn validate(raw: &RawDnc, d: &mut Diagnostics<'_>) -> Option<DncConfig> {
         let path = existing(d, &l.path, false);
         let deltas = l.deltas.as_ref().and_then(|p| existing(d, p, true));
         let response = l.response.as_ref().map_or("dnc", |r| r.get_ref().as_str());
-        if response.is_empty() {
-            if let Some(r) = &l.response {
-                d.error(
-                    r.span(),
-                    "response is empty: name a [responses.<name>] entry",
-                );
-            }
+        if let Some(r) = l.response.as_ref().filter(|r| r.get_ref().is_empty()) {
+            d.error(
+                r.span(),
+                "response is empty: name a [responses.<name>] entry",
+            );
         }
         let accounts = l.accounts.as_ref().map(|a| {
             if a.get_ref().is_empty() {

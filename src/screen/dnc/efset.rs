@@ -12,8 +12,11 @@
 //! Measured (bench/dnc_scale.sh, see BENCHMARKS.md): 0.93 bytes/number and ~0.3-0.5 us
 //! per lookup at 254M US numbers.
 //!
-//! Layout: `firsts[c]` is chunk c's smallest value, `meta[c] = word_offset << 8 | low_bits`,
-//! and `data` holds per chunk its packed low bits followed by the unary upper-bits vector.
+//! Layout: `heads` holds per chunk two words, its smallest value and
+//! `word_offset << 8 | low_bits` (adjacent, so one cache line serves both), and `data` holds
+//! per chunk its packed low bits followed by the unary upper-bits vector. A `Directory`
+//! built at load maps the high bits of a number to its few candidate chunks, so a lookup
+//! touches about four cache lines instead of binary-searching all chunk heads.
 //! Reads go through `word()`, which yields 0 past the end, so no input can make a lookup
 //! panic; `validate` rejects inconsistent layouts when a snapshot is opened.
 
@@ -23,8 +26,7 @@ pub const CHUNK: usize = 512;
 /// The three word arrays of an encoded set.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Encoded {
-    pub firsts: Vec<u64>,
-    pub meta: Vec<u64>,
+    pub heads: Vec<u64>,
     pub data: Vec<u64>,
 }
 
@@ -38,8 +40,8 @@ pub fn encode(sorted: &[u64]) -> Encoded {
         let n = chunk.len() as u64;
         let span = last - base;
         let low_bits = (span / n).checked_ilog2().unwrap_or(0);
-        out.firsts.push(base);
-        out.meta
+        out.heads.push(base);
+        out.heads
             .push(((out.data.len() as u64) << 8) | u64::from(low_bits));
         let mask = low_mask(low_bits);
         let low_words = (chunk.len() * low_bits as usize).div_ceil(64);
@@ -86,18 +88,69 @@ pub fn word(b: &[u8], i: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// A read-only view of an encoded set over its three byte regions.
+/// Maps `(x - min) >> shift` to the range of chunks whose heads can hold x.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    min: u64,
+    shift: u32,
+    /// `starts[b]`: number of chunks whose first value is below bucket b's start.
+    starts: Vec<u32>,
+}
+
+impl Directory {
+    /// About two buckets per chunk: a bucket then spans one or two chunks on dense data.
+    pub fn build(heads: &[u8]) -> Directory {
+        let chunks = heads.len() / 16;
+        let first = |c: usize| word(heads, 2 * c);
+        if chunks == 0 {
+            return Directory::default();
+        }
+        let min = first(0);
+        let range = first(chunks - 1).saturating_sub(min);
+        let mut shift = 0;
+        while (range >> shift) >= 2 * chunks as u64 {
+            shift += 1;
+        }
+        let buckets = (range >> shift) as usize + 1;
+        let mut starts = Vec::with_capacity(buckets + 1);
+        let mut c = 0usize;
+        for b in 0..=buckets as u64 {
+            while c < chunks && (first(c).saturating_sub(min)) >> shift < b {
+                c += 1;
+            }
+            starts.push(c as u32);
+        }
+        Directory { min, shift, starts }
+    }
+
+    /// Chunks `lo..hi` such that the last chunk with first <= x is in `lo-1..hi`.
+    fn range(&self, x: u64, chunks: usize) -> (usize, usize) {
+        let b = usize::try_from(x.saturating_sub(self.min) >> self.shift).unwrap_or(usize::MAX);
+        let at = |i: usize| self.starts.get(i).map_or(chunks, |&v| v as usize);
+        (at(b), at(b.saturating_add(1)))
+    }
+}
+
+/// A read-only view of an encoded set over its byte regions.
 #[derive(Debug, Clone, Copy)]
 pub struct SetView<'a> {
-    pub firsts: &'a [u8],
-    pub meta: &'a [u8],
+    pub heads: &'a [u8],
     pub data: &'a [u8],
     pub count: u64,
+    pub dir: &'a Directory,
 }
 
 impl SetView<'_> {
     fn chunks(&self) -> usize {
-        self.firsts.len() / 8
+        self.heads.len() / 16
+    }
+
+    fn first(&self, c: usize) -> u64 {
+        word(self.heads, 2 * c)
+    }
+
+    fn meta(&self, c: usize) -> u64 {
+        word(self.heads, 2 * c + 1)
     }
 
     /// Values in chunk c.
@@ -108,9 +161,9 @@ impl SetView<'_> {
 
     /// Word range of chunk c in `data`, and its low-bit width.
     fn chunk_words(&self, c: usize) -> (usize, usize, u32) {
-        let m = word(self.meta, c);
+        let m = self.meta(c);
         let end = if c + 1 < self.chunks() {
-            word(self.meta, c + 1) >> 8
+            self.meta(c + 1) >> 8
         } else {
             (self.data.len() / 8) as u64
         };
@@ -118,11 +171,14 @@ impl SetView<'_> {
     }
 
     pub fn contains(&self, x: u64) -> bool {
-        // Last chunk whose first value is <= x.
-        let (mut lo, mut hi) = (0usize, self.chunks());
+        if self.chunks() == 0 || x < self.first(0) {
+            return false;
+        }
+        // Last chunk whose first value is <= x, between the directory's bounds.
+        let (mut lo, mut hi) = self.dir.range(x, self.chunks());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if word(self.firsts, mid) <= x {
+            if self.first(mid) <= x {
                 lo = mid + 1
             } else {
                 hi = mid
@@ -131,7 +187,7 @@ impl SetView<'_> {
         let Some(c) = lo.checked_sub(1) else {
             return false;
         };
-        let y = x - word(self.firsts, c);
+        let y = x - self.first(c);
         let n = self.chunk_len(c);
         let (off, end, low_bits) = self.chunk_words(c);
         if low_bits >= 64 {
@@ -197,7 +253,7 @@ impl SetView<'_> {
     /// All values in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         (0..self.chunks()).flat_map(move |c| {
-            let base = word(self.firsts, c);
+            let base = self.first(c);
             let n = self.chunk_len(c);
             let (off, end, low_bits) = self.chunk_words(c);
             let upper_start = off + (n * low_bits as usize).div_ceil(64);
@@ -218,8 +274,8 @@ impl SetView<'_> {
     /// Check the layout is self-consistent, so that lookups see what was written.
     pub fn validate(&self) -> Result<(), String> {
         let chunks = self.chunks();
-        if self.meta.len() != self.firsts.len() {
-            return Err("chunk tables differ in length".into());
+        if !self.heads.len().is_multiple_of(16) {
+            return Err("chunk heads are not whole".into());
         }
         if self.count > (chunks as u64).saturating_mul(CHUNK as u64)
             || (chunks > 0 && self.count <= (chunks as u64 - 1) * CHUNK as u64)
@@ -230,7 +286,7 @@ impl SetView<'_> {
         let mut prev_first = None;
         let mut prev_end = 0usize;
         for c in 0..chunks {
-            let first = word(self.firsts, c);
+            let first = self.first(c);
             if prev_first.is_some_and(|p| p >= first) {
                 return Err(format!("chunk {c} is out of order"));
             }
@@ -270,22 +326,23 @@ mod tests {
     use crate::screen::dnc::testutil::Rng;
     use std::collections::HashSet;
 
-    struct Owned(Encoded, Vec<u8>, Vec<u8>, Vec<u8>, u64);
+    struct Owned(Vec<u8>, Vec<u8>, u64, Directory);
     fn build(values: &[u64]) -> Owned {
         let mut v = values.to_vec();
         v.sort_unstable();
         v.dedup();
         let e = encode(&v);
-        let (f, m, d) = (to_bytes(&e.firsts), to_bytes(&e.meta), to_bytes(&e.data));
-        Owned(e, f, m, d, v.len() as u64)
+        let heads = to_bytes(&e.heads);
+        let dir = Directory::build(&heads);
+        Owned(heads, to_bytes(&e.data), v.len() as u64, dir)
     }
     impl Owned {
         fn view(&self) -> SetView<'_> {
             SetView {
-                firsts: &self.1,
-                meta: &self.2,
-                data: &self.3,
-                count: self.4,
+                heads: &self.0,
+                data: &self.1,
+                count: self.2,
+                dir: &self.3,
             }
         }
     }
@@ -400,15 +457,15 @@ mod tests {
         let mut v = set.view();
         v.count += CHUNK as u64;
         assert!(v.validate().is_err());
-        let mut meta = set.2.clone();
-        meta[8] ^= 0x40; // chunk 1's offset
+        let mut heads = set.0.clone();
+        heads[24] ^= 0x40; // chunk 1's offset
         let v = SetView {
-            meta: &meta,
+            heads: &heads,
             ..set.view()
         };
         assert!(v.validate().is_err());
         let v = SetView {
-            data: &set.3[..set.3.len() - 8],
+            data: &set.1[..set.1.len() - 8],
             ..set.view()
         };
         assert!(v.validate().is_err());

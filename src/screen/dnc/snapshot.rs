@@ -9,12 +9,12 @@
 //! 16  xxh3-64 checksum u64     64   data words                  u64
 //! 24  file length     u64      72   categorised entries         u64
 //! 32  built (unix s)  u64      80   category names bytes        u64
-//! 128 firsts[chunks] meta[chunks] data[words] (number, mask)[entries] names ('\n'-joined)
+//! 128 heads[chunks](first, meta) data[words] (number, mask)[entries] names ('\n'-joined)
 //! ```
 //! The checksum covers the whole file with its own field zeroed. Files are written aside
 //! and renamed into place, never rewritten in place: the mapping of a file that is later
 //! replaced keeps reading the old inode.
-use super::efset::{self, CHUNK, SetView, word};
+use super::efset::{self, CHUNK, Directory, SetView, word};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,7 +43,7 @@ pub fn image(c: &Contents, built: SystemTime) -> Vec<u8> {
         built_s,
         c.plain.len() as u64,
         CHUNK as u64,
-        e.firsts.len() as u64,
+        (e.heads.len() / 2) as u64,
         e.data.len() as u64,
         c.categorized.len() as u64,
         names.len() as u64,
@@ -53,7 +53,7 @@ pub fn image(c: &Contents, built: SystemTime) -> Vec<u8> {
     out[..8].copy_from_slice(MAGIC);
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-    for part in [&e.firsts, &e.meta, &e.data] {
+    for part in [&e.heads, &e.data] {
         out.extend(efset::to_bytes(part));
     }
     out.extend(
@@ -109,6 +109,19 @@ pub fn is_snapshot(path: &Path) -> std::io::Result<bool> {
     Ok(got == magic.len() && &magic == MAGIC)
 }
 
+/// Copy a mapping into anonymous memory backed by transparent huge pages where the kernel
+/// allows (best effort). A lookup touches ~4 random cache lines of a set of hundreds of MB;
+/// with 4 KiB pages each of them also misses the TLB, which dominates lookup time at
+/// national scale (BENCHMARKS.md). The copy costs ~0.1 s per 200 MB at load.
+fn huge_page_copy(src: &[u8]) -> std::io::Result<memmap2::Mmap> {
+    let mut anon = memmap2::MmapMut::map_anon(src.len().max(1))?;
+    let _ = anon.advise(memmap2::Advice::HugePage);
+    if let Some(dst) = anon.get_mut(..src.len()) {
+        dst.copy_from_slice(src);
+    }
+    anon.make_read_only()
+}
+
 enum Backing {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
@@ -117,7 +130,8 @@ enum Backing {
 /// An opened, verified snapshot.
 pub struct Snapshot {
     backing: Backing,
-    sections: [std::ops::Range<usize>; 5],
+    sections: [std::ops::Range<usize>; 4],
+    dir: Directory,
     pub count: u64,
     pub built: SystemTime,
     pub version: u32,
@@ -136,12 +150,15 @@ impl Snapshot {
     /// Map and verify a snapshot file. The error says what is wrong with it.
     pub fn open(path: &Path) -> Result<Snapshot, String> {
         let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        // SAFETY: the mapping is read-only and sipguard never writes snapshot files in place
-        // (they are renamed into place); a file truncated behind our back by someone else is
-        // outside what any mmap reader can defend against.
+        // SAFETY: the mapping is read-only and lives only while it is copied; sipguard never
+        // writes snapshot files in place (they are renamed into place). A file truncated by
+        // someone else during those ~0.1 s is outside what any mmap reader can defend against.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
             .map_err(|e| e.to_string())?;
-        Self::verify(Backing::Mapped(map))
+        // Verify the copy, so what is checked is exactly what is used.
+        let copy = huge_page_copy(&map).map_err(|e| e.to_string())?;
+        drop(map);
+        Self::verify(Backing::Mapped(copy))
     }
 
     /// Verify an in-memory image (text lists are compiled to one).
@@ -182,14 +199,13 @@ impl Snapshot {
             return Err(format!("chunk size {chunk} unsupported (expected {CHUNK})"));
         }
         let sizes = [
-            chunks.checked_mul(8),
-            chunks.checked_mul(8),
+            chunks.checked_mul(16),
             words.checked_mul(8),
             entries.checked_mul(16),
             Some(names),
         ];
         let mut at = HEADER_LEN;
-        let mut sections: [std::ops::Range<usize>; 5] = Default::default();
+        let mut sections: [std::ops::Range<usize>; 4] = Default::default();
         for (s, size) in sections.iter_mut().zip(sizes) {
             let end = size
                 .and_then(|z| usize::try_from(z).ok())
@@ -203,15 +219,18 @@ impl Snapshot {
         if at != b.len() {
             return Err("section sizes do not add up to the file length".into());
         }
-        let snap = Snapshot {
+        let built = UNIX_EPOCH + Duration::from_secs(built);
+        let mut snap = Snapshot {
             backing,
             sections,
+            dir: Directory::default(),
             count,
-            built: UNIX_EPOCH + Duration::from_secs(built),
+            built,
             version,
         };
         snap.set().validate()?;
-        let cats = snap.section(3);
+        snap.dir = Directory::build(snap.section(0));
+        let cats = snap.section(2);
         let mut prev = None;
         for i in 0..entries as usize {
             let n = word(cats, 2 * i);
@@ -220,7 +239,7 @@ impl Snapshot {
             }
             prev = Some(n);
         }
-        if std::str::from_utf8(snap.section(4)).is_err() {
+        if std::str::from_utf8(snap.section(3)).is_err() {
             return Err("category names are not UTF-8".into());
         }
         Ok(snap)
@@ -247,16 +266,16 @@ impl Snapshot {
 
     pub fn set(&self) -> SetView<'_> {
         SetView {
-            firsts: self.section(0),
-            meta: self.section(1),
-            data: self.section(2),
+            heads: self.section(0),
+            data: self.section(1),
             count: self.count,
+            dir: &self.dir,
         }
     }
 
     /// Category mask of a categorised entry.
     pub fn categorized(&self, n: u64) -> Option<u64> {
-        let cats = self.section(3);
+        let cats = self.section(2);
         let (mut lo, mut hi) = (0usize, cats.len() / 16);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -270,16 +289,16 @@ impl Snapshot {
     }
 
     pub fn categorized_len(&self) -> usize {
-        self.section(3).len() / 16
+        self.section(2).len() / 16
     }
 
     pub fn categorized_iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let cats = self.section(3);
+        let cats = self.section(2);
         (0..cats.len() / 16).map(move |i| (word(cats, 2 * i), word(cats, 2 * i + 1)))
     }
 
     pub fn category_names(&self) -> Vec<String> {
-        let names = std::str::from_utf8(self.section(4)).unwrap_or("");
+        let names = std::str::from_utf8(self.section(3)).unwrap_or("");
         if names.is_empty() {
             Vec::new()
         } else {
