@@ -9,8 +9,9 @@
 //! density and bounds a lookup to one chunk. Unlike `vers_vecs::EliasFanoVec` (whose ~0.85
 //! bytes/number is the same order), this layout is a flat array of little-endian words, so
 //! a snapshot is usable straight from the page cache with no decoding at start-up.
-//! Measured (bench/dnc_scale.sh, see BENCHMARKS.md): 0.93 bytes/number and ~0.3-0.5 us
-//! per lookup at 254M US numbers.
+//! Measured (bench/dnc_scale.sh, BENCHMARKS.md): 0.861 bytes/number (219 MB) and 470-670 ns
+//! per random lookup at 254.8M US numbers on a shared 2-core VM; 1.46 bytes/number and
+//! ~300 ns at 10M (sparser, so more low bits per number).
 //!
 //! Layout: `heads` holds per chunk two words, its smallest value and
 //! `word_offset << 8 | low_bits` (adjacent, so one cache line serves both), and `data` holds
@@ -46,6 +47,7 @@ pub fn encode(sorted: &[u64]) -> Encoded {
         let mask = low_mask(low_bits);
         let low_words = (chunk.len() * low_bits as usize).div_ceil(64);
         let upper_bits = (span >> low_bits) as usize + chunk.len();
+        // Indexing below is in bounds by construction: the chunk's words are sized here.
         let start = out.data.len();
         out.data
             .resize(start + low_words + upper_bits.div_ceil(64), 0);

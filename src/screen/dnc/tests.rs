@@ -293,3 +293,47 @@ fn the_watcher_swaps_in_a_replaced_list() {
     assert!(target.load().check(12125550102, "a", None).is_some());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn calls_screened_during_reloads_always_see_a_whole_list() {
+    let dir = tempdir();
+    let snap = dir.join("n.snap");
+    let write = |extra: u64| {
+        let contents = snapshot::Contents {
+            plain: vec![12125550100, extra],
+            ..Default::default()
+        };
+        snapshot::write_file(&snap, &snapshot::image(&contents, SystemTime::now())).unwrap();
+    };
+    write(12125550101);
+    let cfg = DncConfig {
+        lists: vec![list("national", &snap)],
+        ..DncConfig::default()
+    };
+    let target = Arc::new(ArcSwap::from_pointee(Dnc::load(&cfg).unwrap()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (target, stop) = (Arc::clone(&target), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut screened = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // On every generation of the list: a missing list would let it through.
+                    assert!(target.load().check(12125550100, "acme", None).is_some());
+                    screened += 1;
+                }
+                screened
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        write(12125550200 + i);
+        let now = reload(&cfg, &target).unwrap();
+        assert!(now.check(12125550200 + i, "acme", None).is_some());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
