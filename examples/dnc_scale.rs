@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
                 out: arg(1).into(),
                 country: None,
                 strict: false,
+                deltas: None,
                 inputs: vec![arg(2).into()],
             };
             std::process::exit(run(cmd)?);

@@ -27,6 +27,9 @@ pub enum DncCommand {
         /// Fail on the first bad line instead of skipping and counting it.
         #[arg(long)]
         strict: bool,
+        /// Fold this deltas directory (change files and operator journal) into the output.
+        #[arg(long)]
+        deltas: Option<PathBuf>,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -76,8 +79,16 @@ pub fn run_to(cmd: DncCommand, out: &mut dyn Write) -> Result<i32, DncError> {
             out: path,
             country,
             strict,
+            deltas,
             inputs,
-        } => build(&path, country.as_deref(), strict, &inputs, out),
+        } => build(
+            &path,
+            country.as_deref(),
+            strict,
+            deltas.as_deref(),
+            &inputs,
+            out,
+        ),
         DncCommand::Check {
             number,
             config,
@@ -116,6 +127,7 @@ fn build(
     path: &Path,
     country: Option<&str>,
     strict: bool,
+    deltas: Option<&Path>,
     inputs: &[PathBuf],
     out: &mut dyn Write,
 ) -> Result<i32, DncError> {
@@ -143,6 +155,9 @@ fn build(
         } else {
             b.add_text_file(input, plan.as_ref())?;
         }
+    }
+    if let Some(dir) = deltas {
+        b.add_deltas(dir, plan.as_ref())?;
     }
     let skipped = b.errors.count;
     let contents = b.finish();
@@ -318,12 +333,14 @@ mod tests {
         std::fs::create_dir(dir.join("deltas")).unwrap();
         let snap = dir.join("list.snap");
         let inputs = vec![dir.join("ftc.txt"), dir.join("own.txt")];
-        let (code, text) = run_str(DncCommand::Build {
+        let build = DncCommand::Build {
             out: snap.clone(),
             country: Some("US".into()),
             strict: false,
+            deltas: None,
             inputs,
-        });
+        };
+        let (code, text) = run_str(build);
         assert_eq!(code, 0);
         assert!(
             text.contains("3 numbers (1 with categories)") && text.contains("1 bad lines skipped"),
@@ -400,6 +417,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "no [[dnc.list]] named `nope`");
+        // Folding the journal into a new snapshot keeps what it said.
+        let compact = DncCommand::Build {
+            out: dir.join("compact.snap"),
+            country: None,
+            strict: true,
+            deltas: Some(dir.join("deltas")),
+            inputs: vec![snap.clone()],
+        };
+        assert_eq!(run_str(compact).0, 0);
+        let contents = Snapshot::open(&dir.join("compact.snap"))
+            .unwrap()
+            .contents();
+        assert_eq!(contents.plain, vec![12125550101, 12125550199]);
+        assert_eq!(
+            (contents.categorized, contents.categories),
+            (vec![(12125550102, 1)], vec!["finance".to_string()])
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -42,6 +42,18 @@ impl Delta {
             .map(|e| e.1)
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Op)> + '_ {
+        self.entries.iter().copied()
+    }
+
     pub fn added(&self) -> usize {
         self.entries.iter().filter(|e| e.1 != Op::Remove).count()
     }

@@ -3,6 +3,7 @@
 //! (always US); `#` comments and blank lines. A bad line is reported as file:line and counted;
 //! it aborts the load only in strict mode.
 use super::DncError;
+use super::delta::{Delta, Op};
 use super::snapshot::{Contents, Snapshot};
 use crate::screen::number::{self, NumberPlan};
 use std::io::BufRead;
@@ -176,6 +177,8 @@ pub fn for_each_line(
 pub struct Builder {
     plain: Vec<u64>,
     categorized: Vec<(u64, u64)>,
+    /// Changes that replace whatever the inputs say about their numbers.
+    delta: Delta,
     pub categories: Categories,
     pub errors: LineErrors,
 }
@@ -227,9 +230,27 @@ impl Builder {
         Ok(())
     }
 
+    /// Fold a deltas directory into the list being built (`dnc build --deltas`).
+    pub fn add_deltas(&mut self, dir: &Path, plan: Option<&NumberPlan>) -> Result<(), DncError> {
+        self.delta = super::delta::read_dir(dir, plan, &mut self.categories, &mut self.errors)?;
+        Ok(())
+    }
+
     /// Sorted, deduplicated contents: categories of one number are merged, and a plain entry
     /// (blocks everyone) absorbs categorised ones for the same number.
     pub fn finish(mut self) -> Contents {
+        if !self.delta.is_empty() {
+            self.plain.retain(|&n| self.delta.get(n).is_none());
+            self.categorized
+                .retain(|&(n, _)| self.delta.get(n).is_none());
+            for (n, op) in self.delta.iter() {
+                match op {
+                    Op::Add(0) => self.plain.push(n),
+                    Op::Add(mask) => self.categorized.push((n, mask)),
+                    Op::Remove => {}
+                }
+            }
+        }
         self.plain.sort_unstable();
         self.plain.dedup();
         self.categorized.sort_unstable();
