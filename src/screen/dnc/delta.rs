@@ -4,7 +4,7 @@
 //! files apply oldest first), then the operator journal written by `sipguard dnc add/remove`.
 //! A file is a deletion list when its name contains `deletion` or ends in `.del`; otherwise its
 //! lines are additions. Any line may also say its operation itself: `add NUMBER[,cats]` or
-//! `remove NUMBER`. A later change to a number replaces an earlier one.
+//! `remove NUMBER`, or, in a change-list record `area code,number,...,A|D`, by a flag field. A later change to a number replaces an earlier one.
 //! Hidden files and `*.tmp*` (files being written before a rename) are ignored.
 use super::DncError;
 use super::parse::{Categories, LineErrors, for_each_line, parse_line};
@@ -100,6 +100,30 @@ pub fn is_delta_file(path: &Path) -> bool {
         .is_some_and(|n| !n.starts_with('.') && !n.contains(".tmp") && !n.ends_with('~'))
 }
 
+/// A change-list record `area code,number,...` with more fields after the number (the FTC
+/// change list carries several per record): the number, and whether a field flags it as a
+/// deletion (`D`, `delete`...) or an addition (`A`, `add`...).
+fn change_record(line: &str) -> Option<(u64, Option<bool>)> {
+    let mut fields = line.split('#').next()?.split(',').map(str::trim);
+    let (area, num) = (fields.next()?, fields.next()?);
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(area, 3) || !digits(num, 7) {
+        return None;
+    }
+    let mut flag = None;
+    let mut more = false;
+    for f in fields {
+        more = true;
+        match f.to_ascii_lowercase().as_str() {
+            "d" | "del" | "delete" | "deleted" | "deletion" => flag = Some(true),
+            "a" | "add" | "added" | "addition" => flag = Some(false),
+            _ => {}
+        }
+    }
+    let n = parse_line(&format!("{area},{num}"), None).ok()??.number;
+    more.then_some((n, flag))
+}
+
 /// Read and fold a deltas directory.
 pub fn read_dir(
     dir: &Path,
@@ -120,6 +144,17 @@ pub fn read_dir(
             } else {
                 (default_remove, t)
             };
+            if let Some((number, flag)) = change_record(rest) {
+                ops.insert(
+                    number,
+                    if flag.unwrap_or(remove) {
+                        Op::Remove
+                    } else {
+                        Op::Add(0)
+                    },
+                );
+                return Ok(());
+            }
             let Some(line) = parse_line(rest, plan)? else {
                 return Ok(());
             };
@@ -196,6 +231,11 @@ mod tests {
             "+12125550102,finance\nremove +12125550103\n",
         )
         .unwrap();
+        std::fs::write(
+            dir.join("2026-11-04-changes.csv"),
+            "212,5550105,2026-11-04,D\n212,5550106,2026-11-04,A\n",
+        )
+        .unwrap();
         std::fs::write(dir.join(".hidden"), "+19999999999\n").unwrap();
         std::fs::write(dir.join("x.tmp123"), "+19999999998\n").unwrap();
         append_journal(&dir, true, 12125550100, None).unwrap();
@@ -206,7 +246,7 @@ mod tests {
         let mut errors = LineErrors::default();
         let d = read_dir(&dir, None, &mut cats, &mut errors).unwrap();
         assert_eq!(errors.count, 0);
-        assert_eq!(d.files, 5);
+        assert_eq!(d.files, 6);
         assert_eq!(d.get(12125550100), Some(Op::Remove), "journal removal wins");
         assert_eq!(d.get(12125550101), Some(Op::Remove));
         assert_eq!(
@@ -218,7 +258,11 @@ mod tests {
         assert_eq!(d.get(12125550104), Some(Op::Add(0b10)));
         assert_eq!(d.get(19999999999), None);
         assert_eq!(d.get(19999999998), None);
-        assert_eq!((d.added(), d.removed()), (2, 3));
+        assert_eq!(
+            (d.get(12125550105), d.get(12125550106)),
+            (Some(Op::Remove), Some(Op::Add(0)))
+        );
+        assert_eq!((d.added(), d.removed()), (3, 4));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
