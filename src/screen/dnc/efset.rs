@@ -3,28 +3,28 @@
 //!
 //! Why this structure: Elias-Fano stores n sorted values from a universe u in about
 //! `2 + log2(u/n)` bits each with no false positives. A national list is dense in its own
-//! country's range (260M US numbers over the ~8e9 valid NANP numbers: ~7 bits each), but a
-//! single Elias-Fano over every country would pay for the whole 1e15 universe. Partitioning
-//! into chunks of `CHUNK` consecutive values, each with its own low-bit width, adapts to local
-//! density and bounds a lookup to one chunk. Unlike `vers_vecs::EliasFanoVec` (whose ~0.85
-//! bytes/number is the same order), this layout is a flat array of little-endian words, so
-//! a snapshot is usable straight from the page cache with no decoding at start-up.
-//! Measured (bench/dnc_scale.sh, BENCHMARKS.md): 0.861 bytes/number (219 MB) and 470-670 ns
-//! per random lookup at 254.8M US numbers on a shared 2-core VM; 1.46 bytes/number and
-//! ~300 ns at 10M (sparser, so more low bits per number).
+//! country's range (255M US numbers over the ~6.4e9 NANP numbers: ~7 bits each), but a
+//! single Elias-Fano over every country would pay for the whole span between the smallest
+//! and largest number. Partitioning into chunks of `CHUNK` consecutive values, each with its
+//! own low-bit width, adapts to local density and bounds a lookup to one chunk. Unlike
+//! `vers_vecs::EliasFanoVec`, which is built in memory from the values, this layout is a
+//! flat array of little-endian words that a snapshot holds as is, so loading is a checksum
+//! pass rather than a rebuild. Measured at 254.8M US numbers (bench/dnc_scale.sh,
+//! BENCHMARKS.md): 0.861 bytes/number (vers-vecs: 0.884) and 375-389 ns CPU per random
+//! lookup (vers-vecs: 403-424 ns) on a shared 2-core VM.
 //!
 //! Layout: `heads` holds per chunk two words, its smallest value and
 //! `word_offset << 8 | low_bits` (adjacent, so one cache line serves both), and `data` holds
 //! per chunk its packed low bits followed by the unary upper-bits vector. A `Directory`
-//! built at load maps the high bits of a number to its few candidate chunks, so a lookup
-//! touches about four cache lines instead of binary-searching all chunk heads.
+//! built at load maps the high bits of a number to a few candidate chunks, so a lookup
+//! binary-searches a handful of adjacent heads instead of all of them.
 //! Reads go through `word()`, which yields 0 past the end, so no input can make a lookup
 //! panic; `validate` rejects inconsistent layouts when a snapshot is opened.
 
 /// Values per chunk: a lookup scans at most ~2*CHUNK/64 words of one chunk's upper bits.
 pub const CHUNK: usize = 512;
 
-/// The three word arrays of an encoded set.
+/// The two word arrays of an encoded set.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Encoded {
     pub heads: Vec<u64>,
@@ -100,7 +100,10 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// About two buckets per chunk: a bucket then spans one or two chunks on dense data.
+    /// One bucket per 8-16 chunks: small enough to stay in the L2 cache (0.5 MB at 255M
+    /// numbers), and the binary search within a bucket reads a few adjacent heads. Measured
+    /// at 255M numbers: 2 buckets per chunk 510 ns, 1 per 2-4 chunks 410 ns, 1 per 8-16
+    /// chunks 380 ns, 1 per 32-64 chunks 440 ns (CPU time per random lookup).
     pub fn build(heads: &[u8]) -> Directory {
         let chunks = heads.len() / 16;
         let first = |c: usize| word(heads, 2 * c);
@@ -110,7 +113,7 @@ impl Directory {
         let min = first(0);
         let range = first(chunks - 1).saturating_sub(min);
         let mut shift = 0;
-        while (range >> shift) >= 2 * chunks as u64 {
+        while (range >> shift) >= (chunks as u64 / 8).max(1) {
             shift += 1;
         }
         let buckets = (range >> shift) as usize + 1;
