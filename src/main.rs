@@ -25,12 +25,26 @@ enum Command {
         /// The configuration file to check.
         file: PathBuf,
     },
+    /// Do-not-call lists: build snapshots, check a number, show a snapshot, block or
+    /// unblock single numbers in a running proxy.
+    Dnc {
+        #[command(subcommand)]
+        cmd: sipguard::dnc_cli::DncCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        // `dnc check` exits 1 for a blocked number, so errors use 2.
+        Some(Command::Dnc { cmd }) => match sipguard::dnc_cli::run(cmd) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+            Err(e) => {
+                eprintln!("sipguard dnc: {e}");
+                ExitCode::from(2)
+            }
+        },
         None => match cli.config {
             Some(file) => match run(&file) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -148,6 +148,9 @@ impl Config {
             });
         }
         let dnc = raw.dnc.as_ref().map(|x| dnc::validate(x, &mut d));
+        if let Some(Some(dc)) = &dnc {
+            cross_check_dnc(dc, screening.as_ref().and_then(Option::as_ref), &mut d);
+        }
         let log = ops::validate_log(&raw.log, &mut d);
         let admin = raw.admin.as_ref().map(|a| ops::validate_admin(a, &mut d));
         if !d.errors.is_empty() {
@@ -161,6 +164,32 @@ impl Config {
             }
             _ => {
                 Err(ConfigErrors(vec![Diag { file: file.to_path_buf(), line: 0, msg: "invalid configuration".into() }]))
+            }
+        }
+    }
+}
+
+/// DNC lists answer with a `[responses.<name>]` entry and may be limited to accounts: both
+/// must exist, and lists are only consulted when `[screening]` is on.
+fn cross_check_dnc(dc: &dnc::DncConfig, sc: Option<&screening::ScreeningConfig>, d: &mut Diagnostics<'_>) {
+    let at = |d: &Diagnostics<'_>, needle: &str| d.text.find(needle).map_or(0..0, |o| o..o);
+    let Some(sc) = sc else {
+        if !dc.lists.is_empty() {
+            let span = at(d, "[[dnc.list]]");
+            d.error(span, "[[dnc.list]] needs a [screening] section: lists are checked when calls are screened");
+        }
+        return;
+    };
+    for list in &dc.lists {
+        let name = list.response.as_ref();
+        if name != "dnc" && !sc.responses.extra_names().any(|n| n == name) {
+            let span = at(d, &format!("\"{name}\""));
+            d.error(span, format!("dnc.list `{}`: response `{name}` has no [responses.{name}] section", list.name));
+        }
+        for acct in list.accounts.iter().flatten() {
+            if !sc.accounts.iter().any(|a| &*a.id == acct.as_str()) {
+                let span = at(d, &format!("\"{acct}\""));
+                d.error(span, format!("dnc.list `{}`: unknown account `{acct}`", list.name));
             }
         }
     }
@@ -237,6 +266,28 @@ mod tests {
         let e = errs("[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nbogus = 1\n\n[other]\nx = 2\n");
         assert!(e.contains(&"t.toml:3: unknown key `server.bogus`".to_string()), "{e:?}");
         assert!(e.contains(&"t.toml:5: unknown key `other`".to_string()), "{e:?}");
+    }
+
+    #[test]
+    fn dnc_lists_must_name_existing_responses_and_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("l.txt"), "+12125550100\n").unwrap();
+        let file = dir.path().join("c.toml");
+        let list = "[[dnc.list]]\nname = \"x\"\npath = \"l.txt\"\nresponse = \"dnc_x\"\naccounts = [\"ghost\"]\n";
+        let text = format!("[screening]\nunknown_account = \"forward\"\n{list}");
+        let e: Vec<String> = Config::parse(&file, &text).unwrap_err().0.iter().map(|d| d.msg.clone()).collect();
+        assert_eq!(
+            e,
+            [
+                "dnc.list `x`: response `dnc_x` has no [responses.dnc_x] section",
+                "dnc.list `x`: unknown account `ghost`"
+            ]
+        );
+        let e = Config::parse(&file, list).unwrap_err();
+        assert!(e.0[0].msg.contains("needs a [screening] section"), "{e}");
+        let ok =
+            format!("{text}[responses.dnc_x]\ncode = 607\n[[account]]\nid = \"ghost\"\nsources = [\"10.0.0.0/8\"]\n");
+        assert!(Config::parse(&file, &ok).is_ok(), "{:?}", Config::parse(&file, &ok).err());
     }
 
     #[test]
