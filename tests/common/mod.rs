@@ -80,7 +80,11 @@ impl Sipguard {
     pub fn try_start(config_template: &str, ports: Ports, files: &[(&str, &str)]) -> Result<Sipguard, String> {
         let dir = tempfile::Builder::new().prefix("sipguard-test.").tempdir().map_err(|e| format!("temp dir: {e}"))?;
         for (name, contents) in files {
-            std::fs::write(dir.path().join(name), contents).map_err(|e| format!("write {name}: {e}"))?;
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("mkdir for {name}: {e}"))?;
+            }
+            std::fs::write(&path, contents).map_err(|e| format!("write {name}: {e}"))?;
         }
         let config = ports.render(config_template, dir.path());
         let config_path = dir.path().join("sipguard.toml");
