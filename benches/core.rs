@@ -23,6 +23,47 @@ fn proxy() -> Proxy {
 }
 
 fn bench(c: &mut Criterion) {
+    // With the Prometheus recorder, as when [admin] is configured (installed first, as the
+    // server does, so the per-message handles register with it).
+    sipguard::admin::install_recorder().unwrap();
+    run(c);
+    metrics_per_call(c);
+}
+
+/// What one forwarded call (5 messages each way) records, under the Prometheus recorder:
+/// label look-ups per message (the `counter!` macro) against the handles registered once.
+fn metrics_per_call(c: &mut Criterion) {
+    use sipguard::telemetry::metrics as m;
+    let t = Transport::Udp;
+    c.bench_function("metrics of one call: counter! with labels", |b| {
+        b.iter(|| {
+            for method in ["INVITE", "ACK", "BYE", "-", "-"] {
+                let kind = if method == "-" { "response" } else { "request" };
+                metrics::counter!("bench_in", "transport" => t.label(), "kind" => kind, "method" => black_box(method)).increment(1);
+                metrics::counter!("bench_out", "transport" => t.label(), "kind" => kind).increment(1);
+            }
+            for _ in 0..5 {
+                metrics::counter!("bench_in", "transport" => t.label(), "kind" => "response", "method" => "-").increment(1);
+                metrics::counter!("bench_out", "transport" => t.label(), "kind" => "response").increment(1);
+            }
+        })
+    });
+    c.bench_function("metrics of one call: registered handles", |b| {
+        b.iter(|| {
+            for method in ["INVITE", "ACK", "BYE", "-", "-"] {
+                let kind = if method == "-" { "response" } else { "request" };
+                m::message_in(t, kind, black_box(method));
+                m::message_out(t, kind);
+            }
+            for _ in 0..5 {
+                m::message_in(t, "response", "-");
+                m::message_out(t, "response");
+            }
+        })
+    });
+}
+
+fn run(c: &mut Criterion) {
     let from = Inbound {
         transport: Transport::Udp,
         src: "127.0.0.1:5060".parse().unwrap(),
