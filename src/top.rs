@@ -250,8 +250,13 @@ sipguard_tcp_connections 3
         let beta = out.find("beta").unwrap();
         let acme = out.rfind("acme").unwrap();
         assert!(beta < acme, "{out}");
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert!(rows.contains(&vec!["-", "forward", "10.0", "30"]), "{out}");
         assert!(
-            out.contains("-                      forward              10.0           30"),
+            rows.contains(&vec!["beta", "5.0", "11", "5.0", "11"]),
             "{out}"
         );
     }
