@@ -119,9 +119,10 @@ fn sum_by(
 }
 
 fn total(samples: &[Sample], name: &str) -> f64 {
-    sum_by(samples, name, |_| true, |_| String::new())
-        .values()
-        .sum()
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .fold(0.0, |acc, s| acc + s.value)
 }
 
 /// Per-second increase of each group between two scrapes.
@@ -195,20 +196,22 @@ pub fn render(before: &[Sample], after: &[Sample], secs: f64, top_n: usize) -> S
         "\n{:<24} {:>10} {:>12} {:>10} {:>12}",
         "ACCOUNT", "REJECTS/s", "REJECTS", "CALLS/s", "CALLS"
     );
-    let mut accts: Vec<(&String, &f64)> = ra.iter().collect();
+    // Every account that screened a call, most rejects per second first, then most rejects.
+    let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let mut accts: Vec<&String> = ca.keys().collect();
     accts.sort_by(|a, b| {
-        let (x, y) = (rr.get(a.0), rr.get(b.0));
-        y.unwrap_or(&0.0)
-            .total_cmp(x.unwrap_or(&0.0))
-            .then(b.1.total_cmp(a.1))
+        get(&rr, b)
+            .total_cmp(&get(&rr, a))
+            .then(get(&ra, b).total_cmp(&get(&ra, a)))
     });
-    for (acct, rejects) in accts.into_iter().take(top_n) {
+    for acct in accts.into_iter().take(top_n) {
         let _ = writeln!(
             out,
-            "{acct:<24} {:>10.1} {rejects:>12} {:>10.1} {:>12}",
-            rr.get(acct).copied().unwrap_or(0.0),
-            cr.get(acct).copied().unwrap_or(0.0),
-            ca.get(acct).copied().unwrap_or(0.0),
+            "{acct:<24} {:>10.1} {:>12} {:>10.1} {:>12}",
+            get(&rr, acct),
+            get(&ra, acct),
+            get(&cr, acct),
+            get(&ca, acct),
         );
     }
     out
@@ -222,11 +225,13 @@ mod tests {
 sipguard_verdicts_total{verdict="forward",rule="-",account="acme"} 10
 sipguard_verdicts_total{verdict="reject",rule="quota",account="acme"} 4
 sipguard_verdicts_total{verdict="reject",rule="dnc",account="beta"} 1
+sipguard_verdicts_total{verdict="forward",rule="-",account="gamma"} 1
 sipguard_tcp_connections 2
 "#;
     const AFTER: &str = r#"sipguard_verdicts_total{verdict="forward",rule="-",account="acme"} 30
 sipguard_verdicts_total{verdict="reject",rule="quota",account="acme"} 8
 sipguard_verdicts_total{verdict="reject",rule="dnc",account="beta"} 11
+sipguard_verdicts_total{verdict="forward",rule="-",account="gamma"} 5
 sipguard_tcp_connections 3
 "#;
 
@@ -243,8 +248,8 @@ sipguard_tcp_connections 3
     #[test]
     fn rates_and_top_accounts() {
         let out = render(&parse(BEFORE), &parse(AFTER), 2.0, 10);
-        // 34 screened calls over 2 s.
-        assert!(out.starts_with("calls/s     17.0"), "{out}");
+        // 38 screened calls over 2 s.
+        assert!(out.starts_with("calls/s     19.0"), "{out}");
         assert!(out.contains("tcp    3"), "{out}");
         // beta has the higher reject rate (5/s against 2/s), so it is listed first.
         let beta = out.find("beta").unwrap();
@@ -254,7 +259,7 @@ sipguard_tcp_connections 3
             .lines()
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert!(rows.contains(&vec!["-", "forward", "10.0", "30"]), "{out}");
+        assert!(rows.contains(&vec!["-", "forward", "12.0", "35"]), "{out}");
         assert!(
             rows.contains(&vec!["beta", "5.0", "11", "5.0", "11"]),
             "{out}"
