@@ -7,10 +7,12 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod dnc_cli;
 pub mod proxy;
 pub mod screen;
 pub mod server;
 pub mod sip;
 pub mod telemetry;
+pub mod top;
 pub mod transport;

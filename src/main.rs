@@ -2,15 +2,26 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sipguard::config::{Config, ops::LogFormat};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// sipguard: a stateless SIP proxy that screens outbound marketing calls (accounts, quotas,
 /// caller-ID ownership, do-not-call lists, calling hours) before they reach the carrier.
 #[derive(Parser)]
-#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_help = "Running: `sipguard --config /etc/sipguard/sipguard.toml` stays in the foreground and \
+logs to stderr. SIGHUP (or POST /reload on the admin listener) re-reads the config and lists; a \
+bad file is refused and the running config kept. SIGTERM or SIGINT stops accepting, drains TCP \
+connections for server.shutdown_grace, flushes the decision log and exits 0.\n\n\
+Exit status: 0 after a clean stop, 1 when it cannot start (e.g. a port in use), 2 for an invalid \
+configuration."
+)]
 struct Cli {
-    /// Run the proxy in the foreground with this configuration file.
+    /// Run the proxy in the foreground with this configuration file (TOML).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -31,6 +42,25 @@ enum Command {
         #[command(subcommand)]
         cmd: sipguard::dnc_cli::DncCommand,
     },
+    /// Live view of a running sipguard: calls/s, verdicts by rule and the accounts with the
+    /// most rejects, redrawn every --interval from the admin listener's /metrics.
+    Top {
+        /// The admin listener (`[admin] listen` of the running proxy).
+        #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9060")]
+        admin: SocketAddr,
+        /// The admin token (`[admin] token`), if one is set.
+        #[arg(long)]
+        token: Option<String>,
+        /// Seconds between scrapes; rates are computed over this interval.
+        #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+        interval: f64,
+        /// Accounts to list.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        accounts: usize,
+        /// Print one view (two scrapes --interval apart) without clearing the screen, then exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +75,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Command::Top { admin, token, interval, accounts, once }) => {
+            match top(admin, token.as_deref(), interval, accounts, once) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sipguard top: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => match cli.config {
             Some(file) => match run(&file) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +110,31 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn top(admin: SocketAddr, token: Option<&str>, interval: f64, accounts: usize, once: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    anyhow::ensure!(interval.is_finite() && interval > 0.0, "--interval must be a positive number of seconds");
+    let period = Duration::from_secs_f64(interval);
+    let timeout = Duration::from_secs(5);
+    let mut before = sipguard::top::scrape(admin, token, timeout)?;
+    let mut at = Instant::now();
+    loop {
+        std::thread::sleep(period);
+        let after = sipguard::top::scrape(admin, token, timeout)?;
+        let now = Instant::now();
+        let view = sipguard::top::render(&before, &after, (now - at).as_secs_f64(), accounts);
+        let mut out = std::io::stdout().lock();
+        if once {
+            write!(out, "{view}")?;
+            return Ok(());
+        }
+        // Home and clear, then the view: a plain ANSI redraw.
+        write!(out, "\x1b[H\x1b[2Jsipguard top  {admin}  every {interval}s  (Ctrl-C to quit)\n\n{view}")?;
+        out.flush()?;
+        (before, at) = (after, now);
     }
 }
 

@@ -1,23 +1,21 @@
 //! Running sipguard: bind the listeners, build the core from the config, and handle
 //! signals (SIGHUP reloads, SIGTERM/SIGINT drain and stop).
 
+use crate::admin;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::server::Transport;
+use crate::control::{self, Control, Screening};
 use crate::proxy::{Proxy, ProxyConfig};
-use crate::screen::dnc::Dnc;
-use crate::screen::policy::Screener;
-use crate::screen::{PassThrough, Screen};
 use crate::telemetry::decisions::DecisionLog;
+use crate::telemetry::metrics as m;
 use crate::transport::DecisionSink;
 use crate::transport::tcp::{TcpLimits, TcpPool};
 use crate::transport::udp::UdpSenders;
 use crate::transport::{Shell, tcp, udp};
-use arc_swap::ArcSwap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -27,49 +25,14 @@ pub enum ServerError {
     Bind { transport: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot open the decision log: {0}")]
     DecisionLog(std::io::Error),
+    #[error("cannot set up the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// The screening state that outlives reloads: the engine (whose counters carry over) and
-/// the DNC lists, both swapped atomically inside.
-pub struct Screening {
-    pub screener: Mutex<Option<Arc<Screener>>>,
-    pub dnc: Arc<ArcSwap<Dnc>>,
-}
-
-impl Screening {
-    fn new() -> Self {
-        Screening { screener: Mutex::new(None), dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())) }
-    }
-
-    pub fn current(&self) -> Option<Arc<Screener>> {
-        self.screener.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The screen step for `cfg`: the existing engine reloaded, a new one, or pass-through.
-    fn apply(&self, cfg: &Config) -> Arc<dyn Screen> {
-        let mut slot = self.screener.lock().unwrap_or_else(|e| e.into_inner());
-        match (&cfg.screening, slot.as_ref()) {
-            (Some(sc), Some(existing)) => {
-                existing.reload(sc.clone());
-                existing.clone()
-            }
-            (Some(sc), None) => {
-                let s = Arc::new(Screener::new(sc.clone(), self.dnc.clone()));
-                *slot = Some(s.clone());
-                s
-            }
-            (None, _) => {
-                *slot = None;
-                Arc::new(PassThrough)
-            }
-        }
-    }
-}
-
 impl DecisionSink for DecisionLog {
-    fn record(&self, d: Box<crate::proxy::Decided>) {
+    fn record(&self, d: &crate::proxy::Decided) {
         self.log(d.time, &d.call_id, &d.decision);
     }
 }
@@ -77,6 +40,21 @@ impl DecisionSink for DecisionLog {
 /// Run until SIGTERM/SIGINT. Returns after draining.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let rt = tokio::runtime::Handle::current();
+    // The recorder goes in before anything records, so no early metric is lost.
+    let admin = match &cfg.admin {
+        Some(a) => {
+            let handle = admin::install_recorder()?;
+            let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|source| ServerError::Bind {
+                transport: "admin",
+                addr: a.listen,
+                source,
+            })?;
+            Some((listener, handle, a.token.clone()))
+        }
+        None => None,
+    };
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    m::started(env!("CARGO_PKG_VERSION"), started.as_secs_f64());
     let limits = TcpLimits {
         idle: cfg.server.tcp_idle,
         max_connections: cfg.server.tcp_max_connections,
@@ -101,7 +79,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             }
         }
     }
-    let screening = Screening::new();
+    let screening = Screening::default();
     let screen = screening.apply(&cfg);
     let decisions = match &cfg.log.decisions {
         Some(sink) => Some(DecisionLog::start(sink).map_err(ServerError::DecisionLog)?.0),
@@ -123,6 +101,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         udp: UdpSenders::new(udp_sockets.clone()),
         tcp: TcpPool::new(limits, rt.clone()),
         decisions: decisions.clone().map(|d| Arc::new(d) as Arc<dyn DecisionSink>),
+        stopped: AtomicBool::new(false),
     });
     shell.tcp.attach(&shell);
     for sock in udp_sockets {
@@ -135,65 +114,59 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     for l in tcp_listeners {
         accept_tasks.push(tokio::spawn(tcp::serve(shell.clone(), l, stop_rx.clone())));
     }
-    let listen: Vec<String> = cfg.server.listen.iter().map(|l| format!("{}:{}", l.transport.label(), l.addr)).collect();
+    let lists = screening.lists();
+    let list_sizes: Vec<String> = lists.iter().map(|l| format!("{}={}", l.name, l.entries)).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        listen = %listen.join(","),
+        config = %cfg.file.display(),
+        listen = %control::listeners(&cfg).join(","),
+        admin = %cfg.admin.as_ref().map_or("off".to_string(), |a| a.listen.to_string()),
         advertise = %cfg.server.advertise,
         screening = cfg.screening.is_some(),
+        accounts = control::accounts(&cfg),
+        lists = %list_sizes.join(","),
         "sipguard started"
     );
-    let mut current = cfg;
+    let control = Arc::new(Control::new(shell.clone(), screening, cfg));
+    control.export_lists();
+    let admin_task = admin.map(|(listener, handle, token)| {
+        tokio::spawn(admin::serve(listener, control.clone(), handle, token, stop_rx.clone()))
+    });
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => current = reload(&shell, &screening, current),
+            _ = hup.recv() => {
+                let c = control.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || c.reload()).await {
+                    tracing::error!(error = %e, "reload task failed");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    // Stop accepting, then let open TCP connections finish for the grace period.
+    tracing::info!("stopping: no new connections; draining TCP");
+    // Stop accepting (SIP over TCP and admin), then let open TCP connections finish for the
+    // grace period.
     let _ = stop_tx.send(true);
     for t in accept_tasks {
         let _ = t.await;
     }
-    let deadline = Instant::now() + current.server.shutdown_grace;
+    let deadline = Instant::now() + control.config().server.shutdown_grace;
     while shell.tcp.open_connections() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // No message is handled after this, so the flush below writes every decision made.
+    shell.stop();
     if let Some(log) = &decisions {
         log.flush();
     }
+    if let Some(t) = admin_task {
+        // An admin client holding a connection open must not hold up the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
     tracing::info!(open_tcp = shell.tcp.open_connections(), "sipguard stopped");
     Ok(())
-}
-
-/// Re-read the config file; a bad file is refused and the running config kept.
-pub fn reload(shell: &Shell, screening: &Screening, current: Config) -> Config {
-    let file: PathBuf = current.file.clone();
-    match Config::load(&file) {
-        Ok(new) => {
-            if new.server.listen != current.server.listen {
-                tracing::warn!("server.listen changed: listeners change only on restart");
-            }
-            if new.log.decisions != current.log.decisions {
-                tracing::warn!("log.decisions changed: the decision log moves only on restart");
-            }
-            let screen = screening.apply(&new);
-            let mut proxy = shell.proxy();
-            proxy.reconfigure(ProxyConfig::from_server(&new.server));
-            proxy.set_screen(screen);
-            drop(proxy);
-            metrics::counter!("sipguard_reloads_total", "result" => "ok").increment(1);
-            tracing::info!(file = %file.display(), "configuration reloaded");
-            new
-        }
-        Err(e) => {
-            metrics::counter!("sipguard_reloads_total", "result" => "failed").increment(1);
-            tracing::error!(file = %file.display(), error = %e, "reload refused; keeping the running configuration");
-            current
-        }
-    }
 }

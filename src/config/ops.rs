@@ -63,7 +63,7 @@ pub fn validate_log(raw: &RawLog, d: &mut Diagnostics<'_>) -> Option<LogConfig> 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
-    pub token: Option<String>,
+    pub token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,16 +72,56 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
+/// The admin API can reload the proxy and shows account usage: on an address other hosts
+/// can reach it must have a token.
 pub fn validate_admin(raw: &RawAdmin, d: &mut Diagnostics<'_>) -> Option<AdminConfig> {
     let Some(l) = &raw.listen else {
         d.error(0..0, "[admin] needs `listen = \"127.0.0.1:9060\"`");
         return None;
     };
-    match l.get_ref().parse::<SocketAddr>() {
-        Ok(listen) => Some(AdminConfig { listen, token: raw.token.clone() }),
-        Err(_) => {
-            d.error(l.span(), format!("admin.listen `{}`: expected IP:PORT", l.get_ref()));
-            None
+    let Ok(listen) = l.get_ref().parse::<SocketAddr>() else {
+        d.error(l.span(), format!("admin.listen `{}`: expected IP:PORT", l.get_ref()));
+        return None;
+    };
+    let token = match &raw.token {
+        Some(t) if t.get_ref().trim().is_empty() => {
+            d.error(t.span(), "admin.token is empty");
+            return None;
         }
+        Some(t) => Some(t.get_ref().clone()),
+        None => None,
+    };
+    if token.is_none() && !listen.ip().is_loopback() {
+        d.error(
+            l.span(),
+            format!("admin.listen `{listen}` is not a loopback address: set admin.token too, or listen on 127.0.0.1"),
+        );
+        return None;
+    }
+    Some(AdminConfig { listen, token })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn admin(text: &str) -> Result<Option<super::AdminConfig>, String> {
+        Config::parse(Path::new("t.toml"), text).map(|c| c.admin).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_a_token() {
+        let e = admin("[admin]\nlisten = \"0.0.0.0:9060\"\n").unwrap_err();
+        assert!(e.contains("t.toml:2: admin.listen `0.0.0.0:9060` is not a loopback"), "{e}");
+        let a = admin("[admin]\nlisten = \"0.0.0.0:9060\"\ntoken = \"s3cret\"\n").unwrap();
+        assert_eq!(a.and_then(|a| a.token).as_deref(), Some("s3cret"));
+        assert!(admin("[admin]\nlisten = \"[::1]:9060\"\n").is_ok());
+    }
+
+    #[test]
+    fn empty_token_is_refused() {
+        let e = admin("[admin]\nlisten = \"127.0.0.1:9060\"\ntoken = \" \"\n").unwrap_err();
+        assert!(e.contains("t.toml:3: admin.token is empty"), "{e}");
     }
 }

@@ -280,7 +280,7 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
-    fn check(m: &[u8]) -> Result<Facts, Problem> {
+    fn check(m: &[u8]) -> Result<Facts<'_>, Problem> {
         let msg = scan::scan(m).unwrap();
         request(&msg, top_via(&msg).unwrap(), 65535)
     }

@@ -1,9 +1,13 @@
 //! Metric names and the calls that record them (the `metrics` facade; the admin listener
 //! installs the Prometheus recorder). Label values are bounded: methods outside the known
 //! set are `other`, and no number from a message ever becomes a label.
+//!
+//! The per-message counters are handles registered once ([`register`]), so a message costs
+//! an atomic add instead of a label hash and registry look-up under the recorder.
 
 use crate::config::server::Transport;
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
+use std::sync::OnceLock;
 
 const METHODS: [&str; 14] = [
     "INVITE",
@@ -22,19 +26,93 @@ const METHODS: [&str; 14] = [
     "PUBLISH",
 ];
 
+/// Buckets of `sipguard_screen_seconds`: screening takes microseconds; the top buckets catch
+/// a stalled policy or list look-up.
+pub const SCREEN_SECONDS_BUCKETS: [f64; 12] =
+    [2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 1e-1];
+
+const TRANSPORTS: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+/// `sipguard_messages_in_total` rows per transport: requests by method (+ other), responses.
+const IN_ROWS: usize = METHODS.len() + 2;
+const OUT_KINDS: [&str; 3] = ["request", "reply", "response"];
+
+/// Handles of the metrics recorded for every message.
+struct Hot {
+    messages_in: [[Counter; IN_ROWS]; 2],
+    messages_out: [[Counter; OUT_KINDS.len()]; 2],
+    cache_hits: Counter,
+    screen_seconds: Histogram,
+}
+
+impl Hot {
+    fn register() -> Hot {
+        let in_row = |t: Transport| {
+            std::array::from_fn(|i| {
+                let (kind, method) = match METHODS.get(i) {
+                    Some(m) => ("request", *m),
+                    None if i == METHODS.len() => ("request", "other"),
+                    None => ("response", "-"),
+                };
+                counter!("sipguard_messages_in_total", "transport" => t.label(), "kind" => kind, "method" => method)
+            })
+        };
+        let out_row = |t: Transport| {
+            OUT_KINDS.map(|kind| counter!("sipguard_messages_out_total", "transport" => t.label(), "kind" => kind))
+        };
+        Hot {
+            messages_in: TRANSPORTS.map(in_row),
+            messages_out: TRANSPORTS.map(out_row),
+            cache_hits: counter!("sipguard_verdict_cache_hits_total"),
+            screen_seconds: histogram!("sipguard_screen_seconds"),
+        }
+    }
+}
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+/// Register the per-message handles with the installed recorder. Call right after installing
+/// it: handles taken before any recorder exists record nothing, for good.
+pub fn register() {
+    HOT.get_or_init(Hot::register);
+}
+
+fn hot() -> &'static Hot {
+    HOT.get_or_init(Hot::register)
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+    }
+}
+
 /// A bounded label for a method token.
 pub fn method_label(m: &[u8]) -> &'static str {
     METHODS.iter().find(|k| k.as_bytes() == m).copied().unwrap_or("other")
 }
 
 pub fn message_in(t: Transport, kind: &'static str, method: &'static str) {
-    counter!("sipguard_messages_in_total", "transport" => t.label(), "kind" => kind, "method" => method).increment(1);
+    let row = match kind {
+        "response" => IN_ROWS - 1,
+        _ => METHODS.iter().position(|k| *k == method).unwrap_or(METHODS.len()),
+    };
+    if let Some(c) = hot().messages_in.get(transport_index(t)).and_then(|r| r.get(row)) {
+        c.increment(1);
+    }
 }
 
 pub fn message_out(t: Transport, kind: &'static str) {
-    counter!("sipguard_messages_out_total", "transport" => t.label(), "kind" => kind).increment(1);
+    let Some(col) = OUT_KINDS.iter().position(|k| *k == kind) else {
+        return counter!("sipguard_messages_out_total", "transport" => t.label(), "kind" => kind).increment(1);
+    };
+    if let Some(c) = hot().messages_out.get(transport_index(t)).and_then(|r| r.get(col)) {
+        c.increment(1);
+    }
 }
 
+/// A reply sipguard generated itself (rejects and errors): not per forwarded message, so the
+/// label look-up is affordable.
 pub fn reply_sent(code: u16) {
     counter!("sipguard_replies_total", "code" => code.to_string()).increment(1);
 }
@@ -44,12 +122,36 @@ pub fn dropped(reason: &'static str) {
 }
 
 pub fn cache_hit() {
-    counter!("sipguard_verdict_cache_hits_total").increment(1);
+    hot().cache_hits.increment(1);
 }
 
 /// One screened INVITE. `account` is the configured id (bounded by the config), or "-".
 pub fn verdict(verdict: &'static str, rule: &'static str, account: &str, seconds: f64) {
     counter!("sipguard_verdicts_total", "verdict" => verdict, "rule" => rule, "account" => account.to_string())
         .increment(1);
-    histogram!("sipguard_screen_seconds").record(seconds);
+    hot().screen_seconds.record(seconds);
+}
+
+/// Outcome of a configuration reload (SIGHUP or `POST /reload`).
+pub fn reload(ok: bool, unix_seconds: f64) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!("sipguard_reloads_total", "result" => result).increment(1);
+    gauge!("sipguard_config_last_reload_successful").set(if ok { 1.0 } else { 0.0 });
+    gauge!("sipguard_config_last_reload_timestamp_seconds").set(unix_seconds);
+}
+
+/// One do-not-call list as loaded: entries, file bytes, and when it was built (its version).
+pub fn dnc_list(name: &str, entries: u64, bytes: u64, built_unix_seconds: Option<u64>) {
+    let list = name.to_string();
+    gauge!("sipguard_dnc_list_entries", "list" => list.clone()).set(entries as f64);
+    gauge!("sipguard_dnc_list_bytes", "list" => list.clone()).set(bytes as f64);
+    if let Some(t) = built_unix_seconds {
+        gauge!("sipguard_dnc_list_built_timestamp_seconds", "list" => list).set(t as f64);
+    }
+}
+
+/// Constant series: which version runs, and since when.
+pub fn started(version: &'static str, unix_seconds: f64) {
+    gauge!("sipguard_build_info", "version" => version).set(1.0);
+    gauge!("sipguard_start_time_seconds").set(unix_seconds);
 }

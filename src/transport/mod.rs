@@ -10,11 +10,12 @@ use crate::config::server::Transport;
 use crate::proxy::{Action, Inbound, Proxy};
 use crate::telemetry::metrics as m;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Receives screening decisions for the decision log (written off the hot path).
 pub trait DecisionSink: Send + Sync {
-    fn record(&self, d: Box<crate::proxy::Decided>);
+    fn record(&self, d: &crate::proxy::Decided);
 }
 
 /// Everything a transport needs to run the core and send what it returns.
@@ -24,6 +25,8 @@ pub struct Shell {
     pub udp: udp::UdpSenders,
     pub tcp: tcp::TcpPool,
     pub decisions: Option<Arc<dyn DecisionSink>>,
+    /// Set by [`Shell::stop`]: messages are dropped from then on.
+    pub stopped: AtomicBool,
 }
 
 impl Shell {
@@ -36,8 +39,29 @@ impl Shell {
     /// Run one message through the core and carry out the actions.
     pub fn on_message(&self, from: Inbound, bytes: &[u8], actions: &mut Vec<Action>) {
         let now = self.clock.now();
-        self.proxy().handle(now, from, bytes, actions);
+        let mut proxy = self.proxy();
+        if self.stopped.load(Ordering::Relaxed) {
+            drop(proxy);
+            return m::dropped("shutting_down");
+        }
+        proxy.handle(now, from, bytes, actions);
+        // Queued while the core is held, so that once `stop` returns every decision made is
+        // in the log's queue and a flush writes them all.
+        if let Some(sink) = &self.decisions {
+            for a in actions.iter() {
+                if let Action::Decided(d) = a {
+                    sink.record(d);
+                }
+            }
+        }
+        drop(proxy);
         self.dispatch(actions);
+    }
+
+    /// Stop handling messages (shutdown). Returns once no message is inside the core.
+    pub fn stop(&self) {
+        let _core = self.proxy();
+        self.stopped.store(true, Ordering::Relaxed);
     }
 
     pub fn dispatch(&self, actions: &mut Vec<Action>) {
@@ -46,11 +70,8 @@ impl Shell {
                 Action::Send { transport: Transport::Udp, dest, bytes } => self.udp.send(dest, &bytes),
                 Action::Send { transport: Transport::Tcp, dest, bytes } => self.tcp.send(dest, bytes),
                 Action::Drop(reason) => m::dropped(reason.label()),
-                Action::Decided(d) => {
-                    if let Some(sink) = &self.decisions {
-                        sink.record(d);
-                    }
-                }
+                // Recorded in `on_message`.
+                Action::Decided(_) => {}
             }
         }
     }

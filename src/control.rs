@@ -1,0 +1,253 @@
+//! The running proxy's control surface, shared by the signal handlers and the admin API:
+//! one reload function (SIGHUP and `POST /reload`), health, and account look-ups.
+
+use crate::config::{Config, ConfigErrors};
+use crate::proxy::ProxyConfig;
+use crate::screen::dnc::Dnc;
+use crate::screen::policy::{AccountStatus, Screener};
+use crate::screen::{PassThrough, Screen};
+use crate::telemetry::metrics as m;
+use crate::transport::Shell;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The screening state that outlives reloads: the engine (whose counters carry over) and
+/// the DNC lists, both swapped atomically inside.
+pub struct Screening {
+    pub screener: Mutex<Option<Arc<Screener>>>,
+    pub dnc: Arc<ArcSwap<Dnc>>,
+}
+
+impl Default for Screening {
+    fn default() -> Self {
+        Screening { screener: Mutex::new(None), dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())) }
+    }
+}
+
+impl Screening {
+    pub fn current(&self) -> Option<Arc<Screener>> {
+        lock(&self.screener).clone()
+    }
+
+    /// The screen step for `cfg`: the existing engine reloaded, a new one, or pass-through.
+    pub fn apply(&self, cfg: &Config) -> Arc<dyn Screen> {
+        let mut slot = lock(&self.screener);
+        match (&cfg.screening, slot.as_ref()) {
+            (Some(sc), Some(existing)) => {
+                existing.reload(sc.clone());
+                existing.clone()
+            }
+            (Some(sc), None) => {
+                let s = Arc::new(Screener::new(sc.clone(), self.dnc.clone()));
+                *slot = Some(s.clone());
+                s
+            }
+            (None, _) => {
+                *slot = None;
+                Arc::new(PassThrough)
+            }
+        }
+    }
+
+    /// The loaded do-not-call lists. Empty until the DNC engine lists them.
+    pub fn lists(&self) -> Vec<ListInfo> {
+        Vec::new()
+    }
+}
+
+/// A loaded do-not-call list, as `/health` and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListInfo {
+    pub name: String,
+    pub entries: u64,
+    pub bytes: u64,
+    pub version: String,
+    pub built_unix: Option<u64>,
+}
+
+/// Outcome of the last reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadStatus {
+    /// "none" (no reload yet), "ok" or "failed".
+    pub result: &'static str,
+    pub at_unix: Option<u64>,
+    /// Why a failed reload was refused: `FILE:LINE: problem` lines.
+    pub error: Option<String>,
+    /// Changed settings that only take effect on restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// What `GET /health` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub config_file: String,
+    pub listeners: Vec<String>,
+    pub admin: Option<String>,
+    pub screening: bool,
+    pub accounts: usize,
+    pub lists: Vec<ListInfo>,
+    pub last_reload: ReloadStatus,
+}
+
+/// The running configuration and what acts on it.
+pub struct Control {
+    shell: Arc<Shell>,
+    screening: Screening,
+    /// Held for the whole of a reload, so two reloads (signal and HTTP) never interleave.
+    current: Mutex<Arc<Config>>,
+    last_reload: Mutex<ReloadStatus>,
+    started: Instant,
+}
+
+impl Control {
+    pub fn new(shell: Arc<Shell>, screening: Screening, cfg: Config) -> Control {
+        Control {
+            shell,
+            screening,
+            current: Mutex::new(Arc::new(cfg)),
+            last_reload: Mutex::new(ReloadStatus {
+                result: "none",
+                at_unix: None,
+                error: None,
+                restart_needed: Vec::new(),
+            }),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        lock(&self.current).clone()
+    }
+
+    pub fn shell(&self) -> &Arc<Shell> {
+        &self.shell
+    }
+
+    /// Re-read the config file and apply it; a bad file is refused and the running config
+    /// kept. Blocking (file I/O): call from a blocking thread.
+    pub fn reload(&self) -> ReloadStatus {
+        let mut current = lock(&self.current);
+        let file = current.file.clone();
+        let now = SystemTime::now();
+        let at = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let status = match Config::load(&file) {
+            Ok(new) => {
+                let restart_needed = restart_needed(&current, &new);
+                for key in &restart_needed {
+                    tracing::warn!("{key} changed: takes effect on restart only");
+                }
+                self.apply(&new);
+                tracing::info!(file = %file.display(), "configuration reloaded");
+                *current = Arc::new(new);
+                ReloadStatus { result: "ok", at_unix: Some(at.as_secs()), error: None, restart_needed }
+            }
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "reload refused; keeping the running configuration");
+                failed(at.as_secs(), &e)
+            }
+        };
+        m::reload(status.result == "ok", at.as_secs_f64());
+        *lock(&self.last_reload) = status.clone();
+        status
+    }
+
+    fn apply(&self, new: &Config) {
+        let screen = self.screening.apply(new);
+        let mut proxy = self.shell.proxy();
+        proxy.reconfigure(ProxyConfig::from_server(&new.server));
+        proxy.set_screen(screen);
+        drop(proxy);
+        self.export_lists();
+    }
+
+    /// Set the list gauges from the loaded lists.
+    pub fn export_lists(&self) {
+        for l in self.screening.lists() {
+            m::dnc_list(&l.name, l.entries, l.bytes, l.built_unix);
+        }
+    }
+
+    pub fn lists(&self) -> Vec<ListInfo> {
+        self.screening.lists()
+    }
+
+    pub fn health(&self) -> Health {
+        let cfg = self.config();
+        Health {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            config_file: cfg.file.display().to_string(),
+            listeners: listeners(&cfg),
+            admin: cfg.admin.as_ref().map(|a| a.listen.to_string()),
+            screening: cfg.screening.is_some(),
+            accounts: accounts(&cfg),
+            lists: self.lists(),
+            last_reload: lock(&self.last_reload).clone(),
+        }
+    }
+
+    /// Counters and remaining quota of a configured account; None when unknown or when
+    /// screening is off.
+    pub fn account(&self, id: &str) -> Option<AccountStatus> {
+        let now = self.shell.clock.now();
+        self.screening.current()?.account_snapshot(id, now)
+    }
+}
+
+fn failed(at: u64, e: &ConfigErrors) -> ReloadStatus {
+    ReloadStatus { result: "failed", at_unix: Some(at), error: Some(e.to_string()), restart_needed: Vec::new() }
+}
+
+/// Settings read once at start: listeners, the admin listener, logging.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let admin = |c: &Config| c.admin.as_ref().map(|a| (a.listen, a.token.clone()));
+    let checks = [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("[admin]", admin(old) != admin(new)),
+        ("log.level", old.log.level != new.log.level),
+        ("log.format", old.log.format != new.log.format),
+        ("log.decisions", old.log.decisions != new.log.decisions),
+    ];
+    checks.into_iter().filter_map(|(key, changed)| changed.then_some(key)).collect()
+}
+
+/// `udp:127.0.0.1:5060` for each SIP listener.
+pub fn listeners(cfg: &Config) -> Vec<String> {
+    cfg.server.listen.iter().map(|l| format!("{}:{}", l.transport.label(), l.addr)).collect()
+}
+
+pub fn accounts(cfg: &Config) -> usize {
+    cfg.screening.as_ref().map_or(0, |s| s.accounts.len())
+}
+
+/// A poisoned lock still holds consistent data here: every writer stores whole values.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(text: &str) -> Config {
+        match Config::parse(Path::new("t.toml"), text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn listener_and_log_changes_need_a_restart() {
+        let a = cfg("[server]\nlisten = [\"udp:127.0.0.1:5060\"]\n");
+        let b = cfg("[server]\nlisten = [\"udp:127.0.0.1:5070\"]\n[log]\nformat = \"json\"\n");
+        assert_eq!(restart_needed(&a, &b), ["server.listen", "log.format"]);
+        assert!(restart_needed(&a, &a).is_empty());
+    }
+}
