@@ -3,7 +3,8 @@
 
 use crate::config::{Config, ConfigErrors};
 use crate::proxy::ProxyConfig;
-use crate::screen::dnc::Dnc;
+use crate::screen::dnc::watch::{self, WatcherHandle};
+use crate::screen::dnc::{Dnc, DncError};
 use crate::screen::policy::{AccountStatus, Screener};
 use crate::screen::{PassThrough, Screen};
 use crate::telemetry::metrics as m;
@@ -18,11 +19,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct Screening {
     pub screener: Mutex<Option<Arc<Screener>>>,
     pub dnc: Arc<ArcSwap<Dnc>>,
+    /// Reloads the lists when their files change; replaced when the config changes.
+    watcher: Mutex<Option<WatcherHandle>>,
 }
 
 impl Default for Screening {
     fn default() -> Self {
-        Screening { screener: Mutex::new(None), dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())) }
+        Screening {
+            screener: Mutex::new(None),
+            dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())),
+            watcher: Mutex::new(None),
+        }
     }
 }
 
@@ -51,9 +58,41 @@ impl Screening {
         }
     }
 
-    /// The loaded do-not-call lists. Empty until the DNC engine lists them.
+    /// Load the lists `cfg` names aside (reusing unchanged ones) and swap them in, then
+    /// watch their files. On error the lists in force stay, and so does the old watcher.
+    pub fn load_lists(&self, cfg: &Config) -> Result<(), DncError> {
+        let Some(dc) = &cfg.dnc else {
+            self.dnc.store(Arc::new(Dnc::default()));
+            *lock(&self.watcher) = None;
+            return Ok(());
+        };
+        watch::reload(dc, &self.dnc)?;
+        *lock(&self.watcher) = Some(watch::spawn_watcher(dc.clone(), self.dnc.clone())?);
+        Ok(())
+    }
+
+    /// The loaded do-not-call lists.
     pub fn lists(&self) -> Vec<ListInfo> {
-        Vec::new()
+        self.dnc
+            .load()
+            .summary()
+            .into_iter()
+            .map(|s| {
+                let built_unix = s.built.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+                ListInfo {
+                    name: s.name.to_string(),
+                    entries: (s.count + s.delta_added as u64).saturating_sub(s.delta_removed as u64),
+                    bytes: s.bytes,
+                    version: format!(
+                        "{} v{} built {}",
+                        if s.from_snapshot { "snapshot" } else { "text" },
+                        s.format_version,
+                        built_unix.unwrap_or(0)
+                    ),
+                    built_unix,
+                }
+            })
+            .collect()
     }
 }
 
@@ -136,16 +175,28 @@ impl Control {
         let now = SystemTime::now();
         let at = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let status = match Config::load(&file) {
-            Ok(new) => {
-                let restart_needed = restart_needed(&current, &new);
-                for key in &restart_needed {
-                    tracing::warn!("{key} changed: takes effect on restart only");
+            Ok(new) => match self.screening.load_lists(&new) {
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused: do-not-call lists did not load; keeping the running configuration and lists");
+                    let msg = format!("{}: dnc: {e}", file.display());
+                    ReloadStatus {
+                        result: "failed",
+                        at_unix: Some(at.as_secs()),
+                        error: Some(msg),
+                        restart_needed: Vec::new(),
+                    }
                 }
-                self.apply(&new);
-                tracing::info!(file = %file.display(), "configuration reloaded");
-                *current = Arc::new(new);
-                ReloadStatus { result: "ok", at_unix: Some(at.as_secs()), error: None, restart_needed }
-            }
+                Ok(()) => {
+                    let restart_needed = restart_needed(&current, &new);
+                    for key in &restart_needed {
+                        tracing::warn!("{key} changed: takes effect on restart only");
+                    }
+                    self.apply(&new);
+                    tracing::info!(file = %file.display(), "configuration reloaded");
+                    *current = Arc::new(new);
+                    ReloadStatus { result: "ok", at_unix: Some(at.as_secs()), error: None, restart_needed }
+                }
+            },
             Err(e) => {
                 tracing::error!(file = %file.display(), error = %e, "reload refused; keeping the running configuration");
                 failed(at.as_secs(), &e)

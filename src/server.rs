@@ -27,6 +27,8 @@ pub enum ServerError {
     DecisionLog(std::io::Error),
     #[error("cannot set up the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("do-not-call lists: {0}")]
+    Dnc(#[from] crate::screen::dnc::DncError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -80,6 +82,10 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         }
     }
     let screening = Screening::default();
+    screening.load_lists(&cfg)?;
+    if cfg.dnc.is_some() && cfg.screening.is_none() {
+        tracing::warn!("[dnc] lists are loaded but no call is screened without a [screening] section");
+    }
     let screen = screening.apply(&cfg);
     let decisions = match &cfg.log.decisions {
         Some(sink) => Some(DecisionLog::start(sink).map_err(ServerError::DecisionLog)?.0),

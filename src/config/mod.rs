@@ -169,17 +169,11 @@ impl Config {
     }
 }
 
-/// DNC lists answer with a `[responses.<name>]` entry and may be limited to accounts: both
-/// must exist, and lists are only consulted when `[screening]` is on.
+/// DNC lists answer with a `[responses.<name>]` entry and may be limited to accounts: with
+/// `[screening]` on, both must exist. (Without it the lists serve `sipguard dnc check` only.)
 fn cross_check_dnc(dc: &dnc::DncConfig, sc: Option<&screening::ScreeningConfig>, d: &mut Diagnostics<'_>) {
     let at = |d: &Diagnostics<'_>, needle: &str| d.text.find(needle).map_or(0..0, |o| o..o);
-    let Some(sc) = sc else {
-        if !dc.lists.is_empty() {
-            let span = at(d, "[[dnc.list]]");
-            d.error(span, "[[dnc.list]] needs a [screening] section: lists are checked when calls are screened");
-        }
-        return;
-    };
+    let Some(sc) = sc else { return };
     for list in &dc.lists {
         let name = list.response.as_ref();
         if name != "dnc" && !sc.responses.extra_names().any(|n| n == name) {
@@ -283,8 +277,7 @@ mod tests {
                 "dnc.list `x`: unknown account `ghost`"
             ]
         );
-        let e = Config::parse(&file, list).unwrap_err();
-        assert!(e.0[0].msg.contains("needs a [screening] section"), "{e}");
+        assert!(Config::parse(&file, list).is_ok(), "lists alone serve `sipguard dnc check`");
         let ok =
             format!("{text}[responses.dnc_x]\ncode = 607\n[[account]]\nid = \"ghost\"\nsources = [\"10.0.0.0/8\"]\n");
         assert!(Config::parse(&file, &ok).is_ok(), "{:?}", Config::parse(&file, &ok).err());
