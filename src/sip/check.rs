@@ -92,10 +92,13 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
             return Err(Problem::bad(format!("missing {} header", name(kind))));
         }
     }
-    for h in &msg.headers {
-        if h.kind.single_valued() && msg.all(h.kind).nth(1).is_some() {
+    let mut seen = 0u32;
+    for h in msg.headers.iter().filter(|h| h.kind.single_valued()) {
+        let bit = 1u32 << (h.kind as u32);
+        if seen & bit != 0 {
             return Err(Problem::bad(format!("more than one {} header", name(h.kind))));
         }
+        seen |= bit;
     }
     let cseq_number = cseq(msg)?;
     let max_forwards = match msg.headers.iter().position(|h| h.kind == Kind::MaxForwards) {

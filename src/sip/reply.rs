@@ -1,23 +1,28 @@
-//! Local replies as a stateless UAS (RFC 3261 §8.2.6, §16.11): built with rsip from the
-//! request's Via, From, To, Call-ID and CSeq. The To tag is derived from the request, so a
-//! retransmission gets a byte-identical reply and the ACK for it can be recognised.
+//! Local replies as a stateless UAS (RFC 3261 §8.2.6, §16.11). The status line and the
+//! headers we add are rsip values; the Via, From, To, Call-ID and CSeq the UAS must copy are
+//! copied byte for byte from the request (rsip would re-encode them as UTF-8 text). The To
+//! tag is derived from the request, so a retransmission gets a byte-identical reply and the
+//! ACK for it can be recognised.
 
 use super::check::TopVia;
 use super::scan::{Kind, Message, split_values};
-use rsip::headers::UntypedHeader;
-use rsip::headers::{CSeq, CallId, ContentLength, From, To, Via};
-use rsip::{Header, Headers, Response, StatusCode, Version};
+use super::splice::Splice;
+use rsip::{Header, StatusCode, Version};
+use std::io::Write;
 use std::net::SocketAddr;
 
 /// An extra header on a local reply (Warning, Reason, Retry-After, Unsupported, ...).
 pub type Extra<'a> = (&'a str, &'a str);
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
-/// Build a reply to `msg`. `facts` gives the top Via, to which `received`/`rport` are added
-/// for the UAC (RFC 3581); `to_tag` is added when the To header has none.
+/// Build a reply to `msg`. `top_via` gets `received`/`rport` for the UAC (RFC 3581);
+/// `to_tag` is added when the To header has none.
 pub fn build(
     msg: &Message<'_>,
     top_via: Option<&TopVia>,
@@ -28,51 +33,46 @@ pub fn build(
     extra: &[Extra<'_>],
 ) -> Vec<u8> {
     let b = msg.bytes;
-    let mut headers = Headers::default();
+    let mut out = Vec::with_capacity(b.len().min(2048) + 256);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{} {}\r\n", Version::V2, StatusCode::Other(code, reason.to_string()));
     let mut first = true;
     for h in msg.all(Kind::Via) {
         for v in split_values(b, h.value.clone()) {
-            let value = match top_via {
-                Some(f) if first => {
-                    let mut s = super::splice::Splice::new();
-                    received_edits(&mut s, b, f, src, v.start);
-                    text(&s.apply(&b[v]))
+            match top_via {
+                Some(top) if first => {
+                    let mut s = Splice::new();
+                    received_edits(&mut s, b, top, src, v.start);
+                    line(&mut out, b"Via", &s.apply(&b[v]));
                 }
-                _ => text(&b[v]),
-            };
+                _ => line(&mut out, b"Via", &b[v]),
+            }
             first = false;
-            headers.push(Header::Via(Via::new(value)));
         }
     }
     if let Some(v) = msg.value(Kind::From) {
-        headers.push(Header::From(From::new(text(v))));
+        line(&mut out, b"From", v);
     }
-    if let Some(v) = msg.value(Kind::To) {
-        let mut to = text(v);
-        let r = msg.first(Kind::To).map(|h| h.value.clone()).unwrap_or(0..0);
-        if super::via::tag(b, r).is_none() {
-            to.push_str(";tag=");
-            to.push_str(to_tag);
+    if let Some(h) = msg.first(Kind::To) {
+        out.extend_from_slice(b"To: ");
+        out.extend_from_slice(&b[h.value.clone()]);
+        if super::via::tag(b, h.value.clone()).is_none() {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(to_tag.as_bytes());
         }
-        headers.push(Header::To(To::new(to)));
+        out.extend_from_slice(b"\r\n");
     }
     if let Some(v) = msg.value(Kind::CallId) {
-        headers.push(Header::CallId(CallId::new(text(v))));
+        line(&mut out, b"Call-ID", v);
     }
     if let Some(v) = msg.value(Kind::CSeq) {
-        headers.push(Header::CSeq(CSeq::new(text(v))));
+        line(&mut out, b"CSeq", v);
     }
     for (name, value) in extra {
-        headers.push(Header::Other((*name).to_string(), (*value).to_string()));
+        let _ = write!(out, "{}\r\n", Header::Other((*name).to_string(), (*value).to_string()));
     }
-    headers.push(Header::ContentLength(ContentLength::new("0")));
-    let response = Response {
-        status_code: StatusCode::Other(code, reason.to_string()),
-        version: Version::V2,
-        headers,
-        body: Vec::new(),
-    };
-    response.to_string().into_bytes()
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    out
 }
 
 /// `;received=IP` when the sent-by host differs from the source (or rport was asked for),

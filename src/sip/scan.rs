@@ -28,7 +28,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Classify a header name, full or compact (RFC 3261 §7.3.3, RFC 8224 `y`).
+    /// Classify a header name, full or compact (RFC 3261 §7.3.3, RFC 8224 `y`). The name
+    /// must consist of token characters (the scanner checks that first).
     pub fn of(name: &[u8]) -> Kind {
         if name.len() == 1 {
             return match name[0].to_ascii_lowercase() {
@@ -71,7 +72,9 @@ impl Kind {
             },
             _ => return Kind::Other,
         };
-        if full.eq_ignore_ascii_case(name) { kind } else { Kind::Other }
+        // `full` is lower-case letters and '-', and `name` is token characters only (checked
+        // by the caller), for which OR-ing 0x20 lower-cases exactly.
+        if name.iter().zip(full).all(|(a, b)| a | 0x20 == *b) { kind } else { Kind::Other }
     }
 
     /// Headers that may appear at most once (RFC 3261 §7.3.1 / §20).
@@ -305,6 +308,12 @@ pub type Values = smallvec::SmallVec<[Range<usize>; 4]>;
 /// yielding LWS-trimmed absolute ranges.
 pub fn split_values(bytes: &[u8], r: Range<usize>) -> Values {
     let mut out = Values::new();
+    let Some(slice) = bytes.get(r.clone()) else { return out };
+    // Most values have no comma, quote or angle bracket at all: one vector scan decides.
+    if memchr::memchr3(b',', b'"', b'<', slice).is_none() {
+        out.push(trim(bytes, r));
+        return out;
+    }
     let mut start = r.start;
     let mut quoted = false;
     let mut angle = false;
@@ -361,7 +370,8 @@ pub fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, ScanError> {
         let line = &b[pos..ce];
         if let Some(colon) = line.iter().position(|&c| c == b':') {
             let name = trim(line, 0..colon);
-            if Kind::of(&line[name]) == Kind::ContentLength {
+            let name = &line[name];
+            if name.iter().all(|&c| is_token(c)) && Kind::of(name) == Kind::ContentLength {
                 let v = trim(line, colon + 1..line.len());
                 let n = parse_uint(&line[v], 1 << 24).ok_or(ScanError::HeaderLine)?;
                 content_length = Some(n as usize);
