@@ -4,19 +4,42 @@
 
 use crate::screen::Verdict;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, SystemTime};
 
 pub const TTL: Duration = Duration::from_secs(32);
 
+/// Keys are already xxh3 hashes of the transaction: hashing them again would be wasted work.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 pub struct VerdictCache {
-    map: HashMap<u64, (Verdict, SystemTime)>,
+    map: HashMap<u64, (Verdict, SystemTime), BuildHasherDefault<KeyHasher>>,
     order: VecDeque<(SystemTime, u64)>,
     cap: usize,
 }
 
 impl VerdictCache {
     pub fn new(cap: usize) -> Self {
-        VerdictCache { map: HashMap::with_capacity(cap.min(1 << 16)), order: VecDeque::new(), cap: cap.max(1) }
+        VerdictCache {
+            map: HashMap::with_capacity_and_hasher(cap.min(1 << 16), BuildHasherDefault::default()),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
     }
 
     pub fn get(&self, key: u64, now: SystemTime) -> Option<&Verdict> {

@@ -184,7 +184,7 @@ impl Proxy {
         let tag_key = tag_key(msg, &top);
         if is_ack {
             let to_tag = msg.first(Kind::To).and_then(|h| via::tag(msg.bytes, h.value.clone()));
-            if to_tag.is_some_and(|t| msg.bytes[t] == *self.to_tag(tag_key).as_bytes()) {
+            if to_tag.is_some_and(|t| msg.bytes[t] == self.to_tag(tag_key)[..]) {
                 return out.push(Action::Drop(DropReason::AckAbsorbed));
             }
         }
@@ -281,9 +281,8 @@ impl Proxy {
     /// request came back unchanged (a spiral changes the Request-URI and passes).
     fn looped(&self, msg: &Message<'_>, lp: u32) -> bool {
         let b = msg.bytes;
-        let ours = memchr::memmem::Finder::new(via::OUR_BRANCH_PREFIX);
         msg.all(Kind::Via)
-            .filter(|h| ours.find(&b[h.value.clone()]).is_some())
+            .filter(|h| memchr::memmem::find(&b[h.value.clone()], via::OUR_BRANCH_PREFIX.as_bytes()).is_some())
             .flat_map(|h| split_values(b, h.value.clone()))
             .any(|v| {
                 via::parse(b, v).is_ok_and(|v| {
@@ -295,8 +294,13 @@ impl Proxy {
 
     /// Our To tag for a local reply: derived from the transaction so that a retransmission
     /// gets the same reply and the ACK for it can be recognised without state.
-    fn to_tag(&self, key: u64) -> String {
-        format!("sg{:016x}", xxhash_rust::xxh3::xxh3_64_with_seed(&key.to_le_bytes(), self.cfg.seed))
+    fn to_tag(&self, key: u64) -> [u8; 18] {
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&key.to_le_bytes(), self.cfg.seed);
+        let mut tag = *b"sg0000000000000000";
+        for (i, c) in tag[2..].iter_mut().enumerate() {
+            *c = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        tag
     }
 
     fn reply_problem(&self, msg: &Message<'_>, top: &TopVia, from: Inbound, p: &Problem, out: &mut Vec<Action>) {

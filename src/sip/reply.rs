@@ -29,7 +29,7 @@ pub fn build(
     src: SocketAddr,
     code: u16,
     reason: &str,
-    to_tag: &str,
+    to_tag: &[u8],
     extra: &[Extra<'_>],
 ) -> Vec<u8> {
     let b = msg.bytes;
@@ -58,7 +58,7 @@ pub fn build(
         out.extend_from_slice(&b[h.value.clone()]);
         if super::via::tag(b, h.value.clone()).is_none() {
             out.extend_from_slice(b";tag=");
-            out.extend_from_slice(to_tag.as_bytes());
+            out.extend_from_slice(to_tag);
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -106,7 +106,7 @@ mod tests {
             src,
             403,
             "Forbidden",
-            "abc",
+            b"abc",
             &[("Warning", "399 sipguard \"x\"")],
         ))
         .unwrap();
