@@ -1,0 +1,46 @@
+//! config.example.toml stays true: it is valid as shipped, and its commented-out `[dnc]`
+//! block is valid too once uncommented (with the files it names), so every documented key
+//! is a real one.
+use sipguard::config::Config;
+
+fn example() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap()
+}
+
+#[test]
+fn the_example_is_valid_as_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::parse(&dir.path().join("sipguard.toml"), &example()).unwrap();
+    assert!(cfg.screening.is_some() && cfg.admin.is_some() && cfg.dnc.is_none());
+}
+
+#[test]
+fn the_commented_dnc_block_is_valid_when_uncommented() {
+    let text = example();
+    let start = text.find("# [dnc]").expect("a commented [dnc] block");
+    let end = start + text[start..].find("\n\n").expect("the block ends with a blank line");
+    let block: Vec<&str> = text[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("# #") && l.trim() != "#")
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect();
+    let config = format!("{}{}\n{}", &text[..start], block.join("\n"), &text[end..]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents) in [
+        ("lists/national.snap", "+12125550100\n"),
+        ("lists/internal.txt", "+12125550101,finance\n"),
+        ("consent/acme.txt", "+12125550100\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("lists/national.d")).unwrap();
+    let cfg = match Config::parse(&dir.path().join("sipguard.toml"), &config) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}\n{config}"),
+    };
+    let dnc = cfg.dnc.unwrap();
+    assert_eq!(dnc.lists.len(), 2);
+    assert_eq!(dnc.consent.len(), 1);
+}
