@@ -248,7 +248,11 @@ impl Proxy {
 
     /// Run the screen for an initial INVITE and record the decision.
     fn screen_call(&self, now: SystemTime, from: Inbound, msg: &Message<'_>, out: &mut Vec<Action>) -> Verdict {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        // Valid UTF-8 is the rule; the lossy path only runs for the odd byte.
+        let text = |b: &[u8]| match std::str::from_utf8(b) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(b).into_owned(),
+        };
         let call = Call {
             source: Some(from.src.ip()),
             account_header: self.screen.account_header().and_then(|h| msg.named(&h)).map(text),

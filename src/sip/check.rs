@@ -250,14 +250,14 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
             return Err("quoted display name without <URI>");
         }
     }
-    match v[i..].iter().position(|&c| c == b'<') {
+    match memchr::memchr(b'<', &v[i..]) {
         Some(lt) => {
             let display = &v[i..i + lt];
             if !display.iter().all(|&c| is_token(c) || scan::is_lws(c)) {
                 return Err("display name must be a token or a quoted string");
             }
             let start = i + lt + 1;
-            let gt = v[start..].iter().position(|&c| c == b'>').ok_or("missing >")? + start;
+            let gt = memchr::memchr(b'>', &v[start..]).ok_or("missing >")? + start;
             let inner = &v[start..gt];
             if inner.is_empty() || inner.iter().any(|&c| scan::is_lws(c) || c == b'<') {
                 return Err("whitespace or < inside <URI>");
@@ -266,7 +266,7 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
         }
         None => {
             // addr-spec: the URI ends at the first ';' of the header parameters.
-            let uri_end = v.iter().position(|&c| c == b';').unwrap_or(v.len());
+            let uri_end = memchr::memchr(b';', v).unwrap_or(v.len());
             let uri_part = &v[trim(v, 0..uri_end)];
             if uri::scheme(uri_part).is_none() {
                 return Err("malformed URI");

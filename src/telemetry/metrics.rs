@@ -125,10 +125,31 @@ pub fn cache_hit() {
     hot().cache_hits.increment(1);
 }
 
+/// Verdict counter handles by (verdict, rule, account), so a screened call costs a hash and
+/// an increment instead of a label look-up in the registry. Accounts come from the config,
+/// so the map is bounded by it; the cap only guards against a config with huge numbers.
+static VERDICTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u64, metrics::Counter>>> =
+    std::sync::LazyLock::new(Default::default);
+const VERDICT_HANDLES_CAP: usize = 100_000;
+
 /// One screened INVITE. `account` is the configured id (bounded by the config), or "-".
 pub fn verdict(verdict: &'static str, rule: &'static str, account: &str, seconds: f64) {
-    counter!("sipguard_verdicts_total", "verdict" => verdict, "rule" => rule, "account" => account.to_string())
-        .increment(1);
+    let key = [verdict.as_bytes(), rule.as_bytes(), account.as_bytes()]
+        .iter()
+        .fold(0u64, |h, p| xxhash_rust::xxh3::xxh3_64_with_seed(p, h));
+    let make =
+        || counter!("sipguard_verdicts_total", "verdict" => verdict, "rule" => rule, "account" => account.to_string());
+    let mut map = VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+    match map.get(&key) {
+        Some(c) => c.increment(1),
+        None if map.len() < VERDICT_HANDLES_CAP => {
+            let c = make();
+            c.increment(1);
+            map.insert(key, c);
+        }
+        None => make().increment(1),
+    }
+    drop(map);
     hot().screen_seconds.record(seconds);
 }
 
