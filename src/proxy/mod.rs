@@ -227,13 +227,13 @@ impl Proxy {
                 Verdict::Forward { headers } => extra = headers,
                 Verdict::Reject { code, reason, headers } => {
                     let hs: Vec<(&str, &str)> = headers.iter().map(|h| (h.name.as_ref(), h.value.as_str())).collect();
-                    return self.reply(msg, &facts.top, from, code, &reason, &hs, out);
+                    return self.reply(msg, &facts.top, from, (code, &reason), &hs, out);
                 }
             }
         } else if msg.method() == b"CANCEL" {
             // The INVITE was answered here and never forwarded: nothing downstream to cancel.
             if let Some(Verdict::Reject { .. }) = self.cache.get(key, now) {
-                return self.reply(msg, &facts.top, from, 200, "OK", &[], out);
+                return self.reply(msg, &facts.top, from, (200, "OK"), &[], out);
             }
         }
         match self.forward(msg, &facts, from, tx, lp, &extra) {
@@ -316,7 +316,7 @@ impl Proxy {
         if let Some(u) = &p.unsupported {
             extra.push(("Unsupported", u.as_str()));
         }
-        self.reply(msg, top, from, p.code, p.reason, &extra, out)
+        self.reply(msg, top, from, (p.code, p.reason), &extra, out)
     }
 
     fn reply(
@@ -324,8 +324,7 @@ impl Proxy {
         msg: &Message<'_>,
         top: &TopVia,
         from: Inbound,
-        code: u16,
-        reason: &str,
+        (code, reason): (u16, &str),
         extra: &[(&str, &str)],
         out: &mut Vec<Action>,
     ) {

@@ -66,10 +66,10 @@ pub fn next_hop(
         }
         removed[last] = true;
     }
-    if let Some(first) = routes.first() {
-        if uri::parse(uri::inner(&b[first.range()])).is_some_and(|u| is_local(cfg, &u)) {
-            removed[0] = true;
-        }
+    if let Some(first) = routes.first()
+        && uri::parse(uri::inner(&b[first.range()])).is_some_and(|u| is_local(cfg, &u))
+    {
+        removed[0] = true;
     }
     delete_values(msg, &routes, &removed, s);
     if let Some(next) = routes.iter().zip(&removed).find(|(_, r)| !**r).map(|(v, _)| v) {

@@ -117,10 +117,10 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
     if !in_dialog {
         addresses(msg)?;
     }
-    if let Some(d) = msg.value(Kind::Date) {
-        if !d.ends_with(b"GMT") {
-            return Err(Problem::bad("Date must be in GMT"));
-        }
+    if let Some(d) = msg.value(Kind::Date)
+        && !d.ends_with(b"GMT")
+    {
+        return Err(Problem::bad("Date must be in GMT"));
     }
     if max_forwards.is_some_and(|(_, v)| v == 0) {
         return Err(Problem {

@@ -1,0 +1,152 @@
+//! What sipguard's own code costs per call, in process (no sockets): the messages of the
+//! benchmark's calls are fed to `Proxy::handle` and only that time is counted.
+//!
+//!     cargo run --release --example call_cost -- [CALLS] [pass-through|full] [pass|reject]
+//!
+//! `full` screens with the benchmark's policy (account header, owned caller IDs, a DNC list,
+//! a quota); `reject` sends callees on the DNC list (607, then the ACK is absorbed). A pass
+//! call is INVITE, 200, ACK, BYE, 200, as in `../shared/bench/sipp/uac_pass.xml`. The same
+//! driver under `valgrind --tool=callgrind --toggle-collect='sipguard::proxy::Proxy::handle'`
+//! gives instruction counts.
+use sipguard::config::Config;
+use sipguard::config::server::Transport;
+use sipguard::proxy::{Action, Inbound, Proxy, ProxyConfig};
+use sipguard::screen::dnc::Dnc;
+use sipguard::screen::policy::Screener;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const POLICY: &str = r#"
+[server]
+listen = ["udp:127.0.0.1:5070"]
+[screening]
+account_header = "X-Account"
+trusted_sources = ["127.0.0.1/32"]
+caller_id_numbers = "owned.csv"
+[screening.quota]
+per_minute = 100000000
+[[dnc.list]]
+name = "national"
+path = "dnc.txt"
+[responses.dnc]
+code = 607
+reason = "Unwanted"
+"#;
+
+fn invite(i: usize, callee: &str) -> String {
+    let sdp = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    format!(
+        "INVITE sip:{callee}@127.0.0.1:5080;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1234-{i}-0\r\n\
+From: <sip:+12122000001@127.0.0.1;user=phone>;tag=1234SIPpTag00{i}\r\nTo: <sip:{callee}@127.0.0.1:5080;user=phone>\r\n\
+Call-ID: {i}-1234@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:+12122000001@127.0.0.1:5060;transport=UDP>\r\n\
+Max-Forwards: 70\r\nX-Account: acct0001\r\nSubject: Performance Test\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The in-dialog request for `method` (ACK or BYE) with the UAS's To tag.
+fn in_dialog(invite: &str, method: &str, cseq: u32, to_tag: &str) -> String {
+    let head = invite.split("\r\n\r\n").next().unwrap_or_default();
+    let mut out = String::new();
+    for (n, line) in head.lines().enumerate() {
+        let line = match line {
+            l if n == 0 => l.replacen("INVITE", method, 1),
+            l if l.starts_with("To:") => format!("{l};tag={to_tag}"),
+            l if l.starts_with("CSeq:") => format!("CSeq: {cseq} {method}"),
+            l if l.starts_with("Content-") || l.starts_with("X-Account") || l.starts_with("Subject") => continue,
+            l => l.to_string(),
+        };
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// The UAS's response to a forwarded request: its Via stack, a To tag.
+fn response(forwarded: &[u8], code: &str) -> String {
+    let text = String::from_utf8_lossy(forwarded);
+    let mut out = format!("SIP/2.0 {code}\r\n");
+    for line in text.lines().take_while(|l| !l.is_empty()).skip(1) {
+        if ["Via:", "From:", "To:", "Call-ID:", "CSeq:"].iter().any(|h| line.starts_with(h)) {
+            out.push_str(line);
+            if line.starts_with("To:") && !line.contains("tag=") {
+                out.push_str(";tag=uas");
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+fn sent(out: &mut Vec<Action>) -> Vec<u8> {
+    let bytes = out.iter().find_map(|a| match a {
+        Action::Send { bytes, .. } => Some(bytes.clone()),
+        _ => None,
+    });
+    out.clear();
+    bytes.expect("the proxy sent something")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let calls: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let full = args.get(2).is_some_and(|a| a == "full");
+    let reject = args.get(3).is_some_and(|a| a == "reject");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("owned.csv"), "account,number\nacct0001,+12122000001\n").expect("owned.csv");
+    std::fs::write(dir.path().join("dnc.txt"), "+13125550111\n").expect("dnc.txt");
+    let cfg = Config::parse(&dir.path().join("sipguard.toml"), POLICY).expect("the policy is valid");
+    let screen: Arc<dyn sipguard::screen::Screen> = if full {
+        let dnc = Dnc::load(cfg.dnc.as_ref().expect("[dnc]")).expect("the list loads");
+        Arc::new(Screener::new(
+            cfg.screening.clone().expect("[screening]"),
+            Arc::new(arc_swap::ArcSwap::from_pointee(dnc)),
+        ))
+    } else {
+        Arc::new(sipguard::screen::PassThrough)
+    };
+    let mut p = Proxy::new(ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]), screen);
+    let uac = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
+    let uas = Inbound { transport: Transport::Udp, src: "127.0.0.1:5080".parse().unwrap() };
+    let mut out = Vec::new();
+    let mut spent = Duration::ZERO;
+    let mut handle = |p: &mut Proxy, from: Inbound, msg: &[u8], out: &mut Vec<Action>| {
+        let t = Instant::now();
+        p.handle(SystemTime::now(), from, msg, out);
+        spent += t.elapsed();
+    };
+    for i in 0..calls {
+        let callee = if reject { "+13125550111".to_string() } else { format!("+1312555{:04}", 2000 + i % 7000) };
+        let inv = invite(i, &callee);
+        handle(&mut p, uac, inv.as_bytes(), &mut out);
+        let first = sent(&mut out);
+        if reject {
+            let reply = String::from_utf8_lossy(&first).into_owned();
+            let tag =
+                reply.split("To: ").nth(1).and_then(|t| t.split("tag=").nth(1)).and_then(|t| t.split("\r\n").next());
+            let ack = in_dialog(&inv, "ACK", 1, tag.expect("our reply has a To tag"));
+            handle(&mut p, uac, ack.as_bytes(), &mut out);
+            out.clear();
+            continue;
+        }
+        let ok = response(&first, "200 OK");
+        handle(&mut p, uas, ok.as_bytes(), &mut out);
+        out.clear();
+        let ack = in_dialog(&inv, "ACK", 1, "uas");
+        handle(&mut p, uac, ack.as_bytes(), &mut out);
+        out.clear();
+        let bye = in_dialog(&inv, "BYE", 2, "uas");
+        handle(&mut p, uac, bye.as_bytes(), &mut out);
+        let fwd = sent(&mut out);
+        let ok = response(&fwd, "200 OK");
+        handle(&mut p, uas, ok.as_bytes(), &mut out);
+        out.clear();
+    }
+    let per_call = spent.as_nanos() as f64 / calls as f64;
+    let kind = if full { "full" } else { "pass-through" };
+    let scenario = if reject { "reject" } else { "pass" };
+    println!("{kind} {scenario}: {calls} calls, {per_call:.0} ns of Proxy::handle per call");
+}
