@@ -1,5 +1,5 @@
 //! The parts of a SIP URI that routing needs (host, port, transport, maddr, lr), read
-//! without allocating. Full URI typing is left to rsip where a value needs it.
+//! without allocating, and tolerant of what rsip rejects (tel:, IPv6, odd user parts).
 
 use super::via::host_ip;
 use crate::config::server::Transport;

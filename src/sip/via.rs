@@ -24,8 +24,6 @@ pub struct Via {
     /// Where a value for a bare `rport` goes (end of the `rport` token).
     pub rport_end: usize,
     pub maddr: Option<Range<usize>>,
-    /// End of the value (where `;received=...` is appended).
-    pub end: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -110,8 +108,7 @@ pub fn parse(b: &[u8], r: Range<usize>) -> Result<Via, ViaError> {
         port = Some(super::scan::parse_uint(&b[s..i], 65535).ok_or(ViaError::SentBy)? as u16);
         i = skip_lws(b, i, end);
     }
-    let mut via =
-        Via { transport, host, port, branch: None, received: None, rport: None, rport_end: 0, maddr: None, end };
+    let mut via = Via { transport, host, port, branch: None, received: None, rport: None, rport_end: 0, maddr: None };
     // *( SEMI via-params )
     while i < end {
         if b[i] != b';' {
