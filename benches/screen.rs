@@ -49,18 +49,18 @@ fn screener() -> Screener {
     Screener::new(cfg.screening.expect("has [screening]"), Arc::new(ArcSwap::from_pointee(Dnc::default())))
 }
 
-fn calls() -> Vec<Call> {
+fn calls() -> Vec<Call<'static>> {
     // 10,000 different callees so the per-callee maps see realistic spread.
     (0..10_000u64)
         .map(|i| Call {
             source: Some("192.0.2.10".parse().expect("ip")),
             account_header: None,
-            request_uri: format!("sip:+1310555{:04}@carrier.example;user=phone", i),
+            request_uri: format!("sip:+1310555{:04}@carrier.example;user=phone", i).into(),
             from: "\"Sales\" <sip:+16465550123@pbx.example;user=phone>;tag=9fxced76sl".into(),
-            to: format!("<sip:+1310555{:04}@carrier.example>", i),
+            to: format!("<sip:+1310555{:04}@carrier.example>", i).into(),
             p_asserted_identity: Some("<sip:+16465550123@pbx.example;user=phone>".into()),
             identity: None,
-            call_id: format!("{i}@pbx.example"),
+            call_id: format!("{i}@pbx.example").into(),
         })
         .collect()
 }

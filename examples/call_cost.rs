@@ -109,6 +109,8 @@ fn main() {
         Arc::new(sipguard::screen::PassThrough)
     };
     let mut p = Proxy::new(ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]), screen);
+    // As in the benchmark, which writes no decision log.
+    p.record_decisions(false);
     let uac = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
     let uas = Inbound { transport: Transport::Udp, src: "127.0.0.1:5080".parse().unwrap() };
     let mut out = Vec::new();

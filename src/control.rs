@@ -260,6 +260,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let admin = |c: &Config| c.admin.as_ref().map(|a| (a.listen, a.token.clone()));
     let checks = [
         ("server.listen", old.server.listen != new.server.listen),
+        ("server.udp_batch_wait_us", old.server.udp_batch_wait != new.server.udp_batch_wait),
         ("[admin]", admin(old) != admin(new)),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),

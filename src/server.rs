@@ -101,8 +101,11 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             }
         })?;
     }
+    let mut proxy = Proxy::new(ProxyConfig::from_server(&cfg.server), screen);
+    // The decision log is fixed at start (a change needs a restart), and so is this.
+    proxy.record_decisions(decisions.is_some());
     let shell = Arc::new(Shell {
-        proxy: std::sync::Mutex::new(Proxy::new(ProxyConfig::from_server(&cfg.server), screen)),
+        proxy: std::sync::Mutex::new(proxy),
         clock: Arc::new(SystemClock),
         udp: UdpSenders::new(udp_sockets.clone()),
         tcp: TcpPool::new(limits, rt.clone()),
@@ -112,8 +115,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     shell.tcp.attach(&shell);
     for sock in udp_sockets {
         let shell = shell.clone();
-        let max = cfg.server.max_message_bytes;
-        std::thread::Builder::new().name("sipguard-udp".into()).spawn(move || udp::serve(shell, sock, max))?;
+        let wait = cfg.server.udp_batch_wait;
+        std::thread::Builder::new().name("sipguard-udp".into()).spawn(move || udp::serve(shell, sock, wait))?;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();

@@ -81,9 +81,13 @@ fn scrape(sg: &Sipguard) -> String {
 }
 
 fn uas_calls(sg: &Sipguard, uas: &Sipp, calls: u64) -> common::SippStats {
+    uas_calls_at(sg, uas, calls, 200)
+}
+
+fn uas_calls_at(sg: &Sipguard, uas: &Sipp, calls: u64, rate: u32) -> common::SippStats {
     let uas_addr = uas.addr().to_string();
-    let m = calls.to_string();
-    Sipp::uac("uac_basic.xml", sg.udp_addr(), &["-m", &m, "-r", "200", "-key", "uas", &uas_addr])
+    let (m, r) = (calls.to_string(), rate.to_string());
+    Sipp::uac("uac_basic.xml", sg.udp_addr(), &["-m", &m, "-r", &r, "-key", "uas", &uas_addr])
 }
 
 #[test]
@@ -115,6 +119,11 @@ fn metrics_equal_sipp_counts() {
     assert_eq!(m("sipguard_screen_seconds_count", &[]), CALLS, "{text}");
     assert!(text.contains("sipguard_screen_seconds_bucket{le=\"0.00001\"}"), "{text}");
     assert_eq!(m("sipguard_replies_total", &[]), 0);
+    // 200 calls/s is 1000 datagrams/s: fewer than 1.5 expected per 0.5 ms wait, so the UDP
+    // thread never waits (a batch only holds what had already queued).
+    assert_eq!(m("sipguard_udp_batch_waits_total", &[]), 0, "{text}");
+    let batches = m("sipguard_udp_receive_batches_total", &[]);
+    assert!(batches > 0 && batches <= m("sipguard_messages_in_total", &[]), "{text}");
 
     // The account's counters say the same.
     let (code, acct) = json(&sg, "GET", "/accounts/local");
@@ -137,6 +146,35 @@ fn metrics_equal_sipp_counts() {
     let calls = CALLS.to_string();
     assert!(rows.contains(&vec!["-", "forward", "0.0", calls.as_str()]), "{view}");
     assert!(rows.contains(&vec!["local", "0.0", "0", "0.0", calls.as_str()]), "{view}");
+}
+
+/// Under load the UDP thread waits after a batch (server.udp_batch_wait_us, 500 us by default)
+/// so that datagrams gather; every call still goes through, none retransmitted.
+#[test]
+fn udp_batches_under_load_without_losing_calls() {
+    if !require_sipp() {
+        return;
+    }
+    const CALLS: u64 = 3000;
+    let sg = Sipguard::start(&screened("127.0.0.1/32"));
+    let uas = Sipp::uas("uas_basic.xml", sg.ports().upstream);
+    // 1500 calls/s: 7500 datagrams/s, about 3.75 expected per wait.
+    let stats = uas_calls_at(&sg, &uas, CALLS, 1500);
+    assert_eq!((stats.successful, stats.failed, stats.unexpected), (CALLS, 0, 0), "{stats:#?}\n{}", uas.errors());
+    assert_eq!(stats.responses_with(200), 2 * CALLS, "{stats:#?}");
+    let text = scrape(&sg);
+    let m = |name: &str| metric(&text, name, &[]);
+    let (batches, waits, datagrams) =
+        (m("sipguard_udp_receive_batches_total"), m("sipguard_udp_batch_waits_total"), m("sipguard_messages_in_total"));
+    assert!(waits > 0.0, "the thread never waited: {text}");
+    assert!(batches < datagrams, "no batch held more than one datagram: {batches} batches, {datagrams} datagrams");
+    // Every decision is logged once (the writer flushes when it goes idle).
+    let lines = || std::fs::read_to_string(sg.dir().join("decisions.jsonl")).unwrap_or_default().lines().count() as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines() < CALLS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lines(), CALLS);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use crate::screen::Verdict;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub const TTL: Duration = Duration::from_secs(32);
@@ -28,7 +29,7 @@ impl Hasher for KeyHasher {
 }
 
 pub struct VerdictCache {
-    map: HashMap<u64, (Verdict, SystemTime), BuildHasherDefault<KeyHasher>>,
+    map: HashMap<u64, (Arc<Verdict>, SystemTime), BuildHasherDefault<KeyHasher>>,
     order: VecDeque<(SystemTime, u64)>,
     cap: usize,
 }
@@ -42,11 +43,11 @@ impl VerdictCache {
         }
     }
 
-    pub fn get(&self, key: u64, now: SystemTime) -> Option<&Verdict> {
+    pub fn get(&self, key: u64, now: SystemTime) -> Option<&Arc<Verdict>> {
         self.map.get(&key).filter(|(_, exp)| *exp > now).map(|(v, _)| v)
     }
 
-    pub fn insert(&mut self, key: u64, verdict: Verdict, now: SystemTime) {
+    pub fn insert(&mut self, key: u64, verdict: Arc<Verdict>, now: SystemTime) {
         self.expire(now);
         while self.map.len() >= self.cap {
             match self.order.pop_front() {
@@ -91,14 +92,14 @@ mod tests {
     fn expires_after_ttl_and_is_bounded() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut c = VerdictCache::new(2);
-        c.insert(1, Verdict::forward(), t0);
+        c.insert(1, Verdict::shared_forward(), t0);
         assert!(c.get(1, t0 + Duration::from_secs(31)).is_some());
         assert!(c.get(1, t0 + TTL).is_none());
-        c.insert(2, Verdict::forward(), t0);
-        c.insert(3, Verdict::forward(), t0);
+        c.insert(2, Verdict::shared_forward(), t0);
+        c.insert(3, Verdict::shared_forward(), t0);
         assert_eq!(c.len(), 2);
         assert!(c.get(1, t0).is_none(), "oldest evicted at the cap");
-        c.insert(4, Verdict::forward(), t0 + TTL);
+        c.insert(4, Verdict::shared_forward(), t0 + TTL);
         assert_eq!(c.len(), 1, "expired entries are dropped on insert");
     }
 }

@@ -18,6 +18,8 @@ use crate::sip::splice::{Splice, push_dec, push_hex};
 use crate::sip::via::{self, HostPort, TxFields};
 use crate::telemetry::metrics as m;
 use cache::VerdictCache;
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -129,11 +131,18 @@ pub struct Proxy {
     cfg: ProxyConfig,
     screen: Arc<dyn Screen>,
     cache: VerdictCache,
+    /// Emit `Action::Decided` for each screening (off when no decision log is written).
+    record_decisions: bool,
 }
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, screen: Arc<dyn Screen>) -> Proxy {
-        Proxy { cfg, screen, cache: VerdictCache::new(VERDICT_CACHE_CAP) }
+        Proxy { cfg, screen, cache: VerdictCache::new(VERDICT_CACHE_CAP), record_decisions: true }
+    }
+
+    /// Whether screenings produce `Action::Decided` (on by default).
+    pub fn record_decisions(&mut self, on: bool) {
+        self.record_decisions = on;
     }
 
     /// Apply a reloaded configuration; cached verdicts stay valid.
@@ -209,10 +218,10 @@ impl Proxy {
             };
             return self.reply_problem(msg, &facts.top, from, &p, out);
         }
-        let mut extra: Vec<ExtraHeader> = Vec::new();
+        let mut verdict = None;
         let initial_invite = msg.method() == b"INVITE" && !has_to_tag(msg);
         if initial_invite {
-            let verdict = match self.cache.get(key, now) {
+            let v = match self.cache.get(key, now) {
                 Some(v) => {
                     m::cache_hit();
                     v.clone()
@@ -223,20 +232,24 @@ impl Proxy {
                     v
                 }
             };
-            match verdict {
-                Verdict::Forward { headers } => extra = headers,
-                Verdict::Reject { code, reason, headers } => {
-                    let hs: Vec<(&str, &str)> = headers.iter().map(|h| (h.name.as_ref(), h.value.as_str())).collect();
-                    return self.reply(msg, &facts.top, from, (code, &reason), &hs, out);
-                }
+            if let Verdict::Reject { code, reason, headers } = &*v {
+                let hs: SmallVec<[(&str, &str); 4]> =
+                    headers.iter().map(|h| (h.name.as_ref(), h.value.as_str())).collect();
+                return self.reply(msg, &facts.top, from, (*code, reason), &hs, out);
             }
-        } else if msg.method() == b"CANCEL" {
+            verdict = Some(v);
+        }
+        if msg.method() == b"CANCEL" {
             // The INVITE was answered here and never forwarded: nothing downstream to cancel.
-            if let Some(Verdict::Reject { .. }) = self.cache.get(key, now) {
+            if let Some(Verdict::Reject { .. }) = self.cache.get(key, now).map(|v| &**v) {
                 return self.reply(msg, &facts.top, from, (200, "OK"), &[], out);
             }
         }
-        match self.forward(msg, &facts, from, tx, lp, &extra) {
+        let extra = match verdict.as_deref() {
+            Some(Verdict::Forward { headers }) => headers.as_slice(),
+            _ => &[],
+        };
+        match self.forward(msg, &facts, from, tx, lp, extra) {
             Ok(send) => {
                 m::message_out(send_transport(&send), "request");
                 out.push(send)
@@ -247,11 +260,18 @@ impl Proxy {
     }
 
     /// Run the screen for an initial INVITE and record the decision.
-    fn screen_call(&self, now: SystemTime, from: Inbound, msg: &Message<'_>, out: &mut Vec<Action>) -> Verdict {
-        // Valid UTF-8 is the rule; the lossy path only runs for the odd byte.
-        let text = |b: &[u8]| match std::str::from_utf8(b) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(b).into_owned(),
+    fn screen_call<'a>(
+        &self,
+        now: SystemTime,
+        from: Inbound,
+        msg: &Message<'a>,
+        out: &mut Vec<Action>,
+    ) -> Arc<Verdict> {
+        // Borrowed from the message; only a value that is not valid UTF-8 is copied. (The
+        // strict check first: it is several times faster than the lossy one on valid text.)
+        let text = |b: &'a [u8]| match std::str::from_utf8(b) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(b),
         };
         let call = Call {
             source: Some(from.src.ip()),
@@ -265,7 +285,7 @@ impl Proxy {
         };
         let started = Instant::now();
         let decision = self.screen.screen(&call, now);
-        let verdict_label = match (&decision.verdict, decision.would_reject) {
+        let verdict_label = match (&*decision.verdict, decision.would_reject) {
             (Verdict::Reject { .. }, _) => "reject",
             (Verdict::Forward { .. }, true) => "would_reject",
             (Verdict::Forward { .. }, false) => "forward",
@@ -277,7 +297,10 @@ impl Proxy {
             started.elapsed().as_secs_f64(),
         );
         let verdict = decision.verdict.clone();
-        out.push(Action::Decided(Box::new(Decided { time: now, call_id: call.call_id, decision })));
+        if self.record_decisions {
+            let call_id = call.call_id.into_owned();
+            out.push(Action::Decided(Box::new(Decided { time: now, call_id, decision })));
+        }
         verdict
     }
 

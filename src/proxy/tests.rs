@@ -227,17 +227,17 @@ impl Screen for Counting {
     fn account_header(&self) -> Option<Arc<str>> {
         Some("X-Account".into())
     }
-    fn screen(&self, call: &Call, _now: SystemTime) -> Decision {
+    fn screen(&self, call: &Call<'_>, _now: SystemTime) -> Decision {
         self.0.fetch_add(1, Ordering::SeqCst);
         assert_eq!(call.account_header.as_deref(), Some("acme"));
         assert_eq!(call.from, "<sip:+12125550199@10.0.0.1>;tag=1");
         let mut d = Decision::pass();
         d.rule = Some(Rule::Quota);
-        d.verdict = Verdict::Reject {
+        d.verdict = Arc::new(Verdict::Reject {
             code: 403,
             reason: "Quota Exceeded".into(),
             headers: vec![ExtraHeader::new("Reason", "SIP;cause=403;text=\"daily quota\"")],
-        };
+        });
         d
     }
 }
@@ -271,9 +271,9 @@ fn forward_verdict_headers_are_added() {
         fn account_header(&self) -> Option<Arc<str>> {
             None
         }
-        fn screen(&self, _: &Call, _: SystemTime) -> Decision {
+        fn screen(&self, _: &Call<'_>, _: SystemTime) -> Decision {
             let mut d = Decision::pass();
-            d.verdict = Verdict::Forward { headers: vec![ExtraHeader::new("X-Screened", "pass")] };
+            d.verdict = Arc::new(Verdict::Forward { headers: vec![ExtraHeader::new("X-Screened", "pass")] });
             d
         }
     }

@@ -60,8 +60,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn call(ip: &str, header: Option<&str>) -> Call {
-        Call { source: Some(ip.parse().unwrap()), account_header: header.map(str::to_string), ..Call::default() }
+    fn call(ip: &str, header: Option<&'static str>) -> Call<'static> {
+        Call { source: Some(ip.parse().unwrap()), account_header: header.map(Into::into), ..Call::default() }
     }
 
     #[test]

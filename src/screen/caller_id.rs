@@ -168,12 +168,12 @@ mod tests {
         NumberPlan::for_country("US").unwrap()
     }
 
-    fn call(from: &str, pai: Option<&str>) -> Call {
+    fn call(from: &'static str, pai: Option<&'static str>) -> Call<'static> {
         Call {
             request_uri: "sip:+13105550199@carrier".into(),
             from: from.into(),
             to: "<sip:+13105550199@carrier>".into(),
-            p_asserted_identity: pai.map(str::to_string),
+            p_asserted_identity: pai.map(Into::into),
             ..Call::default()
         }
     }

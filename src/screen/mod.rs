@@ -61,17 +61,36 @@ impl Rule {
 
 /// The facts of one initial INVITE that screening needs, taken from the message by the proxy
 /// (or from an API request). Header values are raw text; the rules parse what they use.
+/// Borrowed from the message where it is valid UTF-8 (nearly always), so screening a call
+/// copies no header.
 #[derive(Debug, Clone, Default)]
-pub struct Call {
+pub struct Call<'a> {
     pub source: Option<IpAddr>,
     /// Value of the configured account header (`[screening] account_header`), if present.
-    pub account_header: Option<String>,
-    pub request_uri: String,
-    pub from: String,
-    pub to: String,
-    pub p_asserted_identity: Option<String>,
-    pub identity: Option<String>,
-    pub call_id: String,
+    pub account_header: Option<Cow<'a, str>>,
+    pub request_uri: Cow<'a, str>,
+    pub from: Cow<'a, str>,
+    pub to: Cow<'a, str>,
+    pub p_asserted_identity: Option<Cow<'a, str>>,
+    pub identity: Option<Cow<'a, str>>,
+    pub call_id: Cow<'a, str>,
+}
+
+impl Call<'_> {
+    /// A copy that owns its text (to keep a call beyond the message it came from).
+    pub fn into_owned(self) -> Call<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Call {
+            source: self.source,
+            account_header: self.account_header.map(own),
+            request_uri: own(self.request_uri),
+            from: own(self.from),
+            to: own(self.to),
+            p_asserted_identity: self.p_asserted_identity.map(own),
+            identity: self.identity.map(own),
+            call_id: own(self.call_id),
+        }
+    }
 }
 
 /// A header the proxy adds to a forwarded request or a local reply.
@@ -97,6 +116,11 @@ impl Verdict {
     pub fn forward() -> Verdict {
         Verdict::Forward { headers: Vec::new() }
     }
+    /// The plain forward verdict, shared: most calls get it, and cloning it allocates nothing.
+    pub fn shared_forward() -> Arc<Verdict> {
+        static FORWARD: std::sync::LazyLock<Arc<Verdict>> = std::sync::LazyLock::new(|| Arc::new(Verdict::forward()));
+        FORWARD.clone()
+    }
     pub fn is_forward(&self) -> bool {
         matches!(self, Verdict::Forward { .. })
     }
@@ -113,7 +137,8 @@ pub struct CounterReading {
 /// What screening decided and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub verdict: Verdict,
+    /// Shared: the proxy caches it per transaction and the decision log reads it.
+    pub verdict: Arc<Verdict>,
     /// The rule that rejected the call (or would have, in report mode).
     pub rule: Option<Rule>,
     /// Report mode: `rule` fired but the call was forwarded.
@@ -130,7 +155,7 @@ pub struct Decision {
 impl Decision {
     pub fn pass() -> Decision {
         Decision {
-            verdict: Verdict::forward(),
+            verdict: Verdict::shared_forward(),
             rule: None,
             would_reject: false,
             account: None,
@@ -149,7 +174,7 @@ pub trait Screen: Send + Sync {
     /// Name of the header that carries the account id, when the policy uses one.
     fn account_header(&self) -> Option<Arc<str>>;
     /// Screen one call. Only a Forward verdict consumes quota.
-    fn screen(&self, call: &Call, now: SystemTime) -> Decision;
+    fn screen(&self, call: &Call<'_>, now: SystemTime) -> Decision;
 }
 
 /// Forwards everything: sipguard without a `[screening]` section.
@@ -160,7 +185,7 @@ impl Screen for PassThrough {
     fn account_header(&self) -> Option<Arc<str>> {
         None
     }
-    fn screen(&self, _call: &Call, _now: SystemTime) -> Decision {
+    fn screen(&self, _call: &Call<'_>, _now: SystemTime) -> Decision {
         Decision::pass()
     }
 }

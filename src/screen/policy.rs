@@ -144,7 +144,7 @@ fn fire(mut d: Decision, mode: Mode, rule: Rule, response: &Response, retry_afte
         Mode::Enforce => d.verdict = response.reject(retry_after),
         Mode::Report => {
             d.would_reject = true;
-            d.verdict = Verdict::forward();
+            d.verdict = Verdict::shared_forward();
         }
     }
     d

@@ -22,6 +22,8 @@ pub struct Response {
     pub reason_header: String,
     /// `Call-Info: <URL>;purpose=jwscard` (RFC 8688, with 608).
     pub call_info: Option<String>,
+    /// The reject verdict without Retry-After, built once: a reject then allocates nothing.
+    verdict: Arc<Verdict>,
 }
 
 impl Response {
@@ -30,16 +32,26 @@ impl Response {
             ReasonForm::Sip => format!("SIP;cause={code};text=\"{text}\""),
             ReasonForm::Q850 => format!("Q.850;cause=21;text=\"{text}\""),
         };
-        Response {
+        let mut r = Response {
             code,
             phrase: phrase.into(),
             reason_header,
             call_info: call_info.map(|u| format!("<{u}>;purpose=jwscard")),
-        }
+            verdict: Verdict::shared_forward(),
+        };
+        r.verdict = Arc::new(r.build(None));
+        r
     }
 
     /// The reject verdict; `retry_after` in seconds for rules that know when to retry.
-    pub fn reject(&self, retry_after: Option<u32>) -> Verdict {
+    pub fn reject(&self, retry_after: Option<u32>) -> Arc<Verdict> {
+        match retry_after {
+            None => self.verdict.clone(),
+            Some(_) => Arc::new(self.build(retry_after)),
+        }
+    }
+
+    fn build(&self, retry_after: Option<u32>) -> Verdict {
         let mut headers = Vec::with_capacity(3);
         headers.push(ExtraHeader::new("Reason", self.reason_header.clone()));
         if let Some(secs) = retry_after {
@@ -151,14 +163,14 @@ mod tests {
     fn defaults() {
         let r = Responses::default();
         let v = r.for_rule(Rule::Quota).reject(None);
-        assert!(matches!(&v, Verdict::Reject { code: 403, reason, .. } if reason == "Forbidden"));
+        assert!(matches!(&*v, Verdict::Reject { code: 403, reason, .. } if reason == "Forbidden"));
         assert_eq!(header(&v, "Reason"), Some("SIP;cause=403;text=\"Call quota exceeded\""));
         assert_eq!(header(&v, "Retry-After"), None);
         let v = r.for_rule(Rule::Hours).reject(Some(3600));
-        assert!(matches!(&v, Verdict::Reject { code: 480, reason, .. } if reason == "Temporarily Unavailable"));
+        assert!(matches!(&*v, Verdict::Reject { code: 480, reason, .. } if reason == "Temporarily Unavailable"));
         assert_eq!(header(&v, "Retry-After"), Some("3600"));
         let v = r.for_rule(Rule::Dnc).reject(None);
-        assert!(matches!(&v, Verdict::Reject { code: 608, reason, .. } if reason == "Rejected"));
+        assert!(matches!(&*v, Verdict::Reject { code: 608, reason, .. } if reason == "Rejected"));
         for rule in Rule::ALL {
             let code = r.for_rule(rule).code;
             assert!(code != 503 && code != 429, "{rule:?}");
@@ -170,7 +182,7 @@ mod tests {
         let mut r = Responses::default();
         r.set("caller_id_spoofed", Response::new(603, "Network Blocked", "Spoofed caller ID", ReasonForm::Q850, None));
         let v = r.for_rule(Rule::CallerIdSpoofed).reject(None);
-        assert!(matches!(&v, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked"));
+        assert!(matches!(&*v, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked"));
         assert_eq!(header(&v, "Reason"), Some("Q.850;cause=21;text=\"Spoofed caller ID\""));
         r.set(
             "dnc_internal",

@@ -1,13 +1,14 @@
-//! Local replies as a stateless UAS (RFC 3261 §8.2.6, §16.11). The status line and the
-//! headers we add are rsip values; the Via, From, To, Call-ID and CSeq the UAS must copy are
-//! copied byte for byte from the request (rsip would re-encode them as UTF-8 text). The To
+//! Local replies as a stateless UAS (RFC 3261 §8.2.6, §16.11). The status line is rsip's;
+//! the Via, From, To, Call-ID and CSeq the UAS must copy are copied byte for byte from the
+//! request (rsip would re-encode them as UTF-8 text), and the headers we add (rendered at
+//! config time) are written as they are. The To
 //! tag is derived from the request, so a retransmission gets a byte-identical reply and the
 //! ACK for it can be recognised.
 
 use super::check::TopVia;
 use super::scan::{Kind, Message, split_values};
 use super::splice::Splice;
-use rsip::{Header, StatusCode, Version};
+use rsip::{StatusCode, Version};
 use std::io::Write;
 use std::net::SocketAddr;
 
@@ -69,7 +70,7 @@ pub fn build(
         line(&mut out, b"CSeq", v);
     }
     for (name, value) in extra {
-        let _ = write!(out, "{}\r\n", Header::Other((*name).to_string(), (*value).to_string()));
+        line(&mut out, name.as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     out

@@ -32,7 +32,7 @@ pub struct DecisionLine {
 
 impl DecisionLine {
     pub fn new(time: SystemTime, call_id: &str, d: &Decision) -> DecisionLine {
-        let (verdict, code) = match &d.verdict {
+        let (verdict, code) = match &*d.verdict {
             Verdict::Reject { code, .. } => ("reject", Some(*code)),
             Verdict::Forward { .. } if d.would_reject => ("would_reject", None),
             Verdict::Forward { .. } => ("forward", None),
@@ -252,7 +252,7 @@ mod tests {
 
     fn decision() -> Decision {
         Decision {
-            verdict: Verdict::Reject { code: 403, reason: "Forbidden".into(), headers: vec![] },
+            verdict: std::sync::Arc::new(Verdict::Reject { code: 403, reason: "Forbidden".into(), headers: vec![] }),
             rule: Some(Rule::Quota),
             would_reject: false,
             account: Some("acme".into()),

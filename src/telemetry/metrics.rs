@@ -42,6 +42,8 @@ struct Hot {
     messages_out: [[Counter; OUT_KINDS.len()]; 2],
     cache_hits: Counter,
     screen_seconds: Histogram,
+    udp_batches: Counter,
+    udp_batch_waits: Counter,
 }
 
 impl Hot {
@@ -64,6 +66,8 @@ impl Hot {
             messages_out: TRANSPORTS.map(out_row),
             cache_hits: counter!("sipguard_verdict_cache_hits_total"),
             screen_seconds: histogram!("sipguard_screen_seconds"),
+            udp_batches: counter!("sipguard_udp_receive_batches_total"),
+            udp_batch_waits: counter!("sipguard_udp_batch_waits_total"),
         }
     }
 }
@@ -119,6 +123,16 @@ pub fn reply_sent(code: u16) {
 
 pub fn dropped(reason: &'static str) {
     counter!("sipguard_drops_total", "reason" => reason).increment(1);
+}
+
+/// One UDP receive batch; `waited` when the thread then waited for the next one to gather.
+/// (Datagrams in / batches is the average batch.)
+pub fn udp_batch(waited: bool) {
+    let h = hot();
+    h.udp_batches.increment(1);
+    if waited {
+        h.udp_batch_waits.increment(1);
+    }
 }
 
 pub fn cache_hit() {

@@ -38,6 +38,13 @@ impl Shell {
 
     /// Run one message through the core and carry out the actions.
     pub fn on_message(&self, from: Inbound, bytes: &[u8], actions: &mut Vec<Action>) {
+        self.process(from, bytes, actions);
+        self.dispatch(actions);
+    }
+
+    /// Run one message through the core and queue its decisions for the log; the actions
+    /// are left in `actions` for the caller to carry out.
+    pub fn process(&self, from: Inbound, bytes: &[u8], actions: &mut Vec<Action>) {
         let now = self.clock.now();
         let mut proxy = self.proxy();
         if self.stopped.load(Ordering::Relaxed) {
@@ -55,7 +62,6 @@ impl Shell {
             }
         }
         drop(proxy);
-        self.dispatch(actions);
     }
 
     /// Stop handling messages (shutdown). Returns once no message is inside the core.
@@ -66,13 +72,17 @@ impl Shell {
 
     pub fn dispatch(&self, actions: &mut Vec<Action>) {
         for a in actions.drain(..) {
-            match a {
-                Action::Send { transport: Transport::Udp, dest, bytes } => self.udp.send(dest, &bytes),
-                Action::Send { transport: Transport::Tcp, dest, bytes } => self.tcp.send(dest, bytes),
-                Action::Drop(reason) => m::dropped(reason.label()),
-                // Recorded in `on_message`.
-                Action::Decided(_) => {}
-            }
+            self.dispatch_one(a);
+        }
+    }
+
+    pub fn dispatch_one(&self, a: Action) {
+        match a {
+            Action::Send { transport: Transport::Udp, dest, bytes } => self.udp.send(dest, &bytes),
+            Action::Send { transport: Transport::Tcp, dest, bytes } => self.tcp.send(dest, bytes),
+            Action::Drop(reason) => m::dropped(reason.label()),
+            // Recorded in `process`.
+            Action::Decided(_) => {}
         }
     }
 }

@@ -60,26 +60,26 @@ fn screener(name: &str, extra: &str) -> Screener {
     Screener::new(cfg.screening.unwrap(), Arc::new(ArcSwap::from_pointee(Dnc::default())))
 }
 
-fn invite(src: &str, from: &str, to: &str) -> Call {
+fn invite(src: &str, from: &str, to: &str) -> Call<'static> {
     Call {
         source: Some(src.parse().unwrap()),
-        request_uri: format!("sip:{to}@carrier.example;user=phone"),
-        from: format!("\"Sales\" <sip:{from}@pbx.example>;tag=a1"),
-        to: format!("<sip:{to}@carrier.example>"),
+        request_uri: format!("sip:{to}@carrier.example;user=phone").into(),
+        from: format!("\"Sales\" <sip:{from}@pbx.example>;tag=a1").into(),
+        to: format!("<sip:{to}@carrier.example>").into(),
         call_id: "c1@pbx".into(),
         ..Call::default()
     }
 }
 
 fn code(d: &Decision) -> Option<u16> {
-    match &d.verdict {
+    match &*d.verdict {
         Verdict::Reject { code, .. } => Some(*code),
         Verdict::Forward { .. } => None,
     }
 }
 
 fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
-    match &d.verdict {
+    match &*d.verdict {
         Verdict::Reject { headers, .. } => headers.iter().find(|h| h.name == name).map(|h| h.value.as_str()),
         Verdict::Forward { .. } => None,
     }
@@ -256,13 +256,13 @@ call_info = "https://sipguard.example/jcard"
     );
     let at = noon();
     let d = s.screen(&invite("192.0.2.10", "+13125550100", "+12125550199"), at);
-    assert!(matches!(&d.verdict, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked"));
+    assert!(matches!(&*d.verdict, Verdict::Reject { code: 603, reason, .. } if reason == "Network Blocked"));
     assert_eq!(header(&d, "Reason"), Some("Q.850;cause=21;text=\"Call blocked by analytics\""));
     for i in 0..3 {
         s.screen(&invite("192.0.2.10", "+12125550100", &format!("+1212555020{i}")), at);
     }
     let d = s.screen(&invite("192.0.2.10", "+12125550100", "+12125550299"), at);
-    assert!(matches!(&d.verdict, Verdict::Reject { code: 608, reason, .. } if reason == "Rejected"));
+    assert!(matches!(&*d.verdict, Verdict::Reject { code: 608, reason, .. } if reason == "Rejected"));
     assert_eq!(header(&d, "Call-Info"), Some("<https://sipguard.example/jcard>;purpose=jwscard"));
 }
 
