@@ -7,7 +7,7 @@
 
 use crate::config::server::Transport;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 const METHODS: [&str; 14] = [
     "INVITE",
@@ -117,8 +117,21 @@ pub fn message_out(t: Transport, kind: &'static str) {
 
 /// A reply sipguard generated itself (rejects and errors): not per forwarded message, so the
 /// label look-up is affordable.
+/// Handles of `sipguard_replies_total` by code, registered on first use (a handful of codes
+/// occur), so a reply costs no label formatting or registry look-up.
+static REPLIES: Mutex<Vec<(u16, Counter)>> = Mutex::new(Vec::new());
+
 pub fn reply_sent(code: u16) {
-    counter!("sipguard_replies_total", "code" => code.to_string()).increment(1);
+    let mut handles = REPLIES.lock().unwrap_or_else(|e| e.into_inner());
+    match handles.iter().find(|(c, _)| *c == code) {
+        Some((_, h)) => h.increment(1),
+        None => {
+            // Codes come from [responses] (400-699) and the fixed answers to bad requests.
+            let h = counter!("sipguard_replies_total", "code" => code.to_string());
+            h.increment(1);
+            handles.push((code, h));
+        }
+    }
 }
 
 pub fn dropped(reason: &'static str) {
