@@ -27,6 +27,11 @@ pub enum Kind {
     Other,
 }
 
+/// Number of `Kind` variants.
+const KINDS: usize = Kind::Other as usize + 1;
+/// `Message::first_of` entry for a kind the message does not have.
+const ABSENT: u16 = u16::MAX;
+
 impl Kind {
     /// Classify a header name, full or compact (RFC 3261 §7.3.3, RFC 8224 `y`). The name
     /// must consist of token characters (the scanner checks that first).
@@ -116,6 +121,9 @@ pub struct Message<'a> {
     /// End of the start line including its line end (where the first header begins).
     pub start_end: usize,
     pub headers: Vec<Header>,
+    /// Index in `headers` of the first header of each kind: the proxy asks for From, To,
+    /// Call-ID, CSeq and the top Via many times per message.
+    first_of: [u16; KINDS],
     /// Where the blank line that ends the headers begins.
     pub headers_end: usize,
     pub body: Range<usize>,
@@ -194,6 +202,7 @@ pub fn scan(bytes: &[u8]) -> Result<Message<'_>, ScanError> {
     // 16 spans (896 bytes) cover a typical INVITE and stay within malloc's per-thread cache
     // of small blocks; a longer message grows the vector.
     let mut headers = Vec::with_capacity(16);
+    let mut first_of = [ABSENT; KINDS];
     let mut pos = start_end;
     let headers_end;
     loop {
@@ -209,23 +218,26 @@ pub fn scan(bytes: &[u8]) -> Result<Message<'_>, ScanError> {
             let (_, n) = line_end(bytes, end).ok_or(ScanError::NoHeaderEnd)?;
             end = n;
         }
-        let colon = bytes[pos..end].iter().position(|&b| b == b':').ok_or(ScanError::HeaderLine)? + pos;
-        let name = trim(bytes, pos..colon);
-        if name.is_empty() || name.start != pos || !bytes[name.clone()].iter().all(|&b| is_token(b)) {
+        // header-name = token, then LWS, then ':' (one pass over the name).
+        let line = bytes.get(pos..end).unwrap_or_default();
+        let name_len = line.iter().position(|&b| !is_token(b)).unwrap_or(line.len());
+        let colon_rel = name_len + line[name_len..].iter().position(|&b| !is_lws(b)).unwrap_or(line.len() - name_len);
+        if name_len == 0 || line.get(colon_rel) != Some(&b':') {
             return Err(ScanError::HeaderLine);
         }
+        let (name, colon) = (pos..pos + name_len, pos + colon_rel);
         if headers.len() == MAX_HEADERS {
             return Err(ScanError::TooManyHeaders);
         }
-        headers.push(Header {
-            kind: Kind::of(&bytes[name.clone()]),
-            line: pos..end,
-            name,
-            value: trim(bytes, colon + 1..end),
-        });
+        let kind = Kind::of(&bytes[name.clone()]);
+        if first_of[kind as usize] == ABSENT {
+            // Below MAX_HEADERS, so it fits.
+            first_of[kind as usize] = headers.len() as u16;
+        }
+        headers.push(Header { kind, line: pos..end, name, value: trim(bytes, colon + 1..end) });
         pos = end;
     }
-    Ok(Message { bytes, start, start_end, headers, headers_end, body: pos..bytes.len(), trailing: 0 })
+    Ok(Message { bytes, start, start_end, headers, first_of, headers_end, body: pos..bytes.len(), trailing: 0 })
 }
 
 fn start_line(bytes: &[u8], r: Range<usize>) -> Result<StartLine, ScanError> {
@@ -283,7 +295,7 @@ impl<'a> Message<'a> {
     }
 
     pub fn first(&self, kind: Kind) -> Option<&Header> {
-        self.headers.iter().find(|h| h.kind == kind)
+        self.headers.get(usize::from(self.first_of[kind as usize]))
     }
 
     pub fn value(&self, kind: Kind) -> Option<&'a [u8]> {

@@ -1,6 +1,6 @@
 //! The I/O shell: sockets move bytes between the network and the sans-IO `Proxy`. UDP runs
-//! on dedicated blocking threads (one `recvfrom` per datagram, no reactor wake-up in the
-//! way); TCP runs on tokio with one reader and one writer task per connection.
+//! on dedicated blocking threads (batches of datagrams per system call, no reactor wake-up
+//! in the way); TCP runs on tokio with one reader and one writer task per connection.
 
 pub mod tcp;
 pub mod udp;
