@@ -4,8 +4,9 @@
 #
 # Usage: bench/compare.sh [--policy pass-through|full] [--rate CPS] [--calls N] [--dnc N]
 #                         [--systems sipguard,kamailio,floor] [--scenarios pass,reject]
-#                         [--runs N] [--out DIR] [--workload DIR]
+#                         [--runs N] [--out DIR] [--workload DIR] [--udp-batch-wait US]
 #
+# --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500).
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.
@@ -23,8 +24,9 @@ scenarios=pass,reject
 runs=1
 out=""
 workload=""
+batch_wait=""
 
-usage() { sed -n '4,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --runs) runs=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --workload) workload=$2; shift 2 ;;
+    --udp-batch-wait) batch_wait=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -85,6 +88,7 @@ if has sipguard; then
   cat >"$conf" <<EOF
 [server]
 listen = ["udp:127.0.0.1:5070"]
+${batch_wait:+udp_batch_wait_us = $batch_wait}
 
 [log]
 level = "warn"
