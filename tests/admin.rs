@@ -149,7 +149,7 @@ fn metrics_equal_sipp_counts() {
 }
 
 /// Under load the UDP thread waits after a batch (server.udp_batch_wait_us, 500 us by default)
-/// so that datagrams gather; every call still goes through, none retransmitted.
+/// so that datagrams gather; every call still goes through and every decision is logged.
 #[test]
 fn udp_batches_under_load_without_losing_calls() {
     if !require_sipp() {

@@ -9,11 +9,32 @@ use super::check::TopVia;
 use super::scan::{Kind, Message, split_values};
 use super::splice::Splice;
 use rsip::{StatusCode, Version};
-use std::io::Write;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 
 /// An extra header on a local reply (Warning, Reason, Retry-After, Unsupported, ...).
 pub type Extra<'a> = (&'a str, &'a str);
+
+/// Append the status line. Lines are rendered by rsip once and kept per thread: a proxy
+/// answers with a handful of (code, reason) pairs, all from the config or fixed here, and
+/// formatting one cost more than copying the rest of the reply.
+fn status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
+    /// (code, reason phrase, the rendered line with its CRLF)
+    type Rendered = (u16, Box<str>, Box<[u8]>);
+    thread_local! {
+        static LINES: RefCell<Vec<Rendered>> = const { RefCell::new(Vec::new()) };
+    }
+    LINES.with_borrow_mut(|lines| {
+        if let Some((_, _, l)) = lines.iter().find(|(c, r, _)| *c == code && **r == *reason) {
+            return out.extend_from_slice(l);
+        }
+        let rendered = format!("{} {}\r\n", Version::V2, StatusCode::Other(code, reason.to_string())).into_bytes();
+        out.extend_from_slice(&rendered);
+        if lines.len() < 64 {
+            lines.push((code, reason.into(), rendered.into()));
+        }
+    })
+}
 
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -35,8 +56,7 @@ pub fn build(
 ) -> Vec<u8> {
     let b = msg.bytes;
     let mut out = Vec::with_capacity(b.len().min(2048) + 256);
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{} {}\r\n", Version::V2, StatusCode::Other(code, reason.to_string()));
+    status_line(&mut out, code, reason);
     let mut first = true;
     for h in msg.all(Kind::Via) {
         for v in split_values(b, h.value.clone()) {
@@ -94,6 +114,19 @@ pub fn received_edits(s: &mut super::splice::Splice, b: &[u8], top: &TopVia, src
 mod tests {
     use super::*;
     use crate::sip::{check, scan};
+
+    #[test]
+    fn status_lines_are_kept_per_code_and_reason() {
+        let line = |code, reason| {
+            let mut out = Vec::new();
+            status_line(&mut out, code, reason);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(line(607, "Unwanted"), "SIP/2.0 607 Unwanted\r\n");
+        assert_eq!(line(607, "Unwanted"), "SIP/2.0 607 Unwanted\r\n", "from the kept lines");
+        assert_eq!(line(607, "Go Away"), "SIP/2.0 607 Go Away\r\n");
+        assert_eq!(line(403, "Unwanted"), "SIP/2.0 403 Unwanted\r\n");
+    }
 
     #[test]
     fn copies_dialog_headers_and_adds_tag() {
