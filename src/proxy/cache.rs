@@ -4,9 +4,12 @@
 //!
 //! Two generations instead of an expiry queue: inserts go to the current map, which becomes
 //! the previous one every TTL (or when it holds half the cap), and the previous one is then
-//! dropped whole. An entry therefore stays stored at least its TTL (expiry is checked on
-//! every look-up), and an insert never has to find and remove an old entry elsewhere in
-//! memory: at thousands of INVITEs a second that removal was a cache miss per call.
+//! dropped whole. Below the cap an entry therefore stays stored at least its TTL (expiry is
+//! checked on every look-up); above it (more than cap/2 new INVITEs per TTL, i.e. over 3125
+//! a second with the proxy's cap) entries go sooner, oldest first, but still live for at
+//! least the time it takes to fill a generation, far longer than retransmissions come. An
+//! insert never has to find and remove an old entry elsewhere in memory: at thousands of
+//! INVITEs a second that removal was a cache miss per call.
 
 use crate::screen::Verdict;
 use std::collections::HashMap;
