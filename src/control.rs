@@ -210,7 +210,10 @@ impl Control {
     fn apply(&self, new: &Config) {
         let screen = self.screening.apply(new);
         let mut proxy = self.shell.proxy();
-        proxy.reconfigure(ProxyConfig::from_server(&new.server));
+        // The key stays the one loaded at start: branches and dialog proofs already handed
+        // out must keep verifying (a new `[server] secret` takes effect on restart).
+        let key = proxy.config().key;
+        proxy.reconfigure(ProxyConfig::from_config(new, key));
         proxy.set_screen(screen);
         drop(proxy);
         self.export_lists();
@@ -261,6 +264,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let checks = [
         ("server.listen", old.server.listen != new.server.listen),
         ("server.udp_batch_wait_us", old.server.udp_batch_wait != new.server.udp_batch_wait),
+        ("server.secret", old.server.secret != new.server.secret),
+        ("state.dir", old.state.dir != new.state.dir),
         ("[admin]", admin(old) != admin(new)),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
@@ -270,6 +275,16 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// `udp:127.0.0.1:5060` for each SIP listener.
+/// The advertised addresses, for the start-up line.
+pub fn advertised(cfg: &Config) -> String {
+    [&cfg.server.advertise_v4, &cfg.server.advertise_v6]
+        .into_iter()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn listeners(cfg: &Config) -> Vec<String> {
     cfg.server.listen.iter().map(|l| format!("{}:{}", l.transport.label(), l.addr)).collect()
 }

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod screen;
 pub mod server;
 pub mod sip;
+pub mod state;
 pub mod telemetry;
 pub mod top;
 pub mod transport;

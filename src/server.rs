@@ -29,6 +29,8 @@ pub enum ServerError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("do-not-call lists: {0}")]
     Dnc(#[from] crate::screen::dnc::DncError),
+    #[error("secret: {0}")]
+    Secret(#[from] crate::state::secret::SecretError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,6 +62,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let limits = TcpLimits {
         idle: cfg.server.tcp_idle,
         max_connections: cfg.server.tcp_max_connections,
+        max_outbound: cfg.server.tcp_max_outbound_connections,
         max_message_bytes: cfg.server.max_message_bytes,
     };
     let mut udp_sockets = Vec::new();
@@ -101,7 +104,11 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             }
         })?;
     }
-    let mut proxy = Proxy::new(ProxyConfig::from_server(&cfg.server), screen);
+    let key = crate::state::secret::key(cfg.server.secret.as_deref(), &cfg.state.dir)?;
+    if cfg.server.upstream.is_none() && cfg.server.relay_to.is_empty() {
+        tracing::warn!("{}", crate::config::OPEN_RELAY_WARNING);
+    }
+    let mut proxy = Proxy::new(ProxyConfig::from_config(&cfg, key), screen);
     // The decision log is fixed at start (a change needs a restart), and so is this.
     proxy.record_decisions(decisions.is_some());
     let shell = Arc::new(Shell {
@@ -130,7 +137,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         config = %cfg.file.display(),
         listen = %control::listeners(&cfg).join(","),
         admin = %cfg.admin.as_ref().map_or("off".to_string(), |a| a.listen.to_string()),
-        advertise = %cfg.server.advertise,
+        advertise = %control::advertised(&cfg),
         screening = cfg.screening.is_some(),
         accounts = control::accounts(&cfg),
         lists = %list_sizes.join(","),

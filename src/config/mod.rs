@@ -8,6 +8,7 @@ pub mod dnc;
 pub mod ops;
 pub mod screening;
 pub mod server;
+pub mod state;
 
 use serde::Deserialize;
 use std::fmt;
@@ -85,6 +86,9 @@ impl<'a> Diagnostics<'a> {
     }
 }
 
+/// Said by check-config and at start-up when nothing limits where requests go.
+pub const OPEN_RELAY_WARNING: &str = "open relay: neither [upstream] nor server.relay_to is set, so a Route header or Request-URI can send requests anywhere; set one of them";
+
 /// The file as serde reads it. Unknown keys are collected (not fatal at parse time) so that
 /// all of them are reported with their lines.
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +105,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: ops::RawLog,
     pub admin: Option<ops::RawAdmin>,
+    #[serde(default)]
+    pub state: state::RawState,
 }
 
 /// The validated configuration the running proxy uses; swapped whole on reload.
@@ -112,6 +118,7 @@ pub struct Config {
     pub dnc: Option<dnc::DncConfig>,
     pub log: ops::LogConfig,
     pub admin: Option<ops::AdminConfig>,
+    pub state: state::StateConfig,
 }
 
 impl Config {
@@ -153,14 +160,15 @@ impl Config {
         }
         let log = ops::validate_log(&raw.log, &mut d);
         let admin = raw.admin.as_ref().map(|a| ops::validate_admin(a, &mut d));
+        let state = state::validate(&raw.state, &mut d);
         if !d.errors.is_empty() {
             d.errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             return Err(ConfigErrors(d.errors));
         }
         // Every validator returns Some when it pushed no error.
-        match (server, screening.transpose_all(), dnc.transpose_all(), log, admin.transpose_all()) {
-            (Some(server), Some(screening), Some(dnc), Some(log), Some(admin)) => {
-                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin })
+        match (server, screening.transpose_all(), dnc.transpose_all(), log, admin.transpose_all(), state) {
+            (Some(server), Some(screening), Some(dnc), Some(log), Some(admin), Some(state)) => {
+                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin, state })
             }
             _ => {
                 Err(ConfigErrors(vec![Diag { file: file.to_path_buf(), line: 0, msg: "invalid configuration".into() }]))
@@ -187,6 +195,17 @@ fn cross_check_dnc(dc: &dnc::DncConfig, sc: Option<&screening::ScreeningConfig>,
             }
         }
     }
+}
+
+/// A network in CIDR form (or a bare address, as a /32 or /128), reported at its line.
+pub(crate) fn cidr(s: &Spanned<String>, d: &mut Diagnostics<'_>) -> Option<ipnet::IpNet> {
+    let text = s.get_ref().trim();
+    let net = text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+    if net.is_none() {
+        d.error(s.span(), format!("bad CIDR `{text}`: expected e.g. 192.0.2.0/24 or 2001:db8::/32"));
+    }
+    // Normalise 192.0.2.7/24 to 192.0.2.0/24 so duplicates are found.
+    net.map(|n| n.trunc())
 }
 
 /// `Option<Option<T>>` from an optional section whose validation may fail: outer None means

@@ -4,7 +4,7 @@
 //! Response names: the seven rule names, plus names starting with `dnc_` that `[[dnc.list]]`
 //! entries may refer to; any other name is an error, so typos are caught here and the DNC
 //! validator only has to check that the names it references exist.
-use super::{Diagnostics, Spanned};
+use super::{cidr, Diagnostics, Spanned};
 use crate::screen::Rule;
 use crate::screen::caller_id::{Checks, OwnedNumbers};
 use crate::screen::hours::Hours;
@@ -17,7 +17,6 @@ use chrono_tz::Tz;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::Path;
@@ -32,6 +31,7 @@ pub struct RawScreening {
     pub default_country: Option<Spanned<String>>,
     pub caller_id_numbers: Option<Spanned<String>>,
     pub trust_pai: Option<bool>,
+    pub forward_account_header: Option<bool>,
     pub quota_tz: Option<Spanned<String>>,
     pub max_tracked_numbers: Option<Spanned<i64>>,
     #[serde(default)]
@@ -139,6 +139,8 @@ pub struct ScreeningConfig {
     pub unknown_account: UnknownAccount,
     pub plan: Option<NumberPlan>,
     pub trust_pai: bool,
+    /// Pass the account header on to the next hop (it is removed by default: it is ours).
+    pub forward_account_header: bool,
     pub checks: Checks,
     pub quota_tz: Tz,
     pub max_tracked_numbers: usize,
@@ -250,6 +252,7 @@ pub fn validate(
         unknown_account,
         plan,
         trust_pai: raw.trust_pai.unwrap_or(true),
+        forward_account_header: raw.forward_account_header.unwrap_or(false),
         checks,
         quota_tz,
         max_tracked_numbers,
@@ -275,16 +278,6 @@ fn parse_mode(m: &Spanned<String>, d: &mut Diagnostics<'_>) -> Mode {
 }
 
 /// A network (`192.0.2.0/24`) or a single address.
-fn cidr(s: &Spanned<String>, d: &mut Diagnostics<'_>) -> Option<IpNet> {
-    let text = s.get_ref().trim();
-    let net = text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
-    if net.is_none() {
-        d.error(s.span(), format!("bad CIDR `{text}`: expected e.g. 192.0.2.0/24 or 2001:db8::/32"));
-    }
-    // Normalise 192.0.2.7/24 to 192.0.2.0/24 so duplicates are found.
-    net.map(|n| n.trunc())
-}
-
 fn zone(z: &Spanned<String>, d: &mut Diagnostics<'_>) -> Tz {
     z.get_ref().trim().parse::<Tz>().unwrap_or_else(|_| {
         d.error(z.span(), format!("bad time zone `{}`: expected an IANA name such as America/New_York", z.get_ref()));

@@ -1,17 +1,31 @@
 //! `[server]` and `[upstream]`.
 use super::{Diagnostics, Spanned};
+use crate::sip::addr::HostPort;
+pub use crate::sip::addr::Transport;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// A string or a list of strings (`advertise`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RawServer {
     pub listen: Option<Vec<Spanned<String>>>,
-    pub advertise: Option<Spanned<String>>,
+    pub advertise: Option<Spanned<OneOrMany>>,
     pub max_message_bytes: Option<Spanned<i64>>,
     pub record_route: Option<bool>,
+    pub relay_to: Option<Vec<Spanned<String>>>,
+    pub secret: Option<Spanned<String>>,
     pub tcp_idle_seconds: Option<Spanned<i64>>,
     pub tcp_max_connections: Option<Spanned<i64>>,
+    pub tcp_max_outbound_connections: Option<Spanned<i64>>,
     pub shutdown_grace_seconds: Option<Spanned<i64>>,
     pub udp_batch_wait_us: Option<Spanned<i64>>,
 }
@@ -19,28 +33,6 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 pub struct RawUpstream {
     pub uri: Spanned<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    /// The token used in Via and `transport=` (upper case as RFC 3261 writes it in Via).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-    pub fn label(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +51,23 @@ pub struct Upstream {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: Vec<Listen>,
-    /// host:port we put in our Via (and Record-Route).
-    pub advertise: String,
+    /// host:port we put in our Via and Record-Route, per address family (RFC 5118): the
+    /// IPv4 one for next hops reached over IPv4, the IPv6 one for IPv6. A family without
+    /// listeners has none.
+    pub advertise_v4: Option<HostPort>,
+    pub advertise_v6: Option<HostPort>,
     pub max_message_bytes: usize,
     pub record_route: bool,
     pub upstream: Option<Upstream>,
+    /// Networks requests may be relayed to besides the upstream and the customers'.
+    pub relay_to: Vec<IpNet>,
+    /// `[server] secret`: key material shared by the nodes of a cluster (else the
+    /// `[state]` secret file is used).
+    pub secret: Option<String>,
     pub tcp_idle: Duration,
+    /// Connections accepted from peers, and connections we open to next hops.
     pub tcp_max_connections: usize,
+    pub tcp_max_outbound_connections: usize,
     pub shutdown_grace: Duration,
     /// After each UDP receive batch, wait this long so that datagrams gather (0: never).
     pub udp_batch_wait: Duration,
@@ -86,15 +88,14 @@ pub const DEFAULT_UDP_BATCH_WAIT_US: i64 = 500;
 pub const MAX_UDP_BATCH_WAIT_US: i64 = 10_000;
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"];
+/// A shared secret shorter than this is too easy to guess.
+pub const MIN_SECRET_CHARS: usize = 32;
 
 /// Parse `udp:IP:PORT` / `tcp:[IPv6]:PORT`.
 pub fn parse_listen(s: &str) -> Result<Listen, String> {
     let (t, rest) = s.split_once(':').ok_or("expected TRANSPORT:IP:PORT, e.g. udp:127.0.0.1:5060")?;
-    let transport = match t.to_ascii_lowercase().as_str() {
-        "udp" => Transport::Udp,
-        "tcp" => Transport::Tcp,
-        other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
-    };
+    let transport =
+        Transport::from_token(t.as_bytes()).ok_or_else(|| format!("unknown transport `{t}` (udp or tcp)"))?;
     let addr =
         rest.parse::<SocketAddr>().map_err(|_| format!("bad address `{rest}`: expected IP:PORT or [IPv6]:PORT"))?;
     Ok(Listen { transport, addr })
@@ -110,11 +111,8 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
     for p in parts {
         match p.split_once('=') {
             Some((k, v)) if k.eq_ignore_ascii_case("transport") => {
-                transport = match v.to_ascii_lowercase().as_str() {
-                    "udp" => Transport::Udp,
-                    "tcp" => Transport::Tcp,
-                    other => return Err(format!("bad URI `{s}`: unknown transport `{other}`")),
-                }
+                transport = Transport::from_token(v.as_bytes())
+                    .ok_or_else(|| format!("bad URI `{s}`: unknown transport `{v}`"))?;
             }
             _ => return Err(format!("bad URI `{s}`: unexpected parameter `{p}`")),
         }
@@ -165,26 +163,27 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
             }
         }
     }
-    let advertise = match &raw.advertise {
-        Some(a) => {
-            let v = a.get_ref();
-            let valid = match v.rsplit_once(':') {
-                Some((host, port)) => {
-                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) && !host.contains(char::is_whitespace)
-                }
-                None => false,
-            };
-            if !valid {
-                d.error(a.span(), format!("server.advertise `{v}`: expected HOST:PORT"));
-                ok = false;
-            }
-            v.clone()
+    let (advertise_v4, advertise_v6) = advertise(raw, &listen, d).unwrap_or_else(|| {
+        ok = false;
+        (None, None)
+    });
+    let before = d.errors.len();
+    let relay_to = raw.relay_to.as_deref().unwrap_or_default().iter().filter_map(|s| super::cidr(s, d)).collect();
+    ok &= d.errors.len() == before;
+    let secret = match &raw.secret {
+        Some(s) if s.get_ref().chars().count() < MIN_SECRET_CHARS => {
+            d.error(s.span(), format!("server.secret: at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"));
+            ok = false;
+            None
         }
-        None => listen.first().map(|l| l.addr.to_string()).unwrap_or_default(),
+        Some(s) => Some(s.get_ref().clone()),
+        None => None,
     };
     let max_message_bytes = positive(d, &raw.max_message_bytes, "server.max_message_bytes", 65535, 1 << 20);
     let idle = positive(d, &raw.tcp_idle_seconds, "server.tcp_idle_seconds", 300, 86400);
     let maxconn = positive(d, &raw.tcp_max_connections, "server.tcp_max_connections", 1024, 1 << 20);
+    let maxout =
+        positive(d, &raw.tcp_max_outbound_connections, "server.tcp_max_outbound_connections", 256, 1 << 20);
     let grace = positive(d, &raw.shutdown_grace_seconds, "server.shutdown_grace_seconds", 5, 3600);
     let batch_wait = match &raw.udp_batch_wait_us {
         None => Some(DEFAULT_UDP_BATCH_WAIT_US),
@@ -213,15 +212,84 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
     }
     Some(ServerConfig {
         listen,
-        advertise,
+        advertise_v4,
+        advertise_v6,
         max_message_bytes: max_message_bytes? as usize,
         record_route: raw.record_route.unwrap_or(false),
         upstream,
+        relay_to,
+        secret,
         tcp_idle: Duration::from_secs(idle? as u64),
         tcp_max_connections: maxconn? as usize,
+        tcp_max_outbound_connections: maxout? as usize,
         shutdown_grace: Duration::from_secs(grace? as u64),
         udp_batch_wait: Duration::from_micros(batch_wait? as u64),
     })
+}
+
+/// The advertised address of each address family that has listeners: an entry of
+/// `advertise` with an IP of that family, else a host name entry, else the listener's own
+/// address (refused when it is 0.0.0.0 or [::], which no peer can send to).
+fn advertise(
+    raw: &RawServer,
+    listen: &[Listen],
+    d: &mut Diagnostics<'_>,
+) -> Option<(Option<HostPort>, Option<HostPort>)> {
+    let mut entries = Vec::new();
+    let mut ok = true;
+    if let Some(a) = &raw.advertise {
+        let list: Vec<&String> = match a.get_ref() {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v.iter().collect(),
+        };
+        if list.is_empty() {
+            d.error(a.span(), "server.advertise is empty");
+            ok = false;
+        }
+        for v in list {
+            match HostPort::parse(v) {
+                Some(hp) if !hp.ip().is_some_and(|ip| ip.is_unspecified()) => entries.push(hp),
+                _ => {
+                    d.error(a.span(), format!("server.advertise `{v}`: expected HOST:PORT or [IPv6]:PORT that peers can reach"));
+                    ok = false;
+                }
+            }
+        }
+    }
+    let pick = |v6: bool| -> Result<Option<HostPort>, Listen> {
+        let Some(l) = listen.iter().find(|l| l.addr.is_ipv6() == v6) else { return Ok(None) };
+        let by_ip = entries.iter().find(|e| e.ip().is_some_and(|ip| ip.is_ipv6() == v6));
+        let by_name = entries.iter().find(|e| e.ip().is_none());
+        match by_ip.or(by_name) {
+            Some(e) => Ok(Some(e.clone())),
+            None if raw.advertise.is_none() && !l.addr.ip().is_unspecified() => Ok(Some(HostPort::of(l.addr))),
+            None => Err(*l),
+        }
+    };
+    let mut fam = |v6: bool| match pick(v6) {
+        Ok(x) => x,
+        Err(l) => {
+            let span = raw.advertise.as_ref().map(|a| a.span()).or_else(|| {
+                raw.listen.as_ref().and_then(|ls| ls.iter().find(|s| parse_listen(s.get_ref()).ok() == Some(l)).map(|s| s.span()))
+            });
+            let family = if v6 { "IPv6" } else { "IPv4" };
+            let msg = if raw.advertise.is_some() {
+                format!("server.advertise has no {family} address or host name for listener {}:{}", l.transport.label(), l.addr)
+            } else {
+                format!(
+                    "server.listen `{}:{}` binds every address: set server.advertise to the {family} address peers reach this proxy at",
+                    l.transport.label(),
+                    l.addr
+                )
+            };
+            d.error(span.unwrap_or(0..0), msg);
+            ok = false;
+            None
+        }
+    };
+    let v4 = fam(false);
+    let v6 = fam(true);
+    ok.then_some((v4, v6))
 }
 
 #[cfg(test)]
@@ -259,10 +327,44 @@ mod tests {
     fn defaults() {
         let c = Config::parse(Path::new("c.toml"), "").unwrap();
         assert_eq!(c.server.listen.len(), 2);
-        assert_eq!(c.server.advertise, "127.0.0.1:5060");
+        assert_eq!(c.server.advertise_v4.as_ref().map(|a| a.to_string()).as_deref(), Some("127.0.0.1:5060"));
+        assert!(c.server.advertise_v6.is_none());
+        assert!(c.server.relay_to.is_empty() && c.server.secret.is_none());
         assert_eq!(c.server.max_message_bytes, 65535);
         assert!(c.server.upstream.is_none());
         assert_eq!(c.server.udp_batch_wait, Duration::from_micros(500));
+    }
+
+    #[test]
+    fn advertise_per_family() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[server]\nlisten = [\"udp:0.0.0.0:5060\", \"udp:[::]:5060\"]\nadvertise = [\"203.0.113.5:5060\", \"[2001:db8::5]:5060\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.advertise_v4.unwrap().to_string(), "203.0.113.5:5060");
+        assert_eq!(c.server.advertise_v6.unwrap().to_string(), "[2001:db8::5]:5060");
+        let c = Config::parse(Path::new("c.toml"), "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:[::1]:5062\"]\n").unwrap();
+        assert_eq!(c.server.advertise_v6.unwrap().to_string(), "[::1]:5062", "derived from the IPv6 listener");
+        let c = Config::parse(Path::new("c.toml"), "[server]\nlisten = [\"udp:0.0.0.0:5060\"]\nadvertise = \"sbc.example:5060\"\n").unwrap();
+        assert_eq!(c.server.advertise_v4.unwrap().to_string(), "sbc.example:5060");
+        let e = Config::parse(Path::new("c.toml"), "[server]\n\nlisten = [\"udp:0.0.0.0:5060\"]\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].line, 3, "{e}");
+        assert!(e.0[0].msg.contains("binds every address: set server.advertise"), "{e}");
+        let e = Config::parse(Path::new("c.toml"), "[server]\nlisten = [\"udp:[::]:5060\"]\nadvertise = \"203.0.113.5:5060\"\n").unwrap_err();
+        assert!(e.0[0].msg.contains("no IPv6 address"), "{e}");
+        assert!(Config::parse(Path::new("c.toml"), "[server]\nadvertise = \"0.0.0.0:5060\"\n").is_err());
+    }
+
+    #[test]
+    fn relay_and_secret() {
+        let c = Config::parse(Path::new("c.toml"), "[server]\nrelay_to = [\"198.51.100.0/24\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
+        assert_eq!(c.server.relay_to, vec!["198.51.100.0/24".parse::<IpNet>().unwrap()]);
+        assert!(c.server.secret.is_some());
+        let e = Config::parse(Path::new("c.toml"), "[server]\nrelay_to = [\"nope\"]\nsecret = \"short\"\n").unwrap_err();
+        let lines: Vec<usize> = e.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, vec![2, 3], "{e}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The verdict cache: one screening per INVITE transaction. Keyed by a hash of (top Via
-//! branch, Call-ID, CSeq number); bounded in size and entries expire after 32 s (64*T1,
-//! the INVITE transaction lifetime), so network data cannot grow it without limit.
+//! The verdict cache: one screening per call. Keyed by a keyed hash of (Call-ID, From tag),
+//! so that retransmissions, the retry after a 401/407 challenge and the CANCEL find the
+//! verdict; each entry also holds a hash of the facts screened, which a hit must match.
+//! Bounded in size and entries expire after 32 s (64*T1, the INVITE transaction lifetime),
+//! so network data cannot grow it without limit; the keys are SipHash outputs under our
+//! secret, so nobody can choose keys that collide in the map.
 //!
 //! Two generations instead of an expiry queue: inserts go to the current map, which becomes
 //! the previous one every TTL (or when it holds half the cap), and the previous one is then
@@ -19,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 pub const TTL: Duration = Duration::from_secs(32);
 
-/// Keys are already xxh3 hashes of the transaction: hashing them again would be wasted work.
+/// Keys are already keyed hashes: hashing them again would be wasted work.
 #[derive(Default)]
 struct KeyHasher(u64);
 
@@ -37,7 +40,15 @@ impl Hasher for KeyHasher {
     }
 }
 
-type Generation = HashMap<u64, (Arc<Verdict>, SystemTime), BuildHasherDefault<KeyHasher>>;
+/// A cached verdict and the facts it was reached on.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub facts: u64,
+    pub verdict: Arc<Verdict>,
+    expires: SystemTime,
+}
+
+type Generation = HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>;
 
 pub struct VerdictCache {
     current: Generation,
@@ -55,12 +66,17 @@ impl VerdictCache {
         VerdictCache { current: map(), previous: map(), started: SystemTime::UNIX_EPOCH, per_generation }
     }
 
-    pub fn get(&self, key: u64, now: SystemTime) -> Option<&Arc<Verdict>> {
+    pub fn get(&self, key: u64, now: SystemTime) -> Option<&Entry> {
         let hit = self.current.get(&key).or_else(|| self.previous.get(&key));
-        hit.filter(|(_, exp)| *exp > now).map(|(v, _)| v)
+        hit.filter(|e| e.expires > now)
     }
 
-    pub fn insert(&mut self, key: u64, verdict: Arc<Verdict>, now: SystemTime) {
+    pub fn remove(&mut self, key: u64) {
+        self.current.remove(&key);
+        self.previous.remove(&key);
+    }
+
+    pub fn insert(&mut self, key: u64, facts: u64, verdict: Arc<Verdict>, now: SystemTime) {
         let aged = now.duration_since(self.started).map_or(true, |age| age >= TTL);
         if aged || self.current.len() >= self.per_generation {
             // Everything in `previous` is at least a TTL old, or the cap is reached.
@@ -68,7 +84,9 @@ impl VerdictCache {
             self.current.clear();
             self.started = now;
         }
-        self.current.insert(key, (verdict, now + TTL));
+        // A newer verdict for the same call replaces one in the previous generation too.
+        self.previous.remove(&key);
+        self.current.insert(key, Entry { facts, verdict, expires: now + TTL });
     }
 
     /// Entries stored (expired ones included until their generation is dropped).
@@ -90,15 +108,15 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let v = Verdict::shared_forward;
         let mut c = VerdictCache::new(2);
-        c.insert(1, v(), t0);
+        c.insert(1, 0, v(), t0);
         assert!(c.get(1, t0 + Duration::from_secs(31)).is_some());
         assert!(c.get(1, t0 + TTL).is_none());
-        c.insert(2, v(), t0);
-        c.insert(3, v(), t0);
+        c.insert(2, 0, v(), t0);
+        c.insert(3, 0, v(), t0);
         assert_eq!(c.len(), 2);
         assert!(c.get(1, t0).is_none(), "oldest evicted at the cap");
         assert!(c.get(2, t0).is_some() && c.get(3, t0).is_some());
-        c.insert(4, v(), t0 + TTL);
+        c.insert(4, 0, v(), t0 + TTL);
         assert!(c.len() <= 2);
         assert!(c.get(3, t0 + TTL).is_none(), "expired");
         assert!(c.get(4, t0 + TTL).is_some());
@@ -111,7 +129,7 @@ mod tests {
         // One insert a second: generations rotate every 32 s.
         for s in 0..200u64 {
             let now = t0 + Duration::from_secs(s);
-            c.insert(s, Verdict::shared_forward(), now);
+            c.insert(s, 0, Verdict::shared_forward(), now);
             for back in 0..40u64.min(s + 1) {
                 let found = c.get(s - back, now).is_some();
                 assert_eq!(found, back < 32, "entry {} at second {s}", s - back);

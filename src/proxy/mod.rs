@@ -1,21 +1,27 @@
 //! The sans-IO proxy core: bytes and a source address in, actions out. No sockets, no clock
 //! of its own (`now` is an argument), so every rule is testable without I/O.
 //!
-//! Requests are checked (§16.3), initial INVITEs screened (once per transaction, through the
-//! verdict cache), and then either answered locally as a stateless UAS or forwarded by
-//! splicing our Via, Max-Forwards and the screening headers into the original bytes
-//! (§16.6, §16.11). Responses whose top Via is ours lose it and go to the next Via.
+//! Requests are checked (§16.3); every INVITE that does not prove it belongs to a dialog
+//! screened here is screened, once per call (Call-ID + From tag, through the verdict
+//! cache), and then either answered locally as a stateless UAS or forwarded by splicing our
+//! Via, Record-Route and Max-Forwards into the original bytes (§16.6, §16.11). A response is
+//! relayed only when its top Via carries a branch we issued for the address it goes to.
 
 pub mod cache;
+mod config;
 mod route;
 
-use crate::config::server::{ServerConfig, Transport, Upstream};
+pub use config::{Advert, ProxyConfig};
+
+use crate::config::server::Transport;
 use crate::screen::{Call, Decision, ExtraHeader, Screen, Verdict};
+use crate::sip::addr::tag_of;
+use crate::sip::branch::{self, Purpose, TxFields};
 use crate::sip::check::{self, Facts, Problem, TopVia};
 use crate::sip::reply;
 use crate::sip::scan::{self, Kind, Message, StartLine, split_values};
-use crate::sip::splice::{Splice, push_dec, push_hex};
-use crate::sip::via::{self, HostPort, TxFields};
+use crate::sip::splice::{Splice, push_dec};
+use crate::sip::via;
 use crate::telemetry::metrics as m;
 use cache::VerdictCache;
 use smallvec::SmallVec;
@@ -41,6 +47,9 @@ pub enum DropReason {
     BadVia,
     /// A response whose top Via is not ours (RFC 3261 §16.11).
     NotOurVia,
+    /// A response whose top Via looks like ours but whose branch we did not issue for the
+    /// address its next Via names: forged or altered.
+    Forged,
     /// A response whose next Via has no IP address to send to.
     Unroutable,
     /// The ACK for a reply we generated.
@@ -58,6 +67,7 @@ impl DropReason {
             DropReason::NoVia => "no_via",
             DropReason::BadVia => "bad_via",
             DropReason::NotOurVia => "not_our_via",
+            DropReason::Forged => "forged_branch",
             DropReason::Unroutable => "unroutable",
             DropReason::AckAbsorbed => "ack_absorbed",
             DropReason::AckDropped => "ack_dropped",
@@ -75,54 +85,11 @@ pub struct Decided {
 
 #[derive(Debug)]
 pub enum Action {
-    Send { transport: Transport, dest: SocketAddr, bytes: Vec<u8> },
+    /// `connect`: the shell may open a TCP connection for it (forwarded requests only; a
+    /// response or reply goes over a connection that exists, or nowhere).
+    Send { transport: Transport, dest: SocketAddr, bytes: Vec<u8>, connect: bool },
     Drop(DropReason),
     Decided(Box<Decided>),
-}
-
-/// What the core needs from `[server]` and `[upstream]`.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    pub advertise: HostPort,
-    /// `host:port` as configured, and ` host:port;branch=z9hG4bK-sg` for our Via: built
-    /// once so forwarding formats nothing but the branch hash.
-    pub advertise_text: String,
-    pub via_tail: Vec<u8>,
-    /// Addresses we listen on: a Route or Request-URI naming one of them is us.
-    pub local: Vec<SocketAddr>,
-    pub record_route: bool,
-    pub upstream: Option<Upstream>,
-    pub max_message_bytes: usize,
-    /// Seed for branch and tag hashes; derived from the advertised address so that
-    /// branches survive a restart (a CANCEL after a restart still matches its INVITE).
-    pub seed: u64,
-}
-
-impl ProxyConfig {
-    /// A config advertising `host:port` and listening on `local`; the rest default
-    /// (no Record-Route, no upstream, 65535-byte messages) and may be set after.
-    pub fn new(advertise: &str, local: Vec<SocketAddr>) -> ProxyConfig {
-        let hp = HostPort::parse(advertise).unwrap_or(HostPort { host: advertise.to_string(), port: 5060 });
-        let via_tail = format!(" {}:{};branch={}", hp.host, hp.port, via::OUR_BRANCH_PREFIX).into_bytes();
-        ProxyConfig {
-            seed: xxhash_rust::xxh3::xxh3_64(advertise.as_bytes()),
-            advertise_text: format!("{}:{}", hp.host, hp.port),
-            advertise: hp,
-            via_tail,
-            local,
-            record_route: false,
-            upstream: None,
-            max_message_bytes: 65535,
-        }
-    }
-
-    pub fn from_server(s: &ServerConfig) -> ProxyConfig {
-        let mut c = ProxyConfig::new(&s.advertise, s.listen.iter().map(|l| l.addr).collect());
-        c.record_route = s.record_route;
-        c.upstream = s.upstream.clone();
-        c.max_message_bytes = s.max_message_bytes;
-        c
-    }
 }
 
 pub const VERDICT_CACHE_CAP: usize = 200_000;
@@ -133,6 +100,12 @@ pub struct Proxy {
     cache: VerdictCache,
     /// Emit `Action::Decided` for each screening (off when no decision log is written).
     record_decisions: bool,
+}
+
+/// A fresh screening of this request, kept until the forward is known to have succeeded.
+struct Screened {
+    call: u64,
+    decision: Decision,
 }
 
 impl Proxy {
@@ -190,10 +163,9 @@ impl Proxy {
             Err(check::Unanswerable::NoVia) => return out.push(Action::Drop(DropReason::NoVia)),
             Err(check::Unanswerable::BadVia) => return out.push(Action::Drop(DropReason::BadVia)),
         };
-        let tag_key = tag_key(msg, &top);
         if is_ack {
-            let to_tag = msg.first(Kind::To).and_then(|h| via::tag(msg.bytes, h.value.clone()));
-            if to_tag.is_some_and(|t| msg.bytes[t] == self.to_tag(tag_key)[..]) {
+            let to_tag = msg.value(Kind::To).map(tag_of).unwrap_or_default();
+            if to_tag == self.to_tag(msg, &top) {
                 return out.push(Action::Drop(DropReason::AckAbsorbed));
             }
         }
@@ -203,9 +175,8 @@ impl Proxy {
             Err(p) => return self.reply_problem(msg, &top, from, &p, out),
         };
         let fields = tx_fields(msg, &facts);
-        let tx = via::transaction_hash(&fields, self.cfg.seed);
-        let key = verdict_key(tx, &fields);
-        let lp = via::loop_hash(&fields, self.cfg.seed);
+        let tx = branch::transaction_hash(&self.cfg.key, &fields);
+        let lp = branch::loop_hash(&self.cfg.key, &fields);
         if self.looped(msg, lp) {
             if is_ack {
                 return out.push(Action::Drop(DropReason::AckDropped));
@@ -218,21 +189,26 @@ impl Proxy {
             };
             return self.reply_problem(msg, &facts.top, from, &p, out);
         }
+        let call = call_key(&self.cfg.key, msg);
         let mut verdict = None;
-        let initial_invite = msg.method() == b"INVITE" && !has_to_tag(msg);
-        if initial_invite {
-            let v = match self.cache.get(key, now) {
-                Some(v) => {
+        let mut screened = None;
+        if msg.method() == b"INVITE" && !self.dialog_proven(msg) {
+            let facts_key = facts_key(&self.cfg.key, msg, from, self.screen.account_header().as_deref());
+            let v = match self.cache.get(call, now) {
+                Some(e) if e.facts == facts_key => {
                     m::cache_hit();
-                    v.clone()
+                    e.verdict.clone()
                 }
-                None => {
-                    let v = self.screen_call(now, from, msg, out);
-                    self.cache.insert(key, v.clone(), now);
+                _ => {
+                    let decision = self.screen_call(now, from, msg);
+                    let v = decision.verdict.clone();
+                    self.cache.insert(call, facts_key, v.clone(), now);
+                    screened = Some(Screened { call, decision });
                     v
                 }
             };
             if let Verdict::Reject { code, reason, headers } = &*v {
+                self.decided(now, msg, screened.map(|s| s.decision), out);
                 let hs: SmallVec<[(&str, &str); 4]> =
                     headers.iter().map(|h| (h.name.as_ref(), h.value.as_str())).collect();
                 return self.reply(msg, &facts.top, from, (*code, reason), &hs, out);
@@ -241,7 +217,7 @@ impl Proxy {
         }
         if msg.method() == b"CANCEL" {
             // The INVITE was answered here and never forwarded: nothing downstream to cancel.
-            if let Some(Verdict::Reject { .. }) = self.cache.get(key, now).map(|v| &**v) {
+            if self.cache.get(call, now).is_some_and(|e| !e.verdict.is_forward()) {
                 return self.reply(msg, &facts.top, from, (200, "OK"), &[], out);
             }
         }
@@ -249,9 +225,21 @@ impl Proxy {
             Some(Verdict::Forward { headers }) => headers.as_slice(),
             _ => &[],
         };
-        match self.forward(msg, &facts, from, tx, lp, extra) {
+        let forwarded = self.forward(msg, &facts, from, tx, lp, extra);
+        if let Some(s) = &screened
+            && forwarded.is_err()
+        {
+            // Not forwarded after all: the call is not charged, and a retransmission is
+            // screened again rather than taking a verdict that was never acted on.
+            self.screen.release(&s.decision);
+            self.cache.remove(s.call);
+        }
+        self.decided(now, msg, screened.map(|s| s.decision), out);
+        match forwarded {
             Ok(send) => {
-                m::message_out(send_transport(&send), "request");
+                if let Action::Send { transport, .. } = &send {
+                    m::message_out(*transport, "request");
+                }
                 out.push(send)
             }
             Err(_) if is_ack => out.push(Action::Drop(DropReason::AckDropped)),
@@ -259,14 +247,32 @@ impl Proxy {
         }
     }
 
-    /// Run the screen for an initial INVITE and record the decision.
-    fn screen_call<'a>(
-        &self,
-        now: SystemTime,
-        from: Inbound,
-        msg: &Message<'a>,
-        out: &mut Vec<Action>,
-    ) -> Arc<Verdict> {
+    /// An INVITE with a To tag whose Route brings back the proof in our Record-Route that
+    /// its dialog's first INVITE was screened here. Anything else is screened.
+    fn dialog_proven(&self, msg: &Message<'_>) -> bool {
+        let b = msg.bytes;
+        let to_tag = msg.value(Kind::To).map(tag_of).unwrap_or_default();
+        if to_tag.is_empty() {
+            return false;
+        }
+        let from_tag = msg.value(Kind::From).map(tag_of).unwrap_or_default();
+        let call_id = msg.value(Kind::CallId).unwrap_or_default();
+        // The first Route value: ours when the dialog was record-routed here.
+        let Some(first) = msg.first(Kind::Route).and_then(|h| split_values(b, h.value.clone()).into_iter().next())
+        else {
+            return false;
+        };
+        let Some(u) = crate::sip::uri::parse(crate::sip::uri::inner(&b[first])) else { return false };
+        if !route::is_local(&self.cfg, &u) {
+            return false;
+        }
+        let Some(mac) = u.sg.and_then(branch::hex) else { return false };
+        // From the caller the From tag is the caller's; from the callee, the To tag is.
+        [from_tag, to_tag].iter().any(|t| branch::route_mac(&self.cfg.key, call_id, t) == mac)
+    }
+
+    /// Run the screen for an INVITE.
+    fn screen_call<'a>(&self, now: SystemTime, from: Inbound, msg: &Message<'a>) -> Decision {
         // Borrowed from the message; only a value that is not valid UTF-8 is copied. (The
         // strict check first: it is several times faster than the lossy one on valid text.)
         let text = |b: &'a [u8]| match std::str::from_utf8(b) {
@@ -296,12 +302,16 @@ impl Proxy {
             decision.account.as_deref().unwrap_or("-"),
             started.elapsed().as_secs_f64(),
         );
-        let verdict = decision.verdict.clone();
-        if self.record_decisions {
-            let call_id = call.call_id.into_owned();
+        decision
+    }
+
+    fn decided(&self, now: SystemTime, msg: &Message<'_>, decision: Option<Decision>, out: &mut Vec<Action>) {
+        if let Some(decision) = decision
+            && self.record_decisions
+        {
+            let call_id = String::from_utf8_lossy(msg.value(Kind::CallId).unwrap_or_default()).into_owned();
             out.push(Action::Decided(Box::new(Decided { time: now, call_id, decision })));
         }
-        verdict
     }
 
     /// A Via of ours further down the stack whose loop part matches this request: the
@@ -309,20 +319,24 @@ impl Proxy {
     fn looped(&self, msg: &Message<'_>, lp: u32) -> bool {
         let b = msg.bytes;
         msg.all(Kind::Via)
-            .filter(|h| memchr::memmem::find(&b[h.value.clone()], via::OUR_BRANCH_PREFIX.as_bytes()).is_some())
+            .filter(|h| memchr::memmem::find(&b[h.value.clone()], branch::OUR_BRANCH_PREFIX.as_bytes()).is_some())
             .flat_map(|h| split_values(b, h.value.clone()))
             .any(|v| {
                 via::parse(b, v).is_ok_and(|v| {
-                    v.is_ours(b, &self.cfg.advertise)
-                        && v.branch.as_ref().and_then(|r| via::loop_part(&b[r.clone()])) == Some(lp)
+                    self.cfg.is_our_address(&b[v.host.clone()], v.port)
+                        && v.branch.as_ref().and_then(|r| branch::parse(&b[r.clone()])).is_some_and(|o| o.lp == lp)
                 })
             })
     }
 
-    /// Our To tag for a local reply: derived from the transaction so that a retransmission
-    /// gets the same reply and the ACK for it can be recognised without state.
-    fn to_tag(&self, key: u64) -> [u8; 18] {
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&key.to_le_bytes(), self.cfg.seed);
+    /// Our To tag for a local reply: derived from what an INVITE, its retransmissions and
+    /// the ACK for the reply share (top Via, Call-ID, CSeq number), read raw so that even a
+    /// request that failed the checks gets a stable tag, and keyed so nobody can predict it.
+    fn to_tag(&self, msg: &Message<'_>, top: &TopVia) -> [u8; 18] {
+        let cseq = msg.value(Kind::CSeq).unwrap_or_default();
+        let digits = &cseq[..cseq.iter().position(|c| !c.is_ascii_digit()).unwrap_or(cseq.len())];
+        let parts: [&[u8]; 3] = [&msg.bytes[top.value()], msg.value(Kind::CallId).unwrap_or_default(), digits];
+        let h = self.cfg.key.hash(Purpose::ToTag, &parts);
         let mut tag = *b"sg0000000000000000";
         for (i, c) in tag[2..].iter_mut().enumerate() {
             *c = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];
@@ -334,7 +348,8 @@ impl Proxy {
         if msg.method() == b"ACK" {
             return out.push(Action::Drop(DropReason::AckDropped));
         }
-        let warning = format!("399 {} \"{}\"", self.cfg.advertise.host, p.warning.replace('"', "'"));
+        let host = &self.cfg.advert_for(&from.src).hp.host;
+        let warning = format!("399 {host} \"{}\"", p.warning.replace('"', "'"));
         let mut extra = vec![("Warning", warning.as_str())];
         if let Some(u) = &p.unsupported {
             extra.push(("Unsupported", u.as_str()));
@@ -351,20 +366,12 @@ impl Proxy {
         extra: &[(&str, &str)],
         out: &mut Vec<Action>,
     ) {
-        let tag = self.to_tag(tag_key(msg, top));
-        let bytes = reply::build(msg, Some(top), from.src, code, reason, &tag, extra);
-        // Reliable transports answer on the connection (its peer address); UDP per §18.2.2
-        // with RFC 3581: to the source address, at the rport or sent-by port.
-        let dest = match from.transport {
-            Transport::Tcp => from.src,
-            Transport::Udp => match top.via.rport {
-                Some(_) => from.src,
-                None => SocketAddr::new(from.src.ip(), top.via.port.unwrap_or(5060)),
-            },
-        };
+        let tag = self.to_tag(msg, top);
+        let bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, extra);
+        let dest = via::reply_target(from.transport, &top.via, from.src);
         m::reply_sent(code);
         m::message_out(from.transport, "reply");
-        out.push(Action::Send { transport: from.transport, dest, bytes });
+        out.push(Action::Send { transport: from.transport, dest, bytes, connect: false });
     }
 
     fn response(&self, msg: &Message<'_>, out: &mut Vec<Action>) {
@@ -372,9 +379,10 @@ impl Proxy {
         let Ok(top) = check::top_via(msg) else {
             return out.push(Action::Drop(DropReason::BadVia));
         };
-        if !top.via.is_ours(b, &self.cfg.advertise) {
+        let ours = top.via.branch.as_ref().and_then(|r| branch::parse(&b[r.clone()]));
+        let Some(ours) = ours.filter(|_| self.cfg.is_our_address(&b[top.via.host.clone()], top.via.port)) else {
             return out.push(Action::Drop(DropReason::NotOurVia));
-        }
+        };
         let mut s = Splice::new();
         let line = msg.headers[top.header].line.clone();
         let next = match top.values.get(1) {
@@ -391,19 +399,20 @@ impl Proxy {
                     .and_then(|h| split_values(b, h.value.clone()).into_iter().next())
             }
         };
-        let Some(next) = next.and_then(|r| via::parse(b, r).ok()) else {
+        let Some((transport, dest)) = next.and_then(|r| via::parse(b, r).ok()).and_then(|v| v.response_target(b)) else {
             return out.push(Action::Drop(DropReason::Unroutable));
         };
-        let transport = match &b[next.transport.clone()] {
-            t if t.eq_ignore_ascii_case(b"UDP") => Transport::Udp,
-            t if t.eq_ignore_ascii_case(b"TCP") => Transport::Tcp,
-            _ => return out.push(Action::Drop(DropReason::Unroutable)),
-        };
-        let Some(dest) = next.response_target(b) else {
-            return out.push(Action::Drop(DropReason::Unroutable));
-        };
+        if !ours.verifies(&self.cfg.key, transport, dest) {
+            return out.push(Action::Drop(DropReason::Forged));
+        }
+        // Bytes past Content-Length (a second message smuggled in a datagram) are not sent.
+        match check::content_length(msg, self.cfg.max_message_bytes) {
+            Ok(body) if body.end < b.len() => s.delete(body.end..b.len()),
+            Ok(_) => {}
+            Err(_) => return out.push(Action::Drop(DropReason::Malformed)),
+        }
         m::message_out(transport, "response");
-        out.push(Action::Send { transport, dest, bytes: s.apply(b) });
+        out.push(Action::Send { transport, dest, bytes: s.apply(b), connect: false });
     }
 
     /// Splice the forwarded request and choose its next hop.
@@ -418,19 +427,16 @@ impl Proxy {
     ) -> Result<Action, Problem> {
         let b = msg.bytes;
         let mut s = Splice::new();
-        let (transport, dest) = route::next_hop(msg, facts.ruri.as_ref(), &self.cfg, &mut s)?;
-        let mut head = Vec::with_capacity(160);
+        let far = self.cfg.is_far_side(from.src.ip());
+        let hop = route::next_hop(msg, facts.ruri.as_ref(), &self.cfg, far, &mut s)?;
+        let out_adv = self.cfg.advert_for(&hop.dest);
+        let mut head = Vec::with_capacity(200);
         head.extend_from_slice(b"Via: SIP/2.0/");
-        head.extend_from_slice(transport.via_token().as_bytes());
-        head.extend_from_slice(&self.cfg.via_tail);
-        push_hex(&mut head, tx, 16);
-        push_hex(&mut head, u64::from(lp), 8);
+        head.extend_from_slice(hop.transport.via_token().as_bytes());
+        head.extend_from_slice(&out_adv.via_tail);
+        let back = via::reply_target(from.transport, &facts.top.via, from.src);
+        branch::write(&mut head, &self.cfg.key, tx, lp, from.transport, back);
         head.extend_from_slice(b"\r\n");
-        if self.cfg.record_route && creates_dialog(msg) {
-            head.extend_from_slice(b"Record-Route: <sip:");
-            head.extend_from_slice(self.cfg.advertise_text.as_bytes());
-            head.extend_from_slice(b";lr>\r\n");
-        }
         if facts.max_forwards.is_none() {
             head.extend_from_slice(b"Max-Forwards: 70\r\n");
         }
@@ -440,67 +446,122 @@ impl Proxy {
             head.extend_from_slice(h.value.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
-        s.insert(msg.headers[facts.top.header].line.start, &head);
-        reply::received_edits(&mut s, b, &facts.top, from.src, 0);
+        let via_line = msg.headers[facts.top.header].line.start;
+        if self.cfg.record_route && creates_dialog(msg) {
+            let in_adv = self.cfg.advert_for(&from.src);
+            let from_tag = msg.value(Kind::From).map(tag_of).unwrap_or_default();
+            let mac = branch::route_mac(&self.cfg.key, msg.value(Kind::CallId).unwrap_or_default(), from_tag);
+            let mut rr = Vec::with_capacity(160);
+            // RFC 5658: when the two sides differ in transport or address, one value for
+            // each side, the one facing the next hop on top.
+            record_route(&mut rr, out_adv, hop.transport, mac);
+            if in_adv.text != out_adv.text || from.transport != hop.transport {
+                record_route(&mut rr, in_adv, from.transport, mac);
+            }
+            // Ours go above every Record-Route already present (§16.6 step 4).
+            match msg.first(Kind::RecordRoute) {
+                Some(h) if h.line.start < via_line => s.insert(h.line.start, &rr),
+                _ => head.extend_from_slice(&rr),
+            }
+        }
+        s.insert(via_line, &head);
+        reply::received_edits(&mut s, b, &facts.top, from.transport, from.src, 0);
         if let Some((idx, v)) = facts.max_forwards {
             let mut n = Vec::with_capacity(3);
             push_dec(&mut n, v - 1);
             s.replace(msg.headers[idx].value.clone(), &n);
         }
+        self.trust_boundary(msg, from, &mut s);
         // Bytes past Content-Length (a second message in a datagram) are not ours to send.
         if facts.body.end < b.len() {
             s.delete(facts.body.end..b.len());
         }
-        Ok(Action::Send { transport, dest, bytes: s.apply(b) })
+        Ok(Action::Send { transport: hop.transport, dest: hop.dest, bytes: s.apply(b), connect: true })
+    }
+
+    /// Headers that are ours or that only a trusted source may assert (RFC 3325 §5): the
+    /// account header always goes (unless configured to pass), P-Asserted-Identity from
+    /// outside `trusted_sources` and the upstream.
+    fn trust_boundary(&self, msg: &Message<'_>, from: Inbound, s: &mut Splice) {
+        let account = self.cfg.account_header.as_deref().filter(|_| !self.cfg.forward_account_header);
+        let strip_pai = !self.cfg.is_trusted(from.src.ip());
+        if account.is_none() && !strip_pai {
+            return;
+        }
+        for h in &msg.headers {
+            let drop_it = (strip_pai && h.kind == Kind::PAssertedIdentity)
+                || account.is_some_and(|a| msg.text(&h.name).eq_ignore_ascii_case(a.as_bytes()));
+            if drop_it {
+                s.delete(h.line.clone());
+            }
+        }
     }
 }
 
-fn send_transport(a: &Action) -> Transport {
-    match a {
-        Action::Send { transport, .. } => *transport,
-        _ => Transport::Udp,
+/// `Record-Route: <sip:HOST:PORT;transport=tcp;lr;sg=MAC>` (transport only for TCP).
+fn record_route(out: &mut Vec<u8>, adv: &Advert, transport: Transport, mac: u64) {
+    out.extend_from_slice(b"Record-Route: <sip:");
+    out.extend_from_slice(adv.text.as_bytes());
+    if transport == Transport::Tcp {
+        out.extend_from_slice(b";transport=tcp");
     }
-}
-
-fn has_to_tag(msg: &Message<'_>) -> bool {
-    msg.first(Kind::To).is_some_and(|h| via::tag(msg.bytes, h.value.clone()).is_some())
+    out.extend_from_slice(b";lr;");
+    out.extend_from_slice(crate::sip::uri::OUR_ROUTE_PARAM);
+    out.push(b'=');
+    branch::push_hex(out, mac, 16);
+    out.extend_from_slice(b">\r\n");
 }
 
 /// Requests that establish a dialog get our Record-Route when record_route is on.
 fn creates_dialog(msg: &Message<'_>) -> bool {
-    matches!(msg.method(), b"INVITE" | b"SUBSCRIBE" | b"REFER" | b"NOTIFY") && !has_to_tag(msg)
+    matches!(msg.method(), b"INVITE" | b"SUBSCRIBE" | b"REFER" | b"NOTIFY")
+        && msg.value(Kind::To).is_none_or(|v| tag_of(v).is_empty())
 }
 
 fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts) -> TxFields<'a> {
     let b = msg.bytes;
     let v = &facts.top.via;
-    let joined = |k: Kind| msg.first(k).map(|h| &b[h.value.clone()]).unwrap_or_default();
     TxFields {
         top_via: &b[facts.top.value()],
         top_branch: v.branch.as_ref().map(|r| &b[r.clone()]),
-        sent_by: &b[v.host.clone()],
+        sent_by: &b[v.sent_by.clone()],
         magic: v.has_magic_cookie(b),
         request_uri: msg.request_uri(),
-        call_id: joined(Kind::CallId),
-        from_tag: msg.first(Kind::From).and_then(|h| via::tag(b, h.value.clone())).map(|r| &b[r]).unwrap_or_default(),
+        call_id: msg.value(Kind::CallId).unwrap_or_default(),
+        from_tag: msg.value(Kind::From).map(tag_of).unwrap_or_default(),
         cseq_number: facts.cseq_number,
-        proxy_require: joined(Kind::ProxyRequire),
-        proxy_authorization: joined(Kind::ProxyAuthorization),
     }
 }
 
-/// What our To tag is derived from: fields an INVITE, its retransmissions and the ACK for
-/// a non-2xx reply share (top Via, Call-ID, CSeq number), read raw so that even a request
-/// that failed the checks gets a stable tag.
-fn tag_key(msg: &Message<'_>, top: &TopVia) -> u64 {
-    let cseq = msg.value(Kind::CSeq).unwrap_or_default();
-    let digits = &cseq[..cseq.iter().position(|c| !c.is_ascii_digit()).unwrap_or(cseq.len())];
-    via::hash_parts(0, &[&msg.bytes[top.value()], msg.value(Kind::CallId).unwrap_or_default(), digits])
+/// The call a request belongs to: Call-ID and From tag. The retry of an INVITE after a
+/// 401/407/422/491 is the same call (a new transaction), and so is its CANCEL.
+fn call_key(key: &branch::Key, msg: &Message<'_>) -> u64 {
+    let call_id = msg.value(Kind::CallId).unwrap_or_default();
+    key.hash(Purpose::Call, &[call_id, msg.value(Kind::From).map(tag_of).unwrap_or_default()])
 }
 
-/// The verdict cache key: the transaction (branch or §16.11 fields), Call-ID, CSeq number.
-fn verdict_key(tx: u64, f: &TxFields<'_>) -> u64 {
-    via::hash_parts(tx, &[f.call_id, &f.cseq_number.to_le_bytes()])
+/// Everything screening reads from an INVITE besides the call: a cached verdict is reused
+/// only for the same facts, so an INVITE that keeps a screened call's Call-ID and From tag
+/// but names another callee or caller ID is screened anew.
+fn facts_key(key: &branch::Key, msg: &Message<'_>, from: Inbound, account_header: Option<&str>) -> u64 {
+    let ip = match from.src.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    let account = account_header.and_then(|h| msg.named(h)).unwrap_or_default();
+    let to = msg.value(Kind::To).unwrap_or_default();
+    // The To tag is not a fact: a retry keeps it empty, an unproven re-INVITE has one.
+    let tag = crate::sip::addr::tag(to, 0..to.len()).unwrap_or(to.len()..to.len());
+    let parts: [&[u8]; 7] = [
+        msg.request_uri(),
+        msg.value(Kind::From).unwrap_or_default(),
+        &to[..tag.start],
+        &to[tag.end..],
+        msg.value(Kind::PAssertedIdentity).unwrap_or_default(),
+        account,
+        &ip,
+    ];
+    key.hash(Purpose::Facts, &parts)
 }
 
 #[cfg(test)]

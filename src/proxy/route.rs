@@ -1,32 +1,30 @@
-//! Next-hop choice for a forwarded request (RFC 3261 §16.4, §16.5, §16.6 steps 6-7):
-//! pop our own Route value, undo a strict router's Request-URI rewrite, then send to the
-//! first remaining Route, else `[upstream]`, else the Request-URI. No DNS: a stateless proxy
-//! must pick the same hop for a retransmission, so hosts must be IP literals.
+//! Next-hop choice for a forwarded request (RFC 3261 §16.4, §16.5, §16.6 steps 6-7): pop
+//! our own Route values, undo a strict router's Request-URI rewrite, then send to the first
+//! remaining Route, else `[upstream]`, else the Request-URI. An in-dialog request from the
+//! far side (upstream or `relay_to`) that came back through our Record-Route follows its
+//! Request-URI to the customer instead. No DNS: a stateless proxy must pick the same hop for
+//! a retransmission, so hosts must be IP literals. Every destination is checked against the
+//! relay policy. Linear in the number of Route values.
 
 use super::ProxyConfig;
 use crate::config::server::Transport;
 use crate::sip::check::Problem;
-use crate::sip::scan::{Kind, Message, split_values};
+use crate::sip::scan::{Kind, Message, StartLine, split_values};
 use crate::sip::splice::Splice;
 use crate::sip::uri::{self, SipUri};
 use std::net::SocketAddr;
 use std::ops::Range;
 
-/// One Route value: its header index, all values of that header, and which one it is.
-struct RouteValue {
-    header: usize,
-    values: crate::sip::scan::Values,
-    index: usize,
+/// Where a request goes, and what the Route header told us.
+pub struct NextHop {
+    pub transport: Transport,
+    pub dest: SocketAddr,
+    /// Our own Route values were popped (an in-dialog request through our Record-Route).
+    pub popped: bool,
 }
 
-impl RouteValue {
-    fn range(&self) -> Range<usize> {
-        self.values.get(self.index).cloned().unwrap_or(0..0)
-    }
-}
-
-fn is_local(cfg: &ProxyConfig, u: &SipUri<'_>) -> bool {
-    cfg.advertise.matches(u.host, u.port) || u.socket_addr().is_some_and(|a| cfg.local.contains(&a))
+pub fn is_local(cfg: &ProxyConfig, u: &SipUri<'_>) -> bool {
+    cfg.is_our_address(u.host, u.port) || u.socket_addr().is_some_and(|a| cfg.local.contains(&a))
 }
 
 fn no_route(what: &str) -> Problem {
@@ -38,57 +36,86 @@ fn no_route(what: &str) -> Problem {
     }
 }
 
-/// Choose the next hop, adding the Route/Request-URI edits to `s`.
-/// `ruri` is the Request-URI as parsed by the checks (None when it is not a SIP URI).
+fn relay_denied(dest: SocketAddr) -> Problem {
+    Problem {
+        code: 403,
+        reason: "Relaying Denied",
+        warning: format!("{} is not a destination this proxy relays to", dest.ip()),
+        unsupported: None,
+    }
+}
+
+/// Choose the next hop, adding the Route/Request-URI edits to `s`. `ruri` is the
+/// Request-URI as parsed by the checks (None when it is not a SIP URI).
 pub fn next_hop(
     msg: &Message<'_>,
     ruri: Option<&SipUri<'_>>,
     cfg: &ProxyConfig,
+    from_far_side: bool,
     s: &mut Splice,
-) -> Result<(Transport, SocketAddr), Problem> {
+) -> Result<NextHop, Problem> {
+    let hop = choose(msg, ruri, cfg, from_far_side, s)?;
+    if !cfg.relay_permits(hop.dest.ip()) {
+        crate::telemetry::metrics::relay_denied();
+        return Err(relay_denied(hop.dest));
+    }
+    Ok(hop)
+}
+
+fn choose(
+    msg: &Message<'_>,
+    ruri: Option<&SipUri<'_>>,
+    cfg: &ProxyConfig,
+    from_far_side: bool,
+    s: &mut Splice,
+) -> Result<NextHop, Problem> {
     let b = msg.bytes;
-    let mut routes: Vec<RouteValue> = Vec::new();
+    // Every Route value once: (header index, value range). No per-value copies.
+    let mut routes: Vec<(usize, Range<usize>)> = Vec::new();
     for (header, h) in msg.headers.iter().enumerate().filter(|(_, h)| h.kind == Kind::Route) {
-        let values = split_values(b, h.value.clone());
-        for index in 0..values.len() {
-            routes.push(RouteValue { header, values: values.clone(), index });
-        }
+        routes.extend(split_values(b, h.value.clone()).into_iter().map(|r| (header, r)));
     }
     let mut removed = vec![false; routes.len()];
+    let mut popped = false;
+    let value = |i: usize| uri::inner(b.get(routes[i].1.clone()).unwrap_or_default());
     // A strict router sent us our own Record-Route as Request-URI: the real target is the
     // last Route value (§16.4).
-    let ruri_local = ruri.is_some_and(|u| is_local(cfg, u));
-    if ruri_local && !routes.is_empty() {
+    let strict = ruri.is_some_and(|u| is_local(cfg, u)) && !routes.is_empty();
+    if strict {
         let last = routes.len() - 1;
-        let target = uri::inner(&b[routes[last].range()]);
-        if let crate::sip::scan::StartLine::Request { uri: r, .. } = &msg.start {
-            s.replace(r.clone(), target);
+        if let StartLine::Request { uri: r, .. } = &msg.start {
+            s.replace(r.clone(), value(last));
         }
         removed[last] = true;
     }
-    if let Some(first) = routes.first()
-        && uri::parse(uri::inner(&b[first.range()])).is_some_and(|u| is_local(cfg, &u))
-    {
-        removed[0] = true;
+    // Our own values at the top: one, or two after a transport or family change (RFC 5658).
+    for i in 0..routes.len() {
+        if removed[i] {
+            break;
+        }
+        match uri::parse(value(i)) {
+            Some(u) if is_local(cfg, &u) => {
+                removed[i] = true;
+                popped = true;
+            }
+            _ => break,
+        }
     }
     delete_values(msg, &routes, &removed, s);
-    if let Some(next) = routes.iter().zip(&removed).find(|(_, r)| !**r).map(|(v, _)| v) {
+    let hop = |(transport, dest): (Transport, SocketAddr), popped| NextHop { transport, dest, popped };
+    if let Some(i) = (0..routes.len()).find(|&i| !removed[i]) {
         // A Route naming a domain goes to [upstream] (an outbound proxy that resolves it).
-        let text = uri::inner(&b[next.range()]);
-        if let Some(t) = uri::parse(text).as_ref().and_then(target) {
-            return Ok(t);
+        if let Some(t) = uri::parse(value(i)).as_ref().and_then(target) {
+            return Ok(hop(t, popped));
         }
-        return upstream(cfg).ok_or_else(|| no_route("the Route header"));
+        return upstream(cfg).map(|t| hop(t, popped)).ok_or_else(|| no_route("the Route header"));
     }
-    if let Some(up) = upstream(cfg) {
-        return Ok(up);
+    // Back towards the customer: the Request-URI (their Contact), not the upstream.
+    let to_customer = popped && from_far_side;
+    if !to_customer && let Some(up) = upstream(cfg) {
+        return Ok(hop(up, popped));
     }
-    let strict_target = ruri_local && !routes.is_empty();
-    let ruri_text = if strict_target {
-        routes.last().map(|v| uri::inner(&b[v.range()])).unwrap_or_default()
-    } else {
-        msg.request_uri()
-    };
+    let ruri_text = if strict { value(routes.len() - 1) } else { msg.request_uri() };
     let sip = uri::scheme(ruri_text).is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
     if !sip {
         return Err(Problem {
@@ -98,9 +125,9 @@ pub fn next_hop(
             unsupported: None,
         });
     }
-    let parsed = if strict_target { uri::parse(ruri_text) } else { ruri.cloned() };
+    let parsed = if strict { uri::parse(ruri_text) } else { ruri.cloned() };
     let u = parsed.ok_or_else(|| no_route("the Request-URI"))?;
-    target(&u).ok_or_else(|| no_route("the Request-URI"))
+    target(&u).map(|t| hop(t, popped)).ok_or_else(|| no_route("the Request-URI"))
 }
 
 fn upstream(cfg: &ProxyConfig) -> Option<(Transport, SocketAddr)> {
@@ -111,24 +138,32 @@ fn target(u: &SipUri<'_>) -> Option<(Transport, SocketAddr)> {
     Some((u.transport()?, u.socket_addr()?))
 }
 
-/// Remove the marked Route values: a whole header line when all its values go, else only
-/// the value and its separating comma, leaving the other bytes as they were.
-fn delete_values(msg: &Message<'_>, routes: &[RouteValue], removed: &[bool], s: &mut Splice) {
+/// Remove the marked Route values: a whole header line when all its values go, else each
+/// run of removed values with its separating comma, leaving the other bytes as they were.
+fn delete_values(msg: &Message<'_>, routes: &[(usize, Range<usize>)], removed: &[bool], s: &mut Splice) {
     let mut i = 0;
     while i < routes.len() {
-        let header = routes[i].header;
-        let values = &routes[i].values;
-        let n = values.len();
-        let gone: Vec<usize> = (0..n).filter(|&k| removed.get(i + k).copied().unwrap_or(false)).collect();
-        if gone.len() == n {
+        let header = routes[i].0;
+        let n = routes[i..].iter().take_while(|(h, _)| *h == header).count();
+        let vals = &routes[i..i + n];
+        let gone = &removed[i..i + n];
+        if gone.iter().all(|&g| g) {
             s.delete(msg.headers[header].line.clone());
         } else {
-            for k in gone {
-                if k + 1 < n {
-                    s.delete(values[k].start..values[k + 1].start);
-                } else if k > 0 {
-                    s.delete(values[k - 1].end..values[k].end);
+            let mut k = 0;
+            while k < n {
+                if !gone[k] {
+                    k += 1;
+                    continue;
                 }
+                let run_end = k + gone[k..].iter().take_while(|&&g| g).count();
+                if run_end < n {
+                    s.delete(vals[k].1.start..vals[run_end].1.start);
+                } else {
+                    // The run reaches the end, so k > 0 (not every value is gone).
+                    s.delete(vals[k - 1].1.end..vals[n - 1].1.end);
+                }
+                k = run_end;
             }
         }
         i += n;

@@ -150,6 +150,19 @@ pub struct Decision {
     /// The DNC list that matched.
     pub list: Option<Arc<str>>,
     pub counters: Vec<CounterReading>,
+    /// What this call was counted as, so that it can be taken back (`Screen::release`)
+    /// when the call is not forwarded after all.
+    pub charge: Option<Charge>,
+}
+
+/// The counters one forwarded call took: an account's windows at screening time and the
+/// numbers it was counted for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub account: Arc<str>,
+    pub windows: quota::Windows,
+    pub caller: u64,
+    pub callee: u64,
 }
 
 impl Decision {
@@ -163,6 +176,7 @@ impl Decision {
             callee: None,
             list: None,
             counters: Vec::new(),
+            charge: None,
         }
     }
 }
@@ -173,8 +187,12 @@ impl Decision {
 pub trait Screen: Send + Sync {
     /// Name of the header that carries the account id, when the policy uses one.
     fn account_header(&self) -> Option<Arc<str>>;
-    /// Screen one call. Only a Forward verdict consumes quota.
+    /// Screen one call. A call that passes every rule is counted against its quotas at
+    /// once (so that two calls screened together cannot both take the last place), and the
+    /// decision says so in `charge`.
     fn screen(&self, call: &Call<'_>, now: SystemTime) -> Decision;
+    /// Take back the charge of a decision whose call was not forwarded after all (no route).
+    fn release(&self, _decision: &Decision) {}
 }
 
 /// Forwards everything: sipguard without a `[screening]` section.

@@ -8,7 +8,7 @@ use super::dnc::Dnc;
 use super::hours::Hours;
 use super::quota::{AccountCounters, Pacing, QuotaLimits, Usage, Windows};
 use super::responses::{Response, Responses};
-use super::{Call, Decision, Rule, Screen, Verdict};
+use super::{Call, Charge, Decision, Rule, Screen, Verdict};
 use crate::config::screening::{Mode, ScreeningConfig, UnknownAccount};
 use crate::screen::number::NumberPlan;
 use arc_swap::ArcSwap;
@@ -208,7 +208,16 @@ impl Screen for Screener {
         if !within {
             return fire(d, mode, Rule::Quota, p.responses.for_rule(Rule::Quota), None);
         }
+        d.charge = Some(Charge { account: acct.id.clone(), windows, caller: pr.caller, callee });
         d
+    }
+
+    fn release(&self, decision: &Decision) {
+        let Some(c) = &decision.charge else { return };
+        let p = self.policy.load();
+        if let Some(a) = p.table.by_id(&c.account).and_then(|i| p.accounts.get(i)) {
+            a.counters.uncount(&a.limits, &c.windows, c.caller, c.callee);
+        }
     }
 }
 

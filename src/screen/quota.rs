@@ -175,6 +175,17 @@ impl NumberTally {
         let c = self.counts.entry(n).or_insert(0);
         *c = c.saturating_add(1);
     }
+    fn remove(&mut self, window: i64, n: u64) {
+        if self.window != window {
+            return;
+        }
+        if let Some(c) = self.counts.get_mut(&n) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.counts.remove(&n);
+            }
+        }
+    }
 }
 
 /// Window counters of one account; they survive reloads.
@@ -284,6 +295,27 @@ impl AccountCounters {
             }
         }
         ok
+    }
+
+    /// Take back a call counted by `check_and_count` at windows `w` that was not forwarded
+    /// after all. Windows that have ended since are left alone (their counts are gone).
+    pub fn uncount(&self, limits: &QuotaLimits, w: &Windows, caller: u64, callee: u64) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if c.hour.window == w.hour {
+            c.hour.count = c.hour.count.saturating_sub(1);
+        }
+        if c.day.window == w.day {
+            c.day.count = c.day.count.saturating_sub(1);
+        }
+        if limits.per_caller_id_per_day.is_some() {
+            c.caller_day.remove(w.day, caller);
+        }
+        if limits.per_callee_per_day.is_some() {
+            c.callee_day.remove(w.day, callee);
+        }
+        if limits.per_callee_per_week.is_some() {
+            c.callee_week.remove(w.week, callee);
+        }
     }
 
     /// Current usage as of `w`, without changing anything.
@@ -460,6 +492,24 @@ mod tests {
             assert!(!acct.call(A, 13105550001, now));
         }
         assert_eq!(acct.counters.usage(&w).calls_today, 1);
+    }
+
+    #[test]
+    fn a_call_taken_back_frees_its_place() {
+        let limits = QuotaLimits { per_day: Some(1), per_callee_per_day: Some(1), ..Default::default() };
+        let acct = Account::new(limits);
+        let now = ny(2026, 6, 1, 10, 0, 0);
+        let w = Windows::at(NY, now);
+        assert!(acct.call(A, 13105550001, now));
+        assert!(!acct.call(A, 13105550001, now));
+        acct.counters.uncount(&limits, &w, A, 13105550001);
+        assert_eq!(acct.counters.usage(&w), Usage::default());
+        assert!(acct.call(A, 13105550001, now), "the place is free again");
+        // Taking back a call of a window that has ended changes nothing in the new one.
+        let tomorrow = ny(2026, 6, 2, 10, 0, 0);
+        assert!(acct.call(A, 13105550001, tomorrow));
+        acct.counters.uncount(&limits, &w, A, 13105550001);
+        assert_eq!(acct.counters.usage(&Windows::at(NY, tomorrow)).calls_today, 1);
     }
 
     #[test]

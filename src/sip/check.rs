@@ -4,6 +4,7 @@
 
 use super::scan::{self, Kind, Message, StartLine, is_token, split_values, trim};
 use super::uri;
+use super::addr::tag;
 use super::via::{self, Via};
 
 use std::ops::Range;
@@ -109,12 +110,13 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
             Some((idx, v))
         }
     };
-    let body = body(msg, max_body)?;
+    let body = content_length(msg, max_body)?;
     let ruri = request_uri(&b[uri_r.clone()])?;
     // Address syntax is checked on requests that start something downstream; an in-dialog
-    // request (To tag) repeats addresses already checked on the dialog's first request.
-    let in_dialog = msg.first(Kind::To).is_some_and(|h| via::tag(b, h.value.clone()).is_some());
-    if !in_dialog {
+    // request (To tag) repeats addresses already checked on the dialog's first request. An
+    // INVITE is always checked: a To tag alone proves nothing.
+    let in_dialog = msg.first(Kind::To).is_some_and(|h| tag(b, h.value.clone()).is_some());
+    if !in_dialog || msg.method() == b"INVITE" {
         addresses(msg)?;
     }
     if let Some(d) = msg.value(Kind::Date)
@@ -179,8 +181,9 @@ fn cseq(msg: &Message<'_>) -> Result<u64, Problem> {
     Ok(number)
 }
 
-/// The body as Content-Length says; without it (datagrams) the rest of the bytes.
-fn body(msg: &Message<'_>, max_body: usize) -> Result<Range<usize>, Problem> {
+/// The body as Content-Length says; without it (datagrams) the rest of the bytes. For
+/// requests and responses alike.
+pub fn content_length(msg: &Message<'_>, max_body: usize) -> Result<Range<usize>, Problem> {
     let Some(v) = msg.value(Kind::ContentLength) else {
         return Ok(msg.body.clone());
     };

@@ -5,6 +5,7 @@
 //! tag is derived from the request, so a retransmission gets a byte-identical reply and the
 //! ACK for it can be recognised.
 
+use super::addr::{Transport, host_ip, tag};
 use super::check::TopVia;
 use super::scan::{Kind, Message, split_values};
 use super::splice::Splice;
@@ -45,9 +46,11 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Build a reply to `msg`. `top_via` gets `received`/`rport` for the UAC (RFC 3581);
 /// `to_tag` is added when the To header has none.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     msg: &Message<'_>,
     top_via: Option<&TopVia>,
+    transport: Transport,
     src: SocketAddr,
     code: u16,
     reason: &str,
@@ -63,7 +66,7 @@ pub fn build(
             match top_via {
                 Some(top) if first => {
                     let mut s = Splice::new();
-                    received_edits(&mut s, b, top, src, v.start);
+                    received_edits(&mut s, b, top, transport, src, v.start);
                     line(&mut out, b"Via", &s.apply(&b[v]));
                 }
                 _ => line(&mut out, b"Via", &b[v]),
@@ -77,7 +80,7 @@ pub fn build(
     if let Some(h) = msg.first(Kind::To) {
         out.extend_from_slice(b"To: ");
         out.extend_from_slice(&b[h.value.clone()]);
-        if super::via::tag(b, h.value.clone()).is_none() {
+        if tag(b, h.value.clone()).is_none() {
             out.extend_from_slice(b";tag=");
             out.extend_from_slice(to_tag);
         }
@@ -96,17 +99,40 @@ pub fn build(
     out
 }
 
-/// `;received=IP` when the sent-by host differs from the source (or rport was asked for),
-/// and the source port as the value of a bare `rport` (RFC 3261 §18.2.1, RFC 3581 §4).
+/// The source address, written by us whatever the client wrote (RFC 3261 §18.2.1, RFC
+/// 3581 §4): `received` is set to the source IP (added when the sent-by host differs, when
+/// rport was asked for, or on TCP), `rport` to the source port when the client asked for it
+/// and always on TCP, where the response must find the connection, not the sent-by port.
 /// Positions are made relative to `base` (0 when splicing the whole message).
-pub fn received_edits(s: &mut super::splice::Splice, b: &[u8], top: &TopVia, src: SocketAddr, base: usize) {
+pub fn received_edits(s: &mut Splice, b: &[u8], top: &TopVia, transport: Transport, src: SocketAddr, base: usize) {
     let v = &top.via;
-    if v.rport == Some(None) {
-        s.insert(v.rport_end - base, format!("={}", src.port()).as_bytes());
+    // "=PORT", of which the value alone is port[1..].
+    let mut eq_port = Vec::with_capacity(6);
+    eq_port.push(b'=');
+    super::splice::push_dec(&mut eq_port, u64::from(src.port()));
+    let port = &eq_port[1..];
+    let ip = src.ip().to_string();
+    let tcp = transport == Transport::Tcp;
+    let mut tail = Vec::new();
+    match (&v.rport, &v.rport_value) {
+        (Some(_), Some(val)) => s.replace(val.start - base..val.end - base, port),
+        (Some(_), None) => s.insert(v.rport_end - base, &eq_port),
+        (None, _) if tcp => {
+            tail.extend_from_slice(b";rport");
+            tail.extend_from_slice(&eq_port);
+        }
+        (None, _) => {}
     }
-    let host_ip = super::via::host_ip(&b[v.host.clone()]);
-    if v.received.is_none() && (host_ip != Some(src.ip()) || v.rport.is_some()) {
-        s.insert(top.value().end - base, format!(";received={}", src.ip()).as_bytes());
+    match &v.received {
+        Some(r) => s.replace(r.start - base..r.end - base, ip.as_bytes()),
+        None if tcp || v.rport.is_some() || host_ip(&b[v.host.clone()]) != Some(src.ip()) => {
+            tail.extend_from_slice(b";received=");
+            tail.extend_from_slice(ip.as_bytes());
+        }
+        None => {}
+    }
+    if !tail.is_empty() {
+        s.insert(top.value().end - base, &tail);
     }
 }
 
@@ -137,6 +163,7 @@ mod tests {
         let out = String::from_utf8(build(
             &m,
             Some(&f.top),
+            Transport::Udp,
             src,
             403,
             "Forbidden",

@@ -1,9 +1,11 @@
 //! The parts of a SIP URI that routing needs (host, port, transport, maddr, lr), read
 //! without allocating, and tolerant of what rsip rejects (tel:, IPv6, odd user parts).
 
-use super::via::host_ip;
-use crate::config::server::Transport;
+use super::addr::{Transport, host_ip, split_host_port};
 use std::net::SocketAddr;
+
+/// The URI parameter of our Record-Route that proves a dialog was screened here.
+pub const OUR_ROUTE_PARAM: &[u8] = b"sg";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipUri<'a> {
@@ -14,6 +16,8 @@ pub struct SipUri<'a> {
     pub transport: Option<&'a [u8]>,
     pub maddr: Option<&'a [u8]>,
     pub lr: bool,
+    /// Our `sg=` parameter (the screened-dialog proof in our Record-Route).
+    pub sg: Option<&'a [u8]>,
     /// `?headers` present (not allowed in a Request-URI, RFC 3261 §19.1.1).
     pub has_headers: bool,
 }
@@ -48,8 +52,8 @@ pub fn parse(uri: &[u8]) -> Option<SipUri<'_>> {
     };
     let mut parts = hostpart.split(|&b| b == b';');
     let hostport = parts.next()?;
-    let (host, port) = split_hostport(hostport)?;
-    let mut out = SipUri { secure, user, host, port, transport: None, maddr: None, lr: false, has_headers };
+    let (host, port) = split_host_port(hostport)?;
+    let mut out = SipUri { secure, user, host, port, transport: None, maddr: None, lr: false, sg: None, has_headers };
     for p in parts {
         let (name, value) = match p.iter().position(|&b| b == b'=') {
             Some(e) => (&p[..e], Some(&p[e + 1..])),
@@ -61,37 +65,11 @@ pub fn parse(uri: &[u8]) -> Option<SipUri<'_>> {
             out.maddr = value;
         } else if name.eq_ignore_ascii_case(b"lr") {
             out.lr = true;
+        } else if name.eq_ignore_ascii_case(OUR_ROUTE_PARAM) {
+            out.sg = value;
         }
     }
     Some(out)
-}
-
-fn split_hostport(hp: &[u8]) -> Option<(&[u8], Option<u16>)> {
-    if hp.is_empty() {
-        return None;
-    }
-    let (host, port) = if hp[0] == b'[' {
-        let close = hp.iter().position(|&b| b == b']')?;
-        let after = &hp[close + 1..];
-        match after.strip_prefix(b":") {
-            Some(p) => (&hp[..=close], Some(p)),
-            None if after.is_empty() => (&hp[..=close], None),
-            None => return None,
-        }
-    } else {
-        match hp.iter().position(|&b| b == b':') {
-            Some(c) => (&hp[..c], Some(&hp[c + 1..])),
-            None => (hp, None),
-        }
-    };
-    if host.is_empty() || !host.iter().all(|&b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b)) {
-        return None;
-    }
-    let port = match port {
-        Some(p) => Some(super::scan::parse_uint(p, 65535)? as u16),
-        None => None,
-    };
-    Some((host, port))
 }
 
 impl SipUri<'_> {
@@ -99,9 +77,7 @@ impl SipUri<'_> {
     pub fn transport(&self) -> Option<Transport> {
         match self.transport {
             None => Some(if self.secure { Transport::Tcp } else { Transport::Udp }),
-            Some(t) if t.eq_ignore_ascii_case(b"udp") => Some(Transport::Udp),
-            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Some(Transport::Tcp),
-            Some(_) => None,
+            Some(t) => Transport::from_token(t),
         }
     }
 

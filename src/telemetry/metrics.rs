@@ -134,6 +134,11 @@ pub fn reply_sent(code: u16) {
     }
 }
 
+/// A request refused with 403 Relaying Denied: its next hop is outside the relay policy.
+pub fn relay_denied() {
+    counter!("sipguard_relay_denied_total").increment(1);
+}
+
 pub fn dropped(reason: &'static str) {
     counter!("sipguard_drops_total", "reason" => reason).increment(1);
 }

@@ -78,8 +78,8 @@ impl Shell {
 
     pub fn dispatch_one(&self, a: Action) {
         match a {
-            Action::Send { transport: Transport::Udp, dest, bytes } => self.udp.send(dest, &bytes),
-            Action::Send { transport: Transport::Tcp, dest, bytes } => self.tcp.send(dest, bytes),
+            Action::Send { transport: Transport::Udp, dest, bytes, .. } => self.udp.send(dest, &bytes),
+            Action::Send { transport: Transport::Tcp, dest, bytes, connect } => self.tcp.send(dest, bytes, connect),
             Action::Drop(reason) => m::dropped(reason.label()),
             // Recorded in `process`.
             Action::Decided(_) => {}

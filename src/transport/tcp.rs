@@ -1,7 +1,9 @@
-//! TCP: messages framed by Content-Length, a bounded read buffer, an idle timeout and a cap
-//! on open connections. Every connection, accepted or opened by us, is registered by its
+//! TCP: messages framed by Content-Length, a bounded read buffer, an idle timeout and caps
+//! on open connections, accepted and opened by us apart (so peers connecting in cannot use
+//! up the connections to next hops, nor the reverse). Every connection is registered by its
 //! peer address, so a response goes back over the connection its request came on, and a
-//! request to a next hop reuses an open connection.
+//! request to a next hop reuses an open connection. Only a forwarded request may open a
+//! connection: a response or reply with no connection to go back on is dropped.
 
 use super::Shell;
 use crate::config::server::Transport;
@@ -24,7 +26,10 @@ const QUEUE: usize = 1024;
 #[derive(Clone, Copy, Debug)]
 pub struct TcpLimits {
     pub idle: Duration,
+    /// Accepted connections.
     pub max_connections: usize,
+    /// Connections we open to next hops.
+    pub max_outbound: usize,
     pub max_message_bytes: usize,
 }
 
@@ -34,6 +39,7 @@ pub struct TcpPool {
     pub open: AtomicUsize,
     limits: Mutex<TcpLimits>,
     slots: Arc<Semaphore>,
+    outbound_slots: Arc<Semaphore>,
     shell: Mutex<Weak<Shell>>,
     rt: tokio::runtime::Handle,
 }
@@ -45,6 +51,7 @@ impl TcpPool {
             open: AtomicUsize::new(0),
             limits: Mutex::new(limits),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
+            outbound_slots: Arc::new(Semaphore::new(limits.max_outbound)),
             shell: Mutex::new(Weak::new()),
             rt,
         }
@@ -63,20 +70,22 @@ impl TcpPool {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Send over the open connection to `dest`, or open one.
-    pub fn send(&self, dest: SocketAddr, bytes: Vec<u8>) {
+    /// Send over the open connection to `dest`; when there is none, open one if `connect`
+    /// (a forwarded request), else drop (a response must not make us connect anywhere).
+    pub fn send(&self, dest: SocketAddr, bytes: Vec<u8>, connect: bool) {
         let mut map = self.map();
-        if let Some(tx) = map.get(&dest) {
-            match tx.try_send(bytes) {
+        let bytes = match map.get(&dest) {
+            Some(tx) => match tx.try_send(bytes) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => return m::dropped("tcp_queue_full"),
                 Err(mpsc::error::TrySendError::Closed(b)) => {
                     map.remove(&dest);
-                    return self.connect(map, dest, b);
+                    b
                 }
-            }
-        }
-        self.connect(map, dest, bytes)
+            },
+            None => bytes,
+        };
+        if connect { self.connect(map, dest, bytes) } else { m::dropped("tcp_no_connection") }
     }
 
     fn connect(
@@ -88,8 +97,8 @@ impl TcpPool {
         let Some(shell) = self.shell.lock().unwrap_or_else(|e| e.into_inner()).upgrade() else {
             return;
         };
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return m::dropped("tcp_connection_limit");
+        let Ok(permit) = self.outbound_slots.clone().try_acquire_owned() else {
+            return m::dropped("tcp_outbound_connection_limit");
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         let _ = tx.try_send(first);

@@ -110,7 +110,7 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration) {
             for a in actions.drain(..) {
                 match a {
                     // Sent from this socket with the rest of the batch.
-                    Action::Send { transport: Transport::Udp, dest, bytes } if same_family(&local, &dest) => {
+                    Action::Send { transport: Transport::Udp, dest, bytes, .. } if same_family(&local, &dest) => {
                         tx.push(dest, bytes)
                     }
                     other => shell.dispatch_one(other),

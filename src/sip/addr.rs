@@ -1,0 +1,221 @@
+//! Addresses as SIP writes them: transport tokens, `host[:port]` (IPv6 references in
+//! brackets, RFC 5118), IP literals, and the `tag` parameter of From/To. One parser for each,
+//! shared by Via, URIs, routing and the config.
+
+use super::scan::{is_lws, is_token, trim};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+/// The transports sipguard speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// A transport token as Via and `transport=` write it (case-insensitive); `None` for
+    /// one we do not speak (TLS, SCTP, WS, ...).
+    pub fn from_token(t: &[u8]) -> Option<Transport> {
+        if t.eq_ignore_ascii_case(b"udp") {
+            Some(Transport::Udp)
+        } else if t.eq_ignore_ascii_case(b"tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
+
+    /// The token used in Via (upper case, as RFC 3261 writes it).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The token in lower case: metrics labels, config, `transport=` URI parameters.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Host text without IPv6 brackets.
+pub fn bare(host: &[u8]) -> &[u8] {
+    host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host)
+}
+
+/// An IP literal host (IPv6 with or without brackets), or None for a domain name.
+pub fn host_ip(host: &[u8]) -> Option<IpAddr> {
+    std::str::from_utf8(bare(host)).ok()?.parse().ok()
+}
+
+/// Split `host[:port]`; an IPv6 reference must be bracketed when a port follows. The host
+/// is checked for the characters a hostname or IP reference may hold, not resolved.
+pub fn split_host_port(hp: &[u8]) -> Option<(&[u8], Option<u16>)> {
+    let (host, port) = if hp.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', hp)?;
+        let after = &hp[close + 1..];
+        match after.strip_prefix(b":") {
+            Some(p) => (&hp[..=close], Some(p)),
+            None if after.is_empty() => (&hp[..=close], None),
+            None => return None,
+        }
+    } else {
+        match memchr::memchr(b':', hp) {
+            Some(c) => (&hp[..c], Some(&hp[c + 1..])),
+            None => (hp, None),
+        }
+    };
+    if host.is_empty() || !host.iter().all(|&b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b)) {
+        return None;
+    }
+    if host.first() == Some(&b'[') && !matches!(host_ip(host), Some(IpAddr::V6(_))) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(super::scan::parse_uint(p, 65535)? as u16),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// A host and port we answer to (an advertised address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// As written: IPv6 in brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// `host:port` or `[v6]:port`; the port is required.
+    pub fn parse(s: &str) -> Option<HostPort> {
+        let (host, port) = split_host_port(s.as_bytes())?;
+        let port = port.filter(|&p| p > 0)?;
+        Some(HostPort { host: String::from_utf8_lossy(host).into_owned(), port })
+    }
+
+    /// From a socket address (brackets for IPv6).
+    pub fn of(addr: SocketAddr) -> HostPort {
+        let host = match addr.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        HostPort { host, port: addr.port() }
+    }
+
+    /// Does `host[:port]` (default port 5060) name this address? Case-insensitive for
+    /// names; IP literals compare as addresses, so `[::1]` and `[0:0::1]` are the same.
+    pub fn matches(&self, host: &[u8], port: Option<u16>) -> bool {
+        if port.unwrap_or(5060) != self.port {
+            return false;
+        }
+        match (host_ip(host), host_ip(self.host.as_bytes())) {
+            (Some(a), Some(b)) => a == b,
+            _ => bare(host).eq_ignore_ascii_case(bare(self.host.as_bytes())),
+        }
+    }
+
+    /// The IP address, when the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        host_ip(self.host.as_bytes())
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+fn skip_lws(b: &[u8], mut i: usize, end: usize) -> usize {
+    while i < end && is_lws(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+fn take_token(b: &[u8], mut i: usize, end: usize) -> (Range<usize>, usize) {
+    let s = i;
+    while i < end && is_token(b[i]) {
+        i += 1;
+    }
+    (s..i, i)
+}
+
+/// The `tag` parameter value of a From/To value spanning `r` in `b`.
+pub fn tag(b: &[u8], r: Range<usize>) -> Option<Range<usize>> {
+    let end = r.end.min(b.len());
+    let v = b.get(r.start..end)?;
+    // Parameters start after the closing '>' when there is one, else after the URI.
+    let params_from = memchr::memrchr(b'>', v).map_or(0, |p| p + 1);
+    let mut i = r.start + params_from;
+    while let Some(rel) = b.get(i..end).and_then(|s| memchr::memchr(b';', s)) {
+        let name_start = skip_lws(b, i + rel + 1, end);
+        let (name, n) = take_token(b, name_start, end);
+        let j = skip_lws(b, n, end);
+        if b[name].eq_ignore_ascii_case(b"tag") && b.get(j) == Some(&b'=') {
+            let vs = skip_lws(b, j + 1, end);
+            let (val, _) = take_token(b, vs, end);
+            return Some(trim(b, val));
+        }
+        i = n.max(i + rel + 1);
+    }
+    None
+}
+
+/// The tag of a From/To header value (bytes), or empty.
+pub fn tag_of(value: &[u8]) -> &[u8] {
+    tag(value, 0..value.len()).map_or(&[][..], |r| &value[r])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        let s = b"\"A;tag=no\" <sip:a@b;tag=no>;x=1; tag = abc123";
+        assert_eq!(&s[tag(s, 0..s.len()).unwrap()], b"abc123");
+        let s = b"sip:caller@example.net;tag=134161461246";
+        assert_eq!(&s[tag(s, 0..s.len()).unwrap()], b"134161461246");
+        assert_eq!(tag_of(b"<sip:a@b>"), b"");
+        assert_eq!(tag_of(b"<sip:a@b>;tagx=1;tag=2"), b"2");
+        assert_eq!(tag_of(b"<sip:a@b>;;;"), b"");
+    }
+
+    #[test]
+    fn host_port_matching() {
+        let hp = HostPort::parse("127.0.0.1:5060").unwrap();
+        assert!(hp.matches(b"127.0.0.1", None));
+        assert!(!hp.matches(b"127.0.0.1", Some(5070)));
+        let v6 = HostPort::parse("[::1]:5060").unwrap();
+        assert!(v6.matches(b"[::1]", Some(5060)));
+        assert!(v6.matches(b"[0:0::1]", Some(5060)));
+        assert!(HostPort::parse("::1:5060").is_none(), "IPv6 needs brackets before a port");
+        assert!(HostPort::parse("[nope]:5060").is_none());
+        assert!(HostPort::parse("sbc.example:5060").is_some());
+        assert!(HostPort::parse("sbc.example").is_none(), "port required");
+        assert_eq!(HostPort::of("[2001:db8::1]:5070".parse().unwrap()).to_string(), "[2001:db8::1]:5070");
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(split_host_port(b"[2001:db8::1]:5070"), Some((&b"[2001:db8::1]"[..], Some(5070))));
+        assert_eq!(split_host_port(b"h"), Some((&b"h"[..], None)));
+        assert_eq!(split_host_port(b"h:99999"), None);
+        assert_eq!(split_host_port(b"[::1]x"), None);
+        assert_eq!(split_host_port(b""), None);
+    }
+
+    #[test]
+    fn transports() {
+        assert_eq!(Transport::from_token(b"uDp"), Some(Transport::Udp));
+        assert_eq!(Transport::from_token(b"TCP"), Some(Transport::Tcp));
+        assert_eq!(Transport::from_token(b"TLS"), None);
+    }
+}
