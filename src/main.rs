@@ -102,7 +102,10 @@ fn main() -> ExitCode {
 
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
-        Ok(_) => {
+        Ok(cfg) => {
+            for w in cfg.warnings() {
+                eprintln!("{}: warning: {w}", file.display());
+            }
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
         }

@@ -105,8 +105,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         })?;
     }
     let key = crate::state::secret::key(cfg.server.secret.as_deref(), &cfg.state.dir)?;
-    if cfg.server.upstream.is_none() && cfg.server.relay_to.is_empty() {
-        tracing::warn!("{}", crate::config::OPEN_RELAY_WARNING);
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
     }
     let mut proxy = Proxy::new(ProxyConfig::from_config(&cfg, key), screen);
     // The decision log is fixed at start (a change needs a restart), and so is this.

@@ -177,6 +177,23 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What is valid but probably not meant: said by check-config and at start-up.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.server.upstream.is_none() && self.server.relay_to.is_empty() {
+            w.push(OPEN_RELAY_WARNING);
+        }
+        if self.screening.is_some() && !self.server.record_route {
+            w.push(NO_RECORD_ROUTE_WARNING);
+        }
+        w
+    }
+}
+
+/// Without our Record-Route no in-dialog INVITE can prove its dialog was screened here.
+pub const NO_RECORD_ROUTE_WARNING: &str = "server.record_route is off: every re-INVITE is screened (and counted) like a new call, since none can prove its dialog was screened here; set record_route = true";
+
 /// DNC lists answer with a `[responses.<name>]` entry and may be limited to accounts: with
 /// `[screening]` on, both must exist. (Without it the lists serve `sipguard dnc check` only.)
 fn cross_check_dnc(dc: &dnc::DncConfig, sc: Option<&screening::ScreeningConfig>, d: &mut Diagnostics<'_>) {

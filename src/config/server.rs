@@ -256,6 +256,9 @@ fn advertise(
             }
         }
     }
+    if !ok {
+        return None;
+    }
     let pick = |v6: bool| -> Result<Option<HostPort>, Listen> {
         let Some(l) = listen.iter().find(|l| l.addr.is_ipv6() == v6) else { return Ok(None) };
         let by_ip = entries.iter().find(|e| e.ip().is_some_and(|ip| ip.is_ipv6() == v6));

@@ -19,8 +19,6 @@ use std::ops::Range;
 pub struct NextHop {
     pub transport: Transport,
     pub dest: SocketAddr,
-    /// Our own Route values were popped (an in-dialog request through our Record-Route).
-    pub popped: bool,
 }
 
 pub fn is_local(cfg: &ProxyConfig, u: &SipUri<'_>) -> bool {
@@ -102,18 +100,18 @@ fn choose(
         }
     }
     delete_values(msg, &routes, &removed, s);
-    let hop = |(transport, dest): (Transport, SocketAddr), popped| NextHop { transport, dest, popped };
+    let hop = |(transport, dest): (Transport, SocketAddr)| NextHop { transport, dest };
     if let Some(i) = (0..routes.len()).find(|&i| !removed[i]) {
         // A Route naming a domain goes to [upstream] (an outbound proxy that resolves it).
         if let Some(t) = uri::parse(value(i)).as_ref().and_then(target) {
-            return Ok(hop(t, popped));
+            return Ok(hop(t));
         }
-        return upstream(cfg).map(|t| hop(t, popped)).ok_or_else(|| no_route("the Route header"));
+        return upstream(cfg).map(|t| hop(t)).ok_or_else(|| no_route("the Route header"));
     }
     // Back towards the customer: the Request-URI (their Contact), not the upstream.
     let to_customer = popped && from_far_side;
     if !to_customer && let Some(up) = upstream(cfg) {
-        return Ok(hop(up, popped));
+        return Ok(hop(up));
     }
     let ruri_text = if strict { value(routes.len() - 1) } else { msg.request_uri() };
     let sip = uri::scheme(ruri_text).is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
@@ -127,7 +125,7 @@ fn choose(
     }
     let parsed = if strict { uri::parse(ruri_text) } else { ruri.cloned() };
     let u = parsed.ok_or_else(|| no_route("the Request-URI"))?;
-    target(&u).map(|t| hop(t, popped)).ok_or_else(|| no_route("the Request-URI"))
+    target(&u).map(|t| hop(t)).ok_or_else(|| no_route("the Request-URI"))
 }
 
 fn upstream(cfg: &ProxyConfig) -> Option<(Transport, SocketAddr)> {

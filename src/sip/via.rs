@@ -4,7 +4,7 @@
 use super::addr::{Transport, host_ip};
 use super::branch::MAGIC;
 use super::scan::{is_lws, is_token};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 /// One parsed Via value (absolute ranges into the message bytes).
@@ -94,7 +94,7 @@ pub fn parse(b: &[u8], r: Range<usize>) -> Result<Via, ViaError> {
         }
     }
     let host = host_start..i;
-    if host.is_empty() || (b[host_start] == b'[' && host_ip(&b[host.clone()]).is_none()) {
+    if host.is_empty() || (b[host_start] == b'[' && !matches!(host_ip(&b[host.clone()]), Some(IpAddr::V6(_)))) {
         return Err(ViaError::SentBy);
     }
     let mut sent_by = host.clone();

@@ -260,6 +260,7 @@ mod tests {
             callee: Some(13105550199),
             list: None,
             counters: vec![CounterReading { name: "account_per_day", value: 3, limit: 3 }],
+            charge: None,
         }
     }
 

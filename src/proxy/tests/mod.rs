@@ -1,4 +1,5 @@
 use super::*;
+use crate::sip::branch;
 use crate::config::server::{Upstream, parse_upstream};
 use crate::screen::{Call, Rule};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +43,7 @@ fn run(p: &mut Proxy, from: Inbound, msg: &str) -> Vec<Action> {
 
 fn sent(actions: &[Action]) -> (Transport, SocketAddr, String) {
     for a in actions {
-        if let Action::Send { transport, dest, bytes } = a {
+        if let Action::Send { transport, dest, bytes, .. } = a {
             return (*transport, *dest, String::from_utf8(bytes.clone()).unwrap());
         }
     }
@@ -258,10 +259,10 @@ fn screening_is_once_per_transaction() {
     assert_eq!(screen.0.load(Ordering::SeqCst), 1, "not screened twice");
     let cancel = req.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
     assert!(sent(&run(&mut p, udp(), &cancel)).2.starts_with("SIP/2.0 200 OK\r\n"));
-    // Re-INVITEs (with a To tag) are not screened.
-    let reinvite = req.replace("0.2>\r\n", "0.2>;tag=x\r\n");
-    assert!(sent(&run(&mut p, udp(), &reinvite)).2.starts_with("INVITE "));
-    assert_eq!(screen.0.load(Ordering::SeqCst), 1);
+    // A To tag alone proves nothing: that INVITE is screened (and rejected) like the first.
+    let reinvite = req.replace("0.2>\r\n", "0.2>;tag=x\r\n").replace("Call-ID: call-1", "Call-ID: call-2");
+    assert!(sent(&run(&mut p, udp(), &reinvite)).2.starts_with("SIP/2.0 403 "));
+    assert_eq!(screen.0.load(Ordering::SeqCst), 2);
 }
 
 #[test]
@@ -298,7 +299,8 @@ fn record_route_when_configured() {
     c.record_route = true;
     let mut p = Proxy::new(c, Arc::new(crate::screen::PassThrough));
     let out = sent(&run(&mut p, udp(), &invite(""))).2;
-    assert!(out.contains("\r\nRecord-Route: <sip:192.0.2.10:5060;lr>\r\n"), "{out}");
+    let mac = branch::route_mac(&p.config().key, b"call-1", b"1");
+    assert!(out.contains(&format!("\r\nRecord-Route: <sip:192.0.2.10:5060;lr;sg={mac:016x}>\r\n")), "{out}");
 }
 
 #[test]
@@ -308,3 +310,5 @@ fn trailing_bytes_after_content_length_are_not_forwarded() {
     let out = sent(&run(&mut p, udp(), &req)).2;
     assert!(out.ends_with("\r\n\r\nv=0\n"), "{out}");
 }
+
+mod edge_trust;
