@@ -12,6 +12,10 @@ fn the_example_is_valid_as_shipped() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::parse(&dir.path().join("sipguard.toml"), &example()).unwrap();
     assert!(cfg.screening.is_some() && cfg.admin.is_some() && cfg.dnc.is_none());
+    // The example closes the relay and record-routes, so it draws no warning.
+    assert!(cfg.server.record_route && cfg.server.upstream.is_some());
+    assert_eq!(cfg.warnings(), Vec::<&str>::new());
+    assert_eq!(cfg.state.dir, std::path::Path::new("/var/lib/sipguard"));
 }
 
 #[test]

@@ -102,6 +102,13 @@ pub struct Proxy {
     record_decisions: bool,
 }
 
+/// The end of a dialog a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Caller,
+    Callee,
+}
+
 /// A fresh screening of this request, kept until the forward is known to have succeeded.
 struct Screened {
     call: u64,
@@ -190,9 +197,11 @@ impl Proxy {
             return self.reply_problem(msg, &facts.top, from, &p, out);
         }
         let call = call_key(&self.cfg.key, msg);
+        let side = self.dialog_side(msg);
         let mut verdict = None;
         let mut screened = None;
-        if msg.method() == b"INVITE" && !self.dialog_proven(msg) {
+        // Only an INVITE that proves its dialog was screened here skips screening.
+        if msg.method() == b"INVITE" && side.is_none() {
             let facts_key = facts_key(&self.cfg.key, msg, from, self.screen.account_header().as_deref());
             let v = match self.cache.get(call, now) {
                 Some(e) if e.facts == facts_key => {
@@ -225,7 +234,7 @@ impl Proxy {
             Some(Verdict::Forward { headers }) => headers.as_slice(),
             _ => &[],
         };
-        let forwarded = self.forward(msg, &facts, from, tx, lp, extra);
+        let forwarded = self.forward(msg, &facts, from, side, (tx, lp), extra);
         if let Some(s) = &screened
             && forwarded.is_err()
         {
@@ -247,28 +256,31 @@ impl Proxy {
         }
     }
 
-    /// An INVITE with a To tag whose Route brings back the proof in our Record-Route that
-    /// its dialog's first INVITE was screened here. Anything else is screened.
-    fn dialog_proven(&self, msg: &Message<'_>) -> bool {
+    /// Which end of a dialog record-routed here sent this request: the Route brings back
+    /// our Record-Route, whose MAC covers the Call-ID and the caller's tag. The caller
+    /// sends that tag as From tag, the callee as To tag. None when the request carries no
+    /// such proof (not in a dialog of ours, or forged).
+    fn dialog_side(&self, msg: &Message<'_>) -> Option<Side> {
         let b = msg.bytes;
         let to_tag = msg.value(Kind::To).map(tag_of).unwrap_or_default();
         if to_tag.is_empty() {
-            return false;
+            return None;
         }
-        let from_tag = msg.value(Kind::From).map(tag_of).unwrap_or_default();
-        let call_id = msg.value(Kind::CallId).unwrap_or_default();
-        // The first Route value: ours when the dialog was record-routed here.
-        let Some(first) = msg.first(Kind::Route).and_then(|h| split_values(b, h.value.clone()).into_iter().next())
-        else {
-            return false;
-        };
-        let Some(u) = crate::sip::uri::parse(crate::sip::uri::inner(&b[first])) else { return false };
+        let first = msg.first(Kind::Route).and_then(|h| split_values(b, h.value.clone()).into_iter().next())?;
+        let u = crate::sip::uri::parse(crate::sip::uri::inner(&b[first]))?;
         if !route::is_local(&self.cfg, &u) {
-            return false;
+            return None;
         }
-        let Some(mac) = u.sg.and_then(branch::hex) else { return false };
-        // From the caller the From tag is the caller's; from the callee, the To tag is.
-        [from_tag, to_tag].iter().any(|t| branch::route_mac(&self.cfg.key, call_id, t) == mac)
+        let mac = u.sg.and_then(branch::hex)?;
+        let call_id = msg.value(Kind::CallId).unwrap_or_default();
+        let from_tag = msg.value(Kind::From).map(tag_of).unwrap_or_default();
+        if branch::route_mac(&self.cfg.key, call_id, from_tag) == mac {
+            Some(Side::Caller)
+        } else if branch::route_mac(&self.cfg.key, call_id, to_tag) == mac {
+            Some(Side::Callee)
+        } else {
+            None
+        }
     }
 
     /// Run the screen for an INVITE.
@@ -421,13 +433,19 @@ impl Proxy {
         msg: &Message<'_>,
         facts: &Facts,
         from: Inbound,
-        tx: u64,
-        lp: u32,
+        side: Option<Side>,
+        (tx, lp): (u64, u32),
         extra: &[ExtraHeader],
     ) -> Result<Action, Problem> {
         let b = msg.bytes;
         let mut s = Splice::new();
-        let far = self.cfg.is_far_side(from.src.ip());
+        // From the callee's end of a dialog of ours, requests go back to the caller; without
+        // a proof, requests from the upstream or relay_to networks are taken to be.
+        let far = match side {
+            Some(Side::Callee) => true,
+            Some(Side::Caller) => false,
+            None => self.cfg.is_far_side(from.src.ip()),
+        };
         let hop = route::next_hop(msg, facts.ruri.as_ref(), &self.cfg, far, &mut s)?;
         let out_adv = self.cfg.advert_for(&hop.dest);
         let mut head = Vec::with_capacity(200);

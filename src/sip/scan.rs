@@ -126,9 +126,9 @@ pub struct Message<'a> {
     first_of: [u16; KINDS],
     /// Where the blank line that ends the headers begins.
     pub headers_end: usize,
+    /// Everything after the blank line; Content-Length (checked in `check.rs`) may say
+    /// the body is shorter.
     pub body: Range<usize>,
-    /// Bytes after the body that Content-Length excluded (ignored on UDP).
-    pub trailing: usize,
 }
 
 /// Why bytes could not be scanned as a SIP message at all.
@@ -237,7 +237,7 @@ pub fn scan(bytes: &[u8]) -> Result<Message<'_>, ScanError> {
         headers.push(Header { kind, line: pos..end, name, value: trim(bytes, colon + 1..end) });
         pos = end;
     }
-    Ok(Message { bytes, start, start_end, headers, first_of, headers_end, body: pos..bytes.len(), trailing: 0 })
+    Ok(Message { bytes, start, start_end, headers, first_of, headers_end, body: pos..bytes.len() })
 }
 
 fn start_line(bytes: &[u8], r: Range<usize>) -> Result<StartLine, ScanError> {
@@ -272,10 +272,6 @@ fn start_line(bytes: &[u8], r: Range<usize>) -> Result<StartLine, ScanError> {
 }
 
 impl<'a> Message<'a> {
-    pub fn is_request(&self) -> bool {
-        matches!(self.start, StartLine::Request { .. })
-    }
-
     pub fn text(&self, r: &Range<usize>) -> &'a [u8] {
         self.bytes.get(r.clone()).unwrap_or_default()
     }

@@ -86,7 +86,7 @@ impl Sipguard {
             }
             std::fs::write(&path, contents).map_err(|e| format!("write {name}: {e}"))?;
         }
-        let config = ports.render(config_template, dir.path());
+        let config = with_state_dir(&ports.render(config_template, dir.path()), dir.path());
         let config_path = dir.path().join("sipguard.toml");
         std::fs::write(&config_path, &config).map_err(|e| format!("write config: {e}"))?;
         let log_path = dir.path().join("sipguard.log");
@@ -149,7 +149,7 @@ impl Sipguard {
 
     /// Replace the config file (same ports and placeholders), e.g. before `send_signal(Hup)`.
     pub fn rewrite_config(&self, config_template: &str) {
-        let config = self.ports.render(config_template, self.dir.path());
+        let config = with_state_dir(&self.ports.render(config_template, self.dir.path()), self.dir.path());
         if let Err(e) = std::fs::write(&self.config_path, config) {
             panic!("rewrite {}: {e}", self.config_path.display());
         }
@@ -227,6 +227,15 @@ impl Drop for Sipguard {
             eprintln!("--- sipguard log ({}) ---\n{}", self.log_path.display(), self.log());
         }
     }
+}
+
+/// Each test proxy keeps its state (the secret) in its own temp dir unless the config says
+/// where: `[state] dir = "<dir>/state"` is appended to a config without a `[state]` section.
+pub fn with_state_dir(config: &str, dir: &Path) -> String {
+    if config.contains("[state]") {
+        return config.to_string();
+    }
+    format!("{config}\n[state]\ndir = \"{}/state\"\n", dir.display())
 }
 
 /// SIGKILL a child started with `process_group(0)` and everything it forked, then reap it.
