@@ -14,6 +14,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Advert {
     pub hp: HostPort,
+    /// The host as an address, when it is an IP literal (compared without parsing it again).
+    pub ip: Option<IpAddr>,
     /// `host:port`.
     pub text: String,
     /// ` host:port;branch=` (after `Via: SIP/2.0/UDP`).
@@ -24,7 +26,20 @@ impl Advert {
     pub fn new(hp: HostPort) -> Advert {
         let text = hp.to_string();
         let via_tail = format!(" {text};branch=").into_bytes();
-        Advert { hp, text, via_tail }
+        Advert { ip: hp.ip(), hp, text, via_tail }
+    }
+
+    /// Does `host[:port]` (default port 5060) name this address?
+    pub fn matches(&self, host: &[u8], port: Option<u16>) -> bool {
+        if port.unwrap_or(5060) != self.hp.port {
+            return false;
+        }
+        match self.ip {
+            // An IP literal host needs parsing only when the text differs (`[::1]` vs
+            // `[0:0::1]`); the common case is the very text we wrote.
+            Some(ip) => host == self.hp.host.as_bytes() || crate::sip::addr::host_ip(host) == Some(ip),
+            None => self.hp.matches(host, port),
+        }
     }
 }
 
@@ -141,7 +156,7 @@ impl ProxyConfig {
 
     /// Is `host[:port]` one of our advertised addresses?
     pub fn is_our_address(&self, host: &[u8], port: Option<u16>) -> bool {
-        [&self.advertise_v4, &self.advertise_v6].into_iter().flatten().any(|a| a.hp.matches(host, port))
+        [&self.advertise_v4, &self.advertise_v6].into_iter().flatten().any(|a| a.matches(host, port))
     }
 
     pub fn relay_permits(&self, dest: IpAddr) -> bool {

@@ -170,18 +170,20 @@ impl Proxy {
             Err(check::Unanswerable::NoVia) => return out.push(Action::Drop(DropReason::NoVia)),
             Err(check::Unanswerable::BadVia) => return out.push(Action::Drop(DropReason::BadVia)),
         };
-        if is_ack {
-            let to_tag = msg.value(Kind::To).map(tag_of).unwrap_or_default();
-            if to_tag == self.to_tag(msg, &top) {
-                return out.push(Action::Drop(DropReason::AckAbsorbed));
-            }
+        // Read once: the branch, the verdict key, the dialog proof and the ACK check use them.
+        let tags = Tags {
+            from: msg.value(Kind::From).map(tag_of).unwrap_or_default(),
+            to: msg.value(Kind::To).map(tag_of).unwrap_or_default(),
+        };
+        if is_ack && tags.to == self.to_tag(msg, &top) {
+            return out.push(Action::Drop(DropReason::AckAbsorbed));
         }
         let facts = match check::request(msg, top.clone(), self.cfg.max_message_bytes) {
             Ok(f) => f,
             Err(_) if is_ack => return out.push(Action::Drop(DropReason::AckDropped)),
             Err(p) => return self.reply_problem(msg, &top, from, &p, out),
         };
-        let fields = tx_fields(msg, &facts);
+        let fields = tx_fields(msg, &facts, &tags);
         let tx = branch::transaction_hash(&self.cfg.key, &fields);
         let lp = branch::loop_hash(&self.cfg.key, &fields);
         if self.looped(msg, lp) {
@@ -196,12 +198,13 @@ impl Proxy {
             };
             return self.reply_problem(msg, &facts.top, from, &p, out);
         }
-        let call = call_key(&self.cfg.key, msg);
-        let side = self.dialog_side(msg);
+        let side = self.dialog_side(msg, &tags);
+        let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
+        let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
         let mut verdict = None;
         let mut screened = None;
         // Only an INVITE that proves its dialog was screened here skips screening.
-        if msg.method() == b"INVITE" && side.is_none() {
+        if invite && side.is_none() {
             let facts_key = facts_key(&self.cfg.key, msg, from, self.screen.account_header().as_deref());
             let v = match self.cache.get(call, now) {
                 Some(e) if e.facts == facts_key => {
@@ -224,7 +227,7 @@ impl Proxy {
             }
             verdict = Some(v);
         }
-        if msg.method() == b"CANCEL" {
+        if cancel {
             // The INVITE was answered here and never forwarded: nothing downstream to cancel.
             if self.cache.get(call, now).is_some_and(|e| !e.verdict.is_forward()) {
                 return self.reply(msg, &facts.top, from, (200, "OK"), &[], out);
@@ -234,7 +237,7 @@ impl Proxy {
             Some(Verdict::Forward { headers }) => headers.as_slice(),
             _ => &[],
         };
-        let forwarded = self.forward(msg, &facts, from, side, (tx, lp), extra);
+        let forwarded = self.forward(msg, &facts, from, (side, &tags), (tx, lp), extra);
         if let Some(s) = &screened
             && forwarded.is_err()
         {
@@ -260,10 +263,9 @@ impl Proxy {
     /// our Record-Route, whose MAC covers the Call-ID and the caller's tag. The caller
     /// sends that tag as From tag, the callee as To tag. None when the request carries no
     /// such proof (not in a dialog of ours, or forged).
-    fn dialog_side(&self, msg: &Message<'_>) -> Option<Side> {
+    fn dialog_side(&self, msg: &Message<'_>, tags: &Tags<'_>) -> Option<Side> {
         let b = msg.bytes;
-        let to_tag = msg.value(Kind::To).map(tag_of).unwrap_or_default();
-        if to_tag.is_empty() {
+        if tags.to.is_empty() {
             return None;
         }
         let first = msg.first(Kind::Route).and_then(|h| split_values(b, h.value.clone()).into_iter().next())?;
@@ -273,10 +275,9 @@ impl Proxy {
         }
         let mac = u.sg.and_then(branch::hex)?;
         let call_id = msg.value(Kind::CallId).unwrap_or_default();
-        let from_tag = msg.value(Kind::From).map(tag_of).unwrap_or_default();
-        if branch::route_mac(&self.cfg.key, call_id, from_tag) == mac {
+        if branch::route_mac(&self.cfg.key, call_id, tags.from) == mac {
             Some(Side::Caller)
-        } else if branch::route_mac(&self.cfg.key, call_id, to_tag) == mac {
+        } else if branch::route_mac(&self.cfg.key, call_id, tags.to) == mac {
             Some(Side::Callee)
         } else {
             None
@@ -348,7 +349,7 @@ impl Proxy {
         let cseq = msg.value(Kind::CSeq).unwrap_or_default();
         let digits = &cseq[..cseq.iter().position(|c| !c.is_ascii_digit()).unwrap_or(cseq.len())];
         let parts: [&[u8]; 3] = [&msg.bytes[top.value()], msg.value(Kind::CallId).unwrap_or_default(), digits];
-        let h = self.cfg.key.hash(Purpose::ToTag, &parts);
+        let h = self.cfg.key.fast(Purpose::ToTag, &parts);
         let mut tag = *b"sg0000000000000000";
         for (i, c) in tag[2..].iter_mut().enumerate() {
             *c = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];
@@ -433,7 +434,7 @@ impl Proxy {
         msg: &Message<'_>,
         facts: &Facts,
         from: Inbound,
-        side: Option<Side>,
+        (side, tags): (Option<Side>, &Tags<'_>),
         (tx, lp): (u64, u32),
         extra: &[ExtraHeader],
     ) -> Result<Action, Problem> {
@@ -465,10 +466,9 @@ impl Proxy {
             head.extend_from_slice(b"\r\n");
         }
         let via_line = msg.headers[facts.top.header].line.start;
-        if self.cfg.record_route && creates_dialog(msg) {
+        if self.cfg.record_route && creates_dialog(msg, tags) {
             let in_adv = self.cfg.advert_for(&from.src);
-            let from_tag = msg.value(Kind::From).map(tag_of).unwrap_or_default();
-            let mac = branch::route_mac(&self.cfg.key, msg.value(Kind::CallId).unwrap_or_default(), from_tag);
+            let mac = branch::route_mac(&self.cfg.key, msg.value(Kind::CallId).unwrap_or_default(), tags.from);
             let mut rr = Vec::with_capacity(160);
             // RFC 5658: when the two sides differ in transport or address, one value for
             // each side, the one facing the next hop on top.
@@ -530,13 +530,18 @@ fn record_route(out: &mut Vec<u8>, adv: &Advert, transport: Transport, mac: u64)
     out.extend_from_slice(b">\r\n");
 }
 
-/// Requests that establish a dialog get our Record-Route when record_route is on.
-fn creates_dialog(msg: &Message<'_>) -> bool {
-    matches!(msg.method(), b"INVITE" | b"SUBSCRIBE" | b"REFER" | b"NOTIFY")
-        && msg.value(Kind::To).is_none_or(|v| tag_of(v).is_empty())
+/// The From and To tags of a request (empty when absent).
+struct Tags<'a> {
+    from: &'a [u8],
+    to: &'a [u8],
 }
 
-fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts) -> TxFields<'a> {
+/// Requests that establish a dialog get our Record-Route when record_route is on.
+fn creates_dialog(msg: &Message<'_>, tags: &Tags<'_>) -> bool {
+    matches!(msg.method(), b"INVITE" | b"SUBSCRIBE" | b"REFER" | b"NOTIFY") && tags.to.is_empty()
+}
+
+fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts, tags: &Tags<'a>) -> TxFields<'a> {
     let b = msg.bytes;
     let v = &facts.top.via;
     TxFields {
@@ -546,16 +551,15 @@ fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts) -> TxFields<'a> {
         magic: v.has_magic_cookie(b),
         request_uri: msg.request_uri(),
         call_id: msg.value(Kind::CallId).unwrap_or_default(),
-        from_tag: msg.value(Kind::From).map(tag_of).unwrap_or_default(),
+        from_tag: tags.from,
         cseq_number: facts.cseq_number,
     }
 }
 
 /// The call a request belongs to: Call-ID and From tag. The retry of an INVITE after a
 /// 401/407/422/491 is the same call (a new transaction), and so is its CANCEL.
-fn call_key(key: &branch::Key, msg: &Message<'_>) -> u64 {
-    let call_id = msg.value(Kind::CallId).unwrap_or_default();
-    key.hash(Purpose::Call, &[call_id, msg.value(Kind::From).map(tag_of).unwrap_or_default()])
+fn call_key(key: &branch::Key, msg: &Message<'_>, tags: &Tags<'_>) -> u64 {
+    key.map_key(Purpose::Call, &[msg.value(Kind::CallId).unwrap_or_default(), tags.from])
 }
 
 /// Everything screening reads from an INVITE besides the call: a cached verdict is reused
@@ -579,7 +583,7 @@ fn facts_key(key: &branch::Key, msg: &Message<'_>, from: Inbound, account_header
         account,
         &ip,
     ];
-    key.hash(Purpose::Facts, &parts)
+    key.map_key(Purpose::Facts, &parts)
 }
 
 #[cfg(test)]

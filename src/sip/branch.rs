@@ -1,15 +1,19 @@
 //! Our branch parameter (RFC 3261 §16.6 step 8, §16.11) and the other values we hand out
 //! and must recognise later without state: the Record-Route proof of a screened dialog and
-//! the keys of maps filled from network data. All are keyed with the `[state]` secret
-//! (SipHash-2-4, a MAC made for short inputs), so nobody without it can forge or predict them.
+//! the keys of maps filled from network data. All are keyed with the `[state]` secret, at
+//! the strength each needs: what must not be forged (the branch and Record-Route MACs) with
+//! SipHash-2-4, a MAC made for short inputs; map keys with SipHash-1-3 (as std's HashMap),
+//! so nobody can choose colliding keys; the rest (transaction and loop parts, our To tag),
+//! which only have to be stable and spread, with xxh3 seeded from the key.
 //!
 //! Branch: `z9hG4bK-sg` + transaction part (16 hex) + loop part (8 hex) + MAC (16 hex).
 //! The MAC covers both parts and the address a response must go back to (transport, IP,
 //! port), so a response is relayed only to where the request really came from.
 
 use super::addr::Transport;
-use siphasher::sip::SipHasher24;
+use siphasher::sip::{SipHasher13, SipHasher24};
 use std::hash::Hasher;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 use std::net::{IpAddr, SocketAddr};
 
 pub const MAGIC: &[u8] = b"z9hG4bK";
@@ -20,7 +24,11 @@ pub const OUR_BRANCH_DIGITS: usize = 40;
 
 /// The key all of the above are derived with. Cheap to copy.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Key([u8; 16]);
+pub struct Key {
+    sip: [u8; 16],
+    /// For the xxh3 hashes.
+    seed: u64,
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,6 +49,15 @@ pub enum Purpose {
     ToTag = 7,
 }
 
+/// Length-prefixed parts written into a hasher, so ("ab","c") != ("a","bc").
+fn write_parts(h: &mut impl Hasher, purpose: Purpose, parts: &[&[u8]]) {
+    h.write_u8(purpose as u8);
+    for p in parts {
+        h.write_u32(p.len() as u32);
+        h.write(p);
+    }
+}
+
 impl Key {
     /// Derive the key from secret material (the `[state]` secret file or `[server] secret`).
     pub fn derive(secret: &[u8]) -> Key {
@@ -48,18 +65,29 @@ impl Key {
         // A fixed key: this only condenses secret material that is itself random.
         let mut h = siphasher::sip128::SipHasher24::new_with_keys(0x7369_7067_7561_7264, 0x6b65_7920_6465_7269);
         h.write(secret);
-        Key(h.finish128().as_bytes())
+        let sip = h.finish128().as_bytes();
+        let seed = SipHasher24::new_with_key(&sip).hash(b"xxh3 seed");
+        Key { sip, seed }
     }
 
-    /// Hash `parts` for `purpose`; each part is length-prefixed, so ("ab","c") != ("a","bc").
-    pub fn hash(&self, purpose: Purpose, parts: &[&[u8]]) -> u64 {
-        let mut h = SipHasher24::new_with_key(&self.0);
-        h.write_u8(purpose as u8);
-        for p in parts {
-            h.write_usize(p.len());
-            h.write(p);
-        }
+    /// A MAC of `parts` (SipHash-2-4): for what we hand out and must not be forged.
+    pub fn mac(&self, purpose: Purpose, parts: &[&[u8]]) -> u64 {
+        let mut h = SipHasher24::new_with_key(&self.sip);
+        write_parts(&mut h, purpose, parts);
         h.finish()
+    }
+
+    /// A map key (SipHash-1-3): unpredictable, so no one can make keys collide.
+    pub fn map_key(&self, purpose: Purpose, parts: &[&[u8]]) -> u64 {
+        let mut h = SipHasher13::new_with_key(&self.sip);
+        write_parts(&mut h, purpose, parts);
+        h.finish()
+    }
+
+    /// A stable, well-spread hash (xxh3, seeded from the key), each part seeded by the
+    /// hash so far: field boundaries count and nothing is copied.
+    pub fn fast(&self, purpose: Purpose, parts: &[&[u8]]) -> u64 {
+        parts.iter().fold(self.seed ^ purpose as u64, |h, p| xxh3_64_with_seed(p, h))
     }
 }
 
@@ -83,17 +111,17 @@ pub struct TxFields<'a> {
 /// transaction; without the magic cookie, the §16.6 field list is used.
 pub fn transaction_hash(key: &Key, f: &TxFields<'_>) -> u64 {
     if f.magic {
-        return key.hash(Purpose::Transaction, &[b"3261", f.top_branch.unwrap_or_default(), f.sent_by]);
+        return key.fast(Purpose::Transaction, &[b"3261", f.top_branch.unwrap_or_default(), f.sent_by]);
     }
     let n = f.cseq_number.to_le_bytes();
-    key.hash(Purpose::Transaction, &[b"2543", f.top_via, f.request_uri, f.call_id, f.from_tag, &n])
+    key.fast(Purpose::Transaction, &[b"2543", f.top_via, f.request_uri, f.call_id, f.from_tag, &n])
 }
 
 /// Loop part: fields a looping request keeps unchanged, excluding the top Via that each
 /// hop replaces (§16.3 step 4). A spiral changes the Request-URI and passes.
 pub fn loop_hash(key: &Key, f: &TxFields<'_>) -> u32 {
     let n = f.cseq_number.to_le_bytes();
-    key.hash(Purpose::Loop, &[f.request_uri, f.call_id, f.from_tag, &n]) as u32
+    key.fast(Purpose::Loop, &[f.request_uri, f.call_id, f.from_tag, &n]) as u32
 }
 
 fn ip_bytes(ip: IpAddr) -> [u8; 16] {
@@ -104,9 +132,18 @@ fn ip_bytes(ip: IpAddr) -> [u8; 16] {
 }
 
 fn target_mac(key: &Key, tx: u64, lp: u32, transport: Transport, target: SocketAddr) -> u64 {
-    let ip = ip_bytes(target.ip());
-    let port = target.port().to_le_bytes();
-    key.hash(Purpose::BranchMac, &[&tx.to_le_bytes(), &lp.to_le_bytes(), transport.label().as_bytes(), &ip, &port])
+    // Fixed-size fields in one buffer: one pass of SipHash over 31 bytes.
+    let mut buf = [0u8; 31];
+    buf[0] = Purpose::BranchMac as u8;
+    buf[1..9].copy_from_slice(&tx.to_le_bytes());
+    buf[9..13].copy_from_slice(&lp.to_le_bytes());
+    buf[13..29].copy_from_slice(&ip_bytes(target.ip()));
+    buf[29] = (target.port() >> 8) as u8;
+    buf[30] = target.port() as u8;
+    let mut h = SipHasher24::new_with_key(&key.sip);
+    h.write(&buf);
+    h.write_u8(transport as u8);
+    h.finish()
 }
 
 /// Append our branch for a request whose response must go to `target` over `transport`.
@@ -145,7 +182,7 @@ impl Ours {
 /// a MAC over the Call-ID and the caller's From tag. An in-dialog request from either end
 /// carries that tag (as From tag from the caller, as To tag from the callee).
 pub fn route_mac(key: &Key, call_id: &[u8], caller_tag: &[u8]) -> u64 {
-    key.hash(Purpose::RouteMac, &[call_id, caller_tag])
+    key.mac(Purpose::RouteMac, &[call_id, caller_tag])
 }
 
 /// Parse 1-16 lower- or upper-case hex digits.
@@ -216,8 +253,11 @@ mod tests {
             transaction_hash(&key, &fields(b"abc", b"sip:y")),
             "without the cookie the message fields decide"
         );
-        assert_ne!(key.hash(Purpose::Call, &[b"ab", b"c"]), key.hash(Purpose::Call, &[b"a", b"bc"]));
-        assert_ne!(key.hash(Purpose::Call, &[b"a"]), key.hash(Purpose::Facts, &[b"a"]));
+        for h in [Key::mac, Key::map_key, Key::fast] {
+            assert_ne!(h(&key, Purpose::Call, &[b"ab", b"c"]), h(&key, Purpose::Call, &[b"a", b"bc"]));
+            assert_ne!(h(&key, Purpose::Call, &[b"a"]), h(&key, Purpose::Facts, &[b"a"]));
+            assert_ne!(h(&key, Purpose::Call, &[b"a"]), h(&Key::derive(b"k2"), Purpose::Call, &[b"a"]));
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::scan::{Kind, Message, split_values};
 use super::splice::Splice;
 use rsip::{StatusCode, Version};
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// An extra header on a local reply (Warning, Reason, Retry-After, Unsupported, ...).
 pub type Extra<'a> = (&'a str, &'a str);
@@ -106,13 +106,20 @@ pub fn build(
 /// Positions are made relative to `base` (0 when splicing the whole message).
 pub fn received_edits(s: &mut Splice, b: &[u8], top: &TopVia, transport: Transport, src: SocketAddr, base: usize) {
     let v = &top.via;
-    // "=PORT", of which the value alone is port[1..].
+    let tcp = transport == Transport::Tcp;
+    let needs_received = match &v.received {
+        Some(_) => true,
+        None => tcp || v.rport.is_some() || !host_is(&b[v.host.clone()], src.ip()),
+    };
+    if v.rport.is_none() && !tcp && !needs_received {
+        // The common case of a client that wrote its real address and asked for nothing.
+        return;
+    }
+    // "=PORT", of which the value alone is eq_port[1..].
     let mut eq_port = Vec::with_capacity(6);
     eq_port.push(b'=');
     super::splice::push_dec(&mut eq_port, u64::from(src.port()));
     let port = &eq_port[1..];
-    let ip = src.ip().to_string();
-    let tcp = transport == Transport::Tcp;
     let mut tail = Vec::new();
     match (&v.rport, &v.rport_value) {
         (Some(_), Some(val)) => s.replace(val.start - base..val.end - base, port),
@@ -123,16 +130,42 @@ pub fn received_edits(s: &mut Splice, b: &[u8], top: &TopVia, transport: Transpo
         }
         (None, _) => {}
     }
-    match &v.received {
-        Some(r) => s.replace(r.start - base..r.end - base, ip.as_bytes()),
-        None if tcp || v.rport.is_some() || host_ip(&b[v.host.clone()]) != Some(src.ip()) => {
-            tail.extend_from_slice(b";received=");
-            tail.extend_from_slice(ip.as_bytes());
+    if needs_received {
+        let mut ip = Vec::with_capacity(40);
+        push_ip(&mut ip, src.ip());
+        match &v.received {
+            Some(r) => s.replace(r.start - base..r.end - base, &ip),
+            None => {
+                tail.extend_from_slice(b";received=");
+                tail.extend_from_slice(&ip);
+            }
         }
-        None => {}
     }
     if !tail.is_empty() {
         s.insert(top.value().end - base, &tail);
+    }
+}
+
+/// Is `host` (as written in a Via) the address `ip`? Compared as text first: a client
+/// usually writes its address the way we would.
+fn host_is(host: &[u8], ip: IpAddr) -> bool {
+    let mut text = Vec::with_capacity(40);
+    push_ip(&mut text, ip);
+    host == text.as_slice() || host_ip(host) == Some(ip)
+}
+
+/// Append an IP address as `received` writes it (IPv6 without brackets, RFC 5118 §4.5).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                super::splice::push_dec(out, u64::from(o));
+            }
+        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
     }
 }
 
