@@ -82,16 +82,25 @@ fi
 workload=$(cd "$workload" && pwd)
 
 # (c) sipguard's configuration for the benchmark: UDP on 5070, no [upstream], so requests go
-# to their Request-URI (127.0.0.1:5080, the UAS).
+# to their Request-URI (127.0.0.1:5080, the UAS). With the full policy it runs as in
+# production: Record-Route on (with its MAC) and the relay closed to loopback.
 if has sipguard; then
   conf=$tmp/sipguard.toml
+  full_server=""
+  if [[ "$policy" == full ]]; then
+    full_server=$'record_route = true\nrelay_to = ["127.0.0.1/32"]'
+  fi
   cat >"$conf" <<EOF
 [server]
 listen = ["udp:127.0.0.1:5070"]
 ${batch_wait:+udp_batch_wait_us = $batch_wait}
+$full_server
 
 [log]
 level = "warn"
+
+[state]
+dir = "$tmp/state"
 EOF
   if [[ "$policy" == full ]]; then
     sed "s|@WORKLOAD@|$workload|g" "$ROOT/bench/sipguard-full.toml.in" >>"$conf"

@@ -45,6 +45,8 @@ impl Hasher for KeyHasher {
 pub struct Entry {
     pub facts: u64,
     pub verdict: Arc<Verdict>,
+    /// CSeq number of the INVITE a 2xx answered, once one has been relayed.
+    pub answered: Option<u64>,
     expires: SystemTime,
 }
 
@@ -86,7 +88,16 @@ impl VerdictCache {
         }
         // A newer verdict for the same call replaces one in the previous generation too.
         self.previous.remove(&key);
-        self.current.insert(key, Entry { facts, verdict, expires: now + TTL });
+        self.current.insert(key, Entry { facts, verdict, answered: None, expires: now + TTL });
+    }
+
+    /// Record that the call's INVITE with CSeq `cseq` was answered with a 2xx.
+    pub fn answered(&mut self, key: u64, cseq: u64) {
+        for g in [&mut self.current, &mut self.previous] {
+            if let Some(e) = g.get_mut(&key) {
+                e.answered = Some(e.answered.map_or(cseq, |a| a.max(cseq)));
+            }
+        }
     }
 
     /// Entries stored (expired ones included until their generation is dropped).

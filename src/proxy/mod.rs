@@ -207,7 +207,7 @@ impl Proxy {
         if invite && side.is_none() {
             let facts_key = facts_key(&self.cfg.key, msg, from, self.screen.account_header().as_deref());
             let v = match self.cache.get(call, now) {
-                Some(e) if e.facts == facts_key => {
+                Some(e) if e.facts == facts_key && e.answered.is_none_or(|n| facts.cseq_number <= n) => {
                     m::cache_hit();
                     e.verdict.clone()
                 }
@@ -387,7 +387,7 @@ impl Proxy {
         out.push(Action::Send { transport: from.transport, dest, bytes, connect: false });
     }
 
-    fn response(&self, msg: &Message<'_>, out: &mut Vec<Action>) {
+    fn response(&mut self, msg: &Message<'_>, out: &mut Vec<Action>) {
         let b = msg.bytes;
         let Ok(top) = check::top_via(msg) else {
             return out.push(Action::Drop(DropReason::BadVia));
@@ -424,8 +424,27 @@ impl Proxy {
             Ok(_) => {}
             Err(_) => return out.push(Action::Drop(DropReason::Malformed)),
         }
+        if let StartLine::Response { code: 200..=299, .. } = msg.start {
+            self.answered(msg);
+        }
         m::message_out(transport, "response");
         out.push(Action::Send { transport, dest, bytes: s.apply(b), connect: false });
+    }
+
+    /// A 2xx to an INVITE: the call is up. An INVITE that comes later under the same
+    /// Call-ID and From tag with a higher CSeq and no dialog proof is a new call (screened
+    /// and charged), not a retry; a retransmission of the answered one still reuses the
+    /// verdict.
+    fn answered(&mut self, msg: &Message<'_>) {
+        let cseq = msg.value(Kind::CSeq).unwrap_or_default();
+        let digits = cseq.iter().take_while(|c| c.is_ascii_digit()).count();
+        let method = &cseq[crate::sip::scan::trim(cseq, digits..cseq.len())];
+        let Some(n) = scan::parse_uint(&cseq[..digits], u64::from(u32::MAX)) else { return };
+        if method != b"INVITE" {
+            return;
+        }
+        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: b"" };
+        self.cache.answered(call_key(&self.cfg.key, msg, &tags), n);
     }
 
     /// Splice the forwarded request and choose its next hop.

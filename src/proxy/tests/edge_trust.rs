@@ -118,6 +118,22 @@ fn one_screening_per_call_across_a_407_retry_but_not_across_other_facts() {
 }
 
 #[test]
+fn after_a_2xx_the_same_call_id_is_a_new_call_but_a_retransmission_is_not() {
+    let (mut p, l) = ledger(cfg(None));
+    let first = invite("");
+    let fwd = sent(&run(&mut p, udp(), &first)).2;
+    let uas = Inbound { transport: Transport::Udp, src: "10.0.0.2:5080".parse().unwrap() };
+    let _ = run(&mut p, uas, &response_to(&fwd, "200 OK"));
+    // The 200 was lost on the way: the UAC retransmits, which is still the same call.
+    let _ = run(&mut p, udp(), &first);
+    assert_eq!(l.screened.load(Ordering::SeqCst), 1);
+    // A fresh INVITE reusing the Call-ID and From tag after the answer: a new call.
+    let again = first.replace("z9hG4bKabc", "z9hG4bKnext").replace("CSeq: 1 INVITE", "CSeq: 2 INVITE");
+    let _ = run(&mut p, udp(), &again);
+    assert_eq!(l.screened.load(Ordering::SeqCst), 2);
+}
+
+#[test]
 fn a_call_that_cannot_be_routed_is_not_charged() {
     let (mut p, l) = ledger(cfg(None));
     let dns = invite("").replace("@10.0.0.2:5080;user=phone", "@carrier.example");
