@@ -64,6 +64,8 @@ pub struct ProxyConfig {
     /// Sources whose P-Asserted-Identity is kept (`trusted_sources` and the upstream);
     /// from anyone else it is removed (RFC 3325 §5).
     pub trusted: Vec<IpNet>,
+    /// The customers' networks (accounts' sources and `trusted_sources`).
+    pub customers: Vec<IpNet>,
     /// The account header, removed from every forwarded request unless
     /// `forward_account_header`.
     pub account_header: Option<Arc<str>>,
@@ -88,6 +90,7 @@ impl ProxyConfig {
             key: Key::derive(advertise.as_bytes()),
             relay_allowed: None,
             far_side: Vec::new(),
+            customers: Vec::new(),
             trusted: vec!["0.0.0.0/0".parse().unwrap_or_default(), "::/0".parse().unwrap_or_default()],
             account_header: None,
             forward_account_header: false,
@@ -110,10 +113,11 @@ impl ProxyConfig {
             ),
             None => (Vec::new(), Vec::new(), None, false),
         };
+        let mut customers = customers;
+        customers.extend(trusted_sources.iter().copied());
         let relay_allowed = (s.upstream.is_some() || !s.relay_to.is_empty()).then(|| {
             let mut nets = far_side.clone();
             nets.extend(customers.iter().copied());
-            nets.extend(trusted_sources.iter().copied());
             nets
         });
         let mut trusted = trusted_sources;
@@ -128,6 +132,7 @@ impl ProxyConfig {
             key,
             relay_allowed,
             far_side,
+            customers,
             trusted,
             account_header,
             forward_account_header,
@@ -165,6 +170,15 @@ impl ProxyConfig {
 
     pub fn is_far_side(&self, src: IpAddr) -> bool {
         self.far_side.iter().any(|n| n.contains(&src))
+    }
+
+    /// Can a request from `src` be the callee's end of a dialog? From the far side; when no
+    /// far side is configured, from anywhere but the customers' networks.
+    pub fn may_be_callee_side(&self, src: IpAddr) -> bool {
+        if self.far_side.is_empty() {
+            return !self.customers.iter().any(|n| n.contains(&src));
+        }
+        self.is_far_side(src)
     }
 
     pub fn is_trusted(&self, src: IpAddr) -> bool {

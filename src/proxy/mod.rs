@@ -15,7 +15,7 @@ pub use config::{Advert, ProxyConfig};
 
 use crate::config::server::Transport;
 use crate::screen::{Call, Decision, ExtraHeader, Screen, Verdict};
-use crate::sip::addr::tag_of;
+use crate::sip::addr::{party_of, tag_of};
 use crate::sip::branch::{self, Purpose, TxFields};
 use crate::sip::check::{self, Facts, Problem, TopVia};
 use crate::sip::reply;
@@ -141,6 +141,9 @@ impl Proxy {
 
     /// Handle one message; actions are appended to `out`.
     pub fn handle(&mut self, now: SystemTime, from: Inbound, bytes: &[u8], out: &mut Vec<Action>) {
+        // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d: it is its IPv4
+        // address for every network match (trusted, accounts, relay).
+        let from = Inbound { src: SocketAddr::new(from.src.ip().to_canonical(), from.src.port()), ..from };
         if bytes.iter().all(|&b| scan::is_lws(b)) {
             return out.push(Action::Drop(DropReason::Keepalive));
         }
@@ -198,14 +201,14 @@ impl Proxy {
             };
             return self.reply_problem(msg, &facts.top, from, &p, out);
         }
-        let side = self.dialog_side(msg, &tags);
+        let side = self.dialog_side(msg, from, &tags);
         let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
         let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
         let mut verdict = None;
         let mut screened = None;
         // Only an INVITE that proves its dialog was screened here skips screening.
         if invite && side.is_none() {
-            let facts_key = facts_key(&self.cfg.key, msg, from, self.screen.account_header().as_deref());
+            let facts_key = facts_key(&self.cfg, msg, from, self.screen.account_header().as_deref());
             let v = match self.cache.get(call, now) {
                 Some(e) if e.facts == facts_key && e.answered.is_none_or(|n| facts.cseq_number <= n) => {
                     m::cache_hit();
@@ -260,12 +263,14 @@ impl Proxy {
     }
 
     /// Which end of a dialog record-routed here sent this request: the Route brings back
-    /// our Record-Route, whose MAC covers the Call-ID and the caller's tag. The caller
-    /// sends that tag as From tag, the callee as To tag. None when the request carries no
-    /// such proof (not in a dialog of ours, or forged).
-    fn dialog_side(&self, msg: &Message<'_>, tags: &Tags<'_>) -> Option<Side> {
+    /// our Record-Route, whose MAC covers the Call-ID, the caller's tag and the callee. The
+    /// caller sends them as From tag and To URI, the callee as To tag and From URI; a
+    /// request claiming the callee's end must also come from the far side. None when the
+    /// request carries no such proof (not in a dialog of ours, forged, or lifted from
+    /// another call).
+    fn dialog_side(&self, msg: &Message<'_>, from: Inbound, tags: &Tags<'_>) -> Option<Side> {
         let b = msg.bytes;
-        if tags.to.is_empty() {
+        if tags.from.is_empty() && tags.to.is_empty() {
             return None;
         }
         let first = msg.first(Kind::Route).and_then(|h| split_values(b, h.value.clone()).into_iter().next())?;
@@ -275,9 +280,14 @@ impl Proxy {
         }
         let mac = u.sg.and_then(branch::hex)?;
         let call_id = msg.value(Kind::CallId).unwrap_or_default();
-        if branch::route_mac(&self.cfg.key, call_id, tags.from) == mac {
+        let party = |k: Kind| msg.value(k).map(party_of).unwrap_or_default();
+        let key = &self.cfg.key;
+        if !tags.to.is_empty() && branch::route_mac(key, call_id, tags.from, party(Kind::To)) == mac {
             Some(Side::Caller)
-        } else if branch::route_mac(&self.cfg.key, call_id, tags.to) == mac {
+        } else if !tags.from.is_empty()
+            && self.cfg.may_be_callee_side(from.src.ip())
+            && branch::route_mac(key, call_id, tags.to, party(Kind::From)) == mac
+        {
             Some(Side::Callee)
         } else {
             None
@@ -292,13 +302,16 @@ impl Proxy {
             Ok(s) => Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(b),
         };
+        // P-Asserted-Identity from outside the trust boundary is removed before forwarding,
+        // so the policy must not judge it either.
+        let pai = msg.value(Kind::PAssertedIdentity).filter(|_| self.cfg.is_trusted(from.src.ip()));
         let call = Call {
             source: Some(from.src.ip()),
             account_header: self.screen.account_header().and_then(|h| msg.named(&h)).map(text),
-            request_uri: text(msg.request_uri()),
+            request_uri: text(route::effective_request_uri(msg, &self.cfg)),
             from: msg.value(Kind::From).map(text).unwrap_or_default(),
             to: msg.value(Kind::To).map(text).unwrap_or_default(),
-            p_asserted_identity: msg.value(Kind::PAssertedIdentity).map(text),
+            p_asserted_identity: pai.map(text),
             identity: msg.value(Kind::Identity).map(text),
             call_id: msg.value(Kind::CallId).map(text).unwrap_or_default(),
         };
@@ -380,7 +393,17 @@ impl Proxy {
         out: &mut Vec<Action>,
     ) {
         let tag = self.to_tag(msg, top);
-        let bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, extra);
+        let mut bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, extra);
+        // Not an amplifier towards a spoofed source: what we add beyond what the reply must
+        // carry (Warning, Reason, Retry-After...) goes when it would make the reply larger
+        // than the request. Left: the request's own headers, the To tag and received/rport
+        // (a bounded few dozen bytes), and for a 420 the Unsupported list it must name.
+        if bytes.len() > msg.bytes.len() && !extra.is_empty() {
+            let kept: SmallVec<[(&str, &str); 1]> =
+                extra.iter().filter(|(n, _)| *n == "Unsupported").copied().collect();
+            bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, &kept);
+            m::reply_trimmed();
+        }
         let dest = via::reply_target(from.transport, &top.via, from.src);
         m::reply_sent(code);
         m::message_out(from.transport, "reply");
@@ -487,7 +510,12 @@ impl Proxy {
         let via_line = msg.headers[facts.top.header].line.start;
         if self.cfg.record_route && creates_dialog(msg, tags) {
             let in_adv = self.cfg.advert_for(&from.src);
-            let mac = branch::route_mac(&self.cfg.key, msg.value(Kind::CallId).unwrap_or_default(), tags.from);
+            // Only a screened INVITE gets the proof: a SUBSCRIBE or REFER, never screened,
+            // must not hand out what lets an INVITE skip screening.
+            let mac = (msg.method() == b"INVITE").then(|| {
+                let callee = msg.value(Kind::To).map(party_of).unwrap_or_default();
+                branch::route_mac(&self.cfg.key, msg.value(Kind::CallId).unwrap_or_default(), tags.from, callee)
+            });
             let mut rr = Vec::with_capacity(160);
             // RFC 5658: when the two sides differ in transport or address, one value for
             // each side, the one facing the next hop on top.
@@ -535,17 +563,21 @@ impl Proxy {
     }
 }
 
-/// `Record-Route: <sip:HOST:PORT;transport=tcp;lr;sg=MAC>` (transport only for TCP).
-fn record_route(out: &mut Vec<u8>, adv: &Advert, transport: Transport, mac: u64) {
+/// `Record-Route: <sip:HOST:PORT;transport=tcp;lr;sg=MAC>` (transport only for TCP, the
+/// proof only for a screened INVITE).
+fn record_route(out: &mut Vec<u8>, adv: &Advert, transport: Transport, mac: Option<u64>) {
     out.extend_from_slice(b"Record-Route: <sip:");
     out.extend_from_slice(adv.text.as_bytes());
     if transport == Transport::Tcp {
         out.extend_from_slice(b";transport=tcp");
     }
-    out.extend_from_slice(b";lr;");
-    out.extend_from_slice(crate::sip::uri::OUR_ROUTE_PARAM);
-    out.push(b'=');
-    branch::push_hex(out, mac, 16);
+    out.extend_from_slice(b";lr");
+    if let Some(mac) = mac {
+        out.push(b';');
+        out.extend_from_slice(crate::sip::uri::OUR_ROUTE_PARAM);
+        out.push(b'=');
+        branch::push_hex(out, mac, 16);
+    }
     out.extend_from_slice(b">\r\n");
 }
 
@@ -584,7 +616,7 @@ fn call_key(key: &branch::Key, msg: &Message<'_>, tags: &Tags<'_>) -> u64 {
 /// Everything screening reads from an INVITE besides the call: a cached verdict is reused
 /// only for the same facts, so an INVITE that keeps a screened call's Call-ID and From tag
 /// but names another callee or caller ID is screened anew.
-fn facts_key(key: &branch::Key, msg: &Message<'_>, from: Inbound, account_header: Option<&str>) -> u64 {
+fn facts_key(cfg: &ProxyConfig, msg: &Message<'_>, from: Inbound, account_header: Option<&str>) -> u64 {
     let ip = match from.src.ip() {
         std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(v6) => v6.octets(),
@@ -594,7 +626,7 @@ fn facts_key(key: &branch::Key, msg: &Message<'_>, from: Inbound, account_header
     // The To tag is not a fact: a retry keeps it empty, an unproven re-INVITE has one.
     let tag = crate::sip::addr::tag(to, 0..to.len()).unwrap_or(to.len()..to.len());
     let parts: [&[u8]; 7] = [
-        msg.request_uri(),
+        route::effective_request_uri(msg, cfg),
         msg.value(Kind::From).unwrap_or_default(),
         &to[..tag.start],
         &to[tag.end..],
@@ -602,7 +634,7 @@ fn facts_key(key: &branch::Key, msg: &Message<'_>, from: Inbound, account_header
         account,
         &ip,
     ];
-    key.map_key(Purpose::Facts, &parts)
+    cfg.key.map_key(Purpose::Facts, &parts)
 }
 
 #[cfg(test)]

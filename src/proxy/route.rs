@@ -25,6 +25,22 @@ pub fn is_local(cfg: &ProxyConfig, u: &SipUri<'_>) -> bool {
     cfg.is_our_address(u.host, u.port) || u.socket_addr().is_some_and(|a| cfg.local.contains(&a))
 }
 
+/// The Request-URI the request will be forwarded with: after a strict router (Request-URI
+/// naming us, a Route set present) it is the last Route value (§16.4). Screening judges
+/// this one, not the one the sender put on the request line.
+pub fn effective_request_uri<'a>(msg: &Message<'a>, cfg: &ProxyConfig) -> &'a [u8] {
+    let ruri = msg.request_uri();
+    if !uri::parse(ruri).is_some_and(|u| is_local(cfg, &u)) {
+        return ruri;
+    }
+    let b = msg.bytes;
+    let last = msg.all(Kind::Route).last().and_then(|h| split_values(b, h.value.clone()).into_iter().last());
+    match last {
+        Some(r) => uri::inner(&b[r]),
+        None => ruri,
+    }
+}
+
 fn no_route(what: &str) -> Problem {
     Problem {
         code: 502,

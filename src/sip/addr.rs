@@ -147,25 +147,95 @@ fn take_token(b: &[u8], mut i: usize, end: usize) -> (Range<usize>, usize) {
     (s..i, i)
 }
 
-/// The `tag` parameter value of a From/To value spanning `r` in `b`.
-pub fn tag(b: &[u8], r: Range<usize>) -> Option<Range<usize>> {
-    let end = r.end.min(b.len());
-    let v = b.get(r.start..end)?;
-    // Parameters start after the closing '>' when there is one, else after the URI.
-    let params_from = memchr::memrchr(b'>', v).map_or(0, |p| p + 1);
-    let mut i = r.start + params_from;
-    while let Some(rel) = b.get(i..end).and_then(|s| memchr::memchr(b';', s)) {
-        let name_start = skip_lws(b, i + rel + 1, end);
-        let (name, n) = take_token(b, name_start, end);
-        let j = skip_lws(b, n, end);
-        if b[name].eq_ignore_ascii_case(b"tag") && b.get(j) == Some(&b'=') {
-            let vs = skip_lws(b, j + 1, end);
-            let (val, _) = take_token(b, vs, end);
-            return Some(trim(b, val));
+/// End of the quoted string starting at `i` (just past the closing quote).
+fn skip_quoted(b: &[u8], mut i: usize, end: usize) -> Option<usize> {
+    i += 1;
+    while i < end {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
         }
-        i = n.max(i + rel + 1);
     }
     None
+}
+
+/// Where the header parameters of a From/To/Contact value spanning `start..end` begin: after
+/// the `>` of a name-addr (a quoted display name may hold `<` and `>`), else at the first `;`
+/// of an addr-spec. Also returns the URI's range.
+fn params_start(b: &[u8], start: usize, end: usize) -> Option<(Range<usize>, usize)> {
+    let mut i = skip_lws(b, start, end);
+    if b.get(i) == Some(&b'"') {
+        i = skip_quoted(b, i, end)?;
+    }
+    match b.get(i..end).and_then(|s| memchr::memchr(b'<', s)) {
+        Some(k) => {
+            let uri = i + k + 1;
+            let gt = uri + memchr::memchr(b'>', b.get(uri..end)?)?;
+            Some((uri..gt, gt + 1))
+        }
+        None => {
+            let semi = b.get(i..end).and_then(|s| memchr::memchr(b';', s)).map_or(end, |k| i + k);
+            Some((i..semi, semi))
+        }
+    }
+}
+
+/// The `tag` parameter value of a From/To value spanning `r` in `b`. Parameters are read
+/// one by one, quoted values skipped whole, so `;p=";tag=x"` holds no tag.
+pub fn tag(b: &[u8], r: Range<usize>) -> Option<Range<usize>> {
+    let end = r.end.min(b.len());
+    let (_, mut p) = params_start(b, r.start, end)?;
+    loop {
+        p = skip_lws(b, p, end);
+        if b.get(p) != Some(&b';') {
+            return None;
+        }
+        p = skip_lws(b, p + 1, end);
+        let (name, n) = take_token(b, p, end);
+        p = skip_lws(b, n, end);
+        let mut value = None;
+        if b.get(p) == Some(&b'=') {
+            p = skip_lws(b, p + 1, end);
+            let s = p;
+            if b.get(p) == Some(&b'"') {
+                p = skip_quoted(b, p, end)?;
+            } else {
+                while p < end && (is_token(b[p]) || b"[]:".contains(&b[p])) {
+                    p += 1;
+                }
+            }
+            value = Some(s..p);
+        }
+        if b[name].eq_ignore_ascii_case(b"tag") {
+            return value.filter(|v| !v.is_empty());
+        }
+    }
+}
+
+/// The URI of a From/To value: inside `<>`, else the addr-spec before its parameters.
+pub fn uri_of(value: &[u8]) -> &[u8] {
+    match params_start(value, 0, value.len()) {
+        Some((uri, _)) => &value[trim(value, uri)],
+        None => &[],
+    }
+}
+
+/// Who a From/To value names, for binding a dialog proof to the callee: the user part of a
+/// sip:/sips: URI, the number of a tel: URI (before its parameters), else the whole URI.
+pub fn party_of(value: &[u8]) -> &[u8] {
+    let uri = uri_of(value);
+    let Some(colon) = memchr::memchr(b':', uri) else { return uri };
+    let (scheme, rest) = (&uri[..colon], &uri[colon + 1..]);
+    if scheme.eq_ignore_ascii_case(b"tel") {
+        return &rest[..memchr::memchr(b';', rest).unwrap_or(rest.len())];
+    }
+    if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+        if let Some(at) = memchr::memrchr(b'@', rest) {
+            return &rest[..at];
+        }
+    }
+    uri
 }
 
 /// The tag of a From/To header value (bytes), or empty.
@@ -186,6 +256,20 @@ mod tests {
         assert_eq!(tag_of(b"<sip:a@b>"), b"");
         assert_eq!(tag_of(b"<sip:a@b>;tagx=1;tag=2"), b"2");
         assert_eq!(tag_of(b"<sip:a@b>;;;"), b"");
+        assert_eq!(tag_of(b"<sip:a@b>;p=\";tag=x\""), b"", "inside a quoted value");
+        assert_eq!(tag_of(b"<sip:a@b>;p=\";tag=x\";tag=real"), b"real");
+        assert_eq!(tag_of(b"\"x>;tag=no\" <sip:a@b;tag=no>;tag=yes"), b"yes");
+        assert_eq!(tag_of(b"sip:a@b;user=phone;tag=z"), b"z");
+        assert_eq!(tag_of(b"<sip:a@b>;tag="), b"");
+        assert_eq!(tag_of(b"<sip:a@b"), b"", "unterminated");
+    }
+
+    #[test]
+    fn parties() {
+        assert_eq!(party_of(b"\"A\" <sip:+12125550100@h;user=phone>;tag=1"), b"+12125550100");
+        assert_eq!(party_of(b"<tel:+12125550100;phone-context=x>"), b"+12125550100");
+        assert_eq!(party_of(b"sip:bob@h;tag=1"), b"bob");
+        assert_eq!(party_of(b"<urn:service:sos>"), b"urn:service:sos");
     }
 
     #[test]

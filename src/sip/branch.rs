@@ -178,11 +178,12 @@ impl Ours {
     }
 }
 
-/// The proof, in our Record-Route URI, that a dialog's first INVITE was screened here:
-/// a MAC over the Call-ID and the caller's From tag. An in-dialog request from either end
-/// carries that tag (as From tag from the caller, as To tag from the callee).
-pub fn route_mac(key: &Key, call_id: &[u8], caller_tag: &[u8]) -> u64 {
-    key.mac(Purpose::RouteMac, &[call_id, caller_tag])
+/// The proof, in our Record-Route URI, that a dialog's first INVITE was screened here: a
+/// MAC over the Call-ID, the caller's From tag and the callee (the user part of the To URI,
+/// `addr::party_of`). An in-dialog request from either end carries all three: from the
+/// caller as From tag and To URI, from the callee as To tag and From URI.
+pub fn route_mac(key: &Key, call_id: &[u8], caller_tag: &[u8], callee: &[u8]) -> u64 {
+    key.mac(Purpose::RouteMac, &[call_id, caller_tag, callee])
 }
 
 /// Parse 1-16 lower- or upper-case hex digits.

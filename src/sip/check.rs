@@ -82,7 +82,7 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
             return Err(Problem {
                 code: 505,
                 reason: "Version Not Supported",
-                warning: format!("SIP version {} not supported", String::from_utf8_lossy(ver)),
+                warning: format!("SIP version {} not supported", String::from_utf8_lossy(&ver[..ver.len().min(16)])),
                 unsupported: None,
             });
         }
@@ -143,8 +143,9 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
         return Err(Problem {
             code: 420,
             reason: "Bad Extension",
-            warning: format!("unsupported Proxy-Require: {}", required.join(", ")),
-            unsupported: Some(required.join(", ")),
+            // The tags are listed once, in Unsupported: a reply must not outgrow its request.
+            warning: "extension not supported (see Unsupported)".into(),
+            unsupported: Some(required.join(",")),
         });
     }
     Ok(Facts { top, ruri, cseq_number, max_forwards, body })

@@ -7,7 +7,7 @@
 
 use super::addr::{Transport, host_ip, tag};
 use super::check::TopVia;
-use super::scan::{Kind, Message, split_values};
+use super::scan::{Kind, Message};
 use super::splice::Splice;
 use rsip::{StatusCode, Version};
 use std::cell::RefCell;
@@ -60,19 +60,23 @@ pub fn build(
     let b = msg.bytes;
     let mut out = Vec::with_capacity(b.len().min(2048) + 256);
     status_line(&mut out, code, reason);
+    // Via header lines as they came (several values on a line stay on one line, so the
+    // reply never outgrows the request), with our received/rport in the top value.
     let mut first = true;
     for h in msg.all(Kind::Via) {
-        for v in split_values(b, h.value.clone()) {
-            match top_via {
-                Some(top) if first => {
-                    let mut s = Splice::new();
-                    received_edits(&mut s, b, top, transport, src, v.start);
-                    line(&mut out, b"Via", &s.apply(&b[v]));
-                }
-                _ => line(&mut out, b"Via", &b[v]),
+        // The line without its line end (which may be a bare LF): ours is CRLF.
+        let text = &b[h.line.clone()];
+        let line = h.line.start..h.line.end - (text.len() - text.trim_ascii_end().len());
+        match top_via {
+            Some(top) if first => {
+                let mut s = Splice::new();
+                received_edits(&mut s, b, top, transport, src, line.start);
+                out.extend_from_slice(&s.apply(&b[line]));
             }
-            first = false;
+            _ => out.extend_from_slice(&b[line]),
         }
+        out.extend_from_slice(b"\r\n");
+        first = false;
     }
     if let Some(v) = msg.value(Kind::From) {
         line(&mut out, b"From", v);
@@ -205,7 +209,10 @@ mod tests {
         ))
         .unwrap();
         assert!(out.starts_with("SIP/2.0 403 Forbidden\r\n"), "{out}");
-        assert!(out.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5062;received=10.0.0.1\r\nVia: SIP/2.0/UDP 10.9.9.9\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nv: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5062;received=10.0.0.1, SIP/2.0/UDP 10.9.9.9\r\n"),
+            "Via lines as they came: {out}"
+        );
         assert!(out.contains("To: <sip:b@c>;tag=abc\r\n"), "{out}");
         assert!(
             out.contains("Call-ID: x\r\nCSeq: 7 INVITE\r\nWarning: 399 sipguard \"x\"\r\nContent-Length: 0\r\n\r\n"),

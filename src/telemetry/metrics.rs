@@ -134,6 +134,12 @@ pub fn reply_sent(code: u16) {
     }
 }
 
+/// A local reply sent without its extra headers, which would have made it larger than the
+/// request.
+pub fn reply_trimmed() {
+    counter!("sipguard_replies_trimmed_total").increment(1);
+}
+
 /// A request refused with 403 Relaying Denied: its next hop is outside the relay policy.
 pub fn relay_denied() {
     counter!("sipguard_relay_denied_total").increment(1);

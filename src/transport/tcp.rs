@@ -144,6 +144,8 @@ pub async fn serve(shell: Arc<Shell>, listener: TcpListener, mut stop: watch::Re
                 continue;
             }
         };
+        // An IPv4 peer on a dual-stack listener is its IPv4 address (as the core sees it).
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let Ok(permit) = shell.tcp.slots.clone().try_acquire_owned() else {
             m::dropped("tcp_connection_limit");
             continue;

@@ -304,7 +304,7 @@ fn via_and_record_route_per_address_family_and_transport() {
     let (t, dest, fwd) = sent(&run(&mut p, udp(), &v6));
     assert_eq!((t, dest), (Transport::Tcp, "[2001:db8::2]:5080".parse().unwrap()));
     assert!(fwd.contains("\r\nVia: SIP/2.0/TCP [2001:db8::10]:5060;branch=z9hG4bK-sg"), "{fwd}");
-    let mac = branch::route_mac(&p.config().key, b"call-1", b"1");
+    let mac = branch::route_mac(&p.config().key, b"call-1", b"1", b"+12125550100");
     let rr = format!(
         "\r\nRecord-Route: <sip:[2001:db8::10]:5060;transport=tcp;lr;sg={mac:016x}>\r\nRecord-Route: <sip:192.0.2.10:5060;lr;sg={mac:016x}>\r\n"
     );

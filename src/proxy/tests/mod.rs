@@ -299,7 +299,7 @@ fn record_route_when_configured() {
     c.record_route = true;
     let mut p = Proxy::new(c, Arc::new(crate::screen::PassThrough));
     let out = sent(&run(&mut p, udp(), &invite(""))).2;
-    let mac = branch::route_mac(&p.config().key, b"call-1", b"1");
+    let mac = branch::route_mac(&p.config().key, b"call-1", b"1", b"+12125550100");
     assert!(out.contains(&format!("\r\nRecord-Route: <sip:192.0.2.10:5060;lr;sg={mac:016x}>\r\n")), "{out}");
 }
 
@@ -312,3 +312,5 @@ fn trailing_bytes_after_content_length_are_not_forwarded() {
 }
 
 mod edge_trust;
+mod attack;
+mod bypass;
