@@ -34,7 +34,9 @@ fn without_line(bytes: &[u8], n: usize) -> (String, String) {
     (lines.concat(), line)
 }
 
-/// A request that gets a local 483: Max-Forwards 0. `via` is the whole top Via value.
+/// A request that gets a local 483: Max-Forwards 0. `via` is the whole top Via value. It
+/// carries what a PBX's request does (Contact, Allow, User-Agent), so a reply with a
+/// Warning still fits within its size.
 fn mf0(method: &str, id: &str, via: &str) -> Vec<u8> {
     sip(&format!(
         "{method} sip:+13125550199@127.0.0.1 SIP/2.0
@@ -43,6 +45,9 @@ fn mf0(method: &str, id: &str, via: &str) -> Vec<u8> {
          To: <sip:+13125550199@example.com>
          Call-ID: {id}
          CSeq: 1 {method}
+         Contact: <sip:+12125550100@127.0.0.1>
+         Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE
+         User-Agent: wire-test/1.0
          Max-Forwards: 0
          Content-Length: 0
         "
@@ -58,6 +63,9 @@ fn options(id: &str, via: &str) -> Vec<u8> {
          To: <sip:+13125550199@example.com>
          Call-ID: {id}
          CSeq: 1 OPTIONS
+         Contact: <sip:+12125550100@127.0.0.1>
+         Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE
+         User-Agent: wire-test/1.0
          Max-Forwards: 70
          Content-Length: 0
         "
@@ -193,7 +201,9 @@ fn local_replies_for_bad_requests() {
     let peer = UdpPeer::bind();
     let ask = |bytes: &[u8]| -> SipMsg {
         peer.send_to(bytes, sg.udp_addr());
-        peer.expect("a local reply", WAIT).msg()
+        let reply = peer.expect("a local reply", WAIT);
+        assert!(reply.bytes.len() <= bytes.len(), "a {}-byte reply to {} bytes", reply.bytes.len(), bytes.len());
+        reply.msg()
     };
 
     let mut pr = text(&options("pr@test", &udp_via(&peer, "pr")));
