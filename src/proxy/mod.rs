@@ -394,33 +394,25 @@ impl Proxy {
     ) {
         let tag = self.to_tag(msg, top);
         let mut bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, extra);
-        // Not an amplifier towards a spoofed source: what we add beyond what the reply must
-        // carry (Warning, Reason, Retry-After...) goes in only as far as the reply stays
-        // within the request's size, a Warning cut to fit. Always left: the request's own
-        // headers, the To tag and received/rport (a bounded few dozen bytes), and for a 420
-        // the Unsupported list it must name (no longer than the request's Proxy-Require).
-        if bytes.len() > msg.bytes.len() && !extra.is_empty() {
+        // Not an amplifier towards a spoofed source: the Warning (our diagnostic text) goes in
+        // only as far as the reply stays within the request's size, cut to fit. The rest is
+        // bounded and fixed: the request's own headers, the To tag, received/rport, the
+        // headers of the configured reject response (Reason, Retry-After), and for a 420 the
+        // Unsupported list (no longer than the request's Proxy-Require).
+        if bytes.len() > msg.bytes.len() && extra.iter().any(|(n, _)| *n == "Warning") {
             let mut cut = String::new();
-            let mut kept: SmallVec<[(&str, &str); 4]> =
-                extra.iter().filter(|(n, _)| *n == "Unsupported").copied().collect();
+            let mut kept: SmallVec<[(&str, &str); 4]> = extra.iter().filter(|(n, _)| *n != "Warning").copied().collect();
             let bare = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, &kept);
-            let mut budget = msg.bytes.len().saturating_sub(bare.len());
-            for &(name, value) in extra.iter().filter(|(n, _)| *n != "Unsupported") {
-                let cost = name.len() + value.len() + 4;
-                if cost <= budget {
-                    kept.push((name, value));
-                    budget -= cost;
-                } else if name == "Warning" && budget >= name.len() + 4 + 16 && cut.is_empty() {
-                    // `399 host "text` cut at a character boundary, the quote closed.
-                    let mut end = budget - name.len() - 5;
-                    while !value.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    cut = format!("{}\"", &value[..end]);
-                    budget = 0;
+            let budget = msg.bytes.len().saturating_sub(bare.len());
+            if let Some(&(_, value)) = extra.iter().find(|(n, _)| *n == "Warning")
+                && budget >= "Warning: ".len() + 2 + 16
+            {
+                // `399 host "text` cut at a character boundary, the quote closed.
+                let mut end = (budget - "Warning: ".len() - 3).min(value.len());
+                while !value.is_char_boundary(end) {
+                    end -= 1;
                 }
-            }
-            if !cut.is_empty() {
+                cut = format!("{}\"", &value[..end]);
                 kept.push(("Warning", cut.as_str()));
             }
             bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, &kept);
