@@ -62,6 +62,7 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/reload", post(reload))
         .route("/accounts/{id}", get(account))
+        .route("/security/bans", get(bans))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     let stopped = async move {
@@ -111,6 +112,11 @@ async fn reload(State(s): State<Arc<Admin>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The bans in force: `{"bans": [{source, since, until, dropped}]}`.
+async fn bans(State(s): State<Arc<Admin>>) -> Response {
+    axum::Json(serde_json::json!({ "bans": s.control.bans() })).into_response()
 }
 
 async fn account(State(s): State<Arc<Admin>>, Path(id): Path<String>) -> Response {

@@ -214,6 +214,7 @@ impl Control {
         // out must keep verifying (a new `[server] secret` takes effect on restart).
         let key = proxy.config().key;
         proxy.reconfigure(ProxyConfig::from_config(new, key));
+        self.shell.guard.reconfigure(crate::security::GuardConfig::from_config(new));
         proxy.set_screen(screen);
         drop(proxy);
         self.export_lists();
@@ -244,6 +245,11 @@ impl Control {
             lists: self.lists(),
             last_reload: lock(&self.last_reload).clone(),
         }
+    }
+
+    /// Sources banned by the flood defence now.
+    pub fn bans(&self) -> Vec<crate::security::Ban> {
+        self.shell.guard.bans(self.shell.clock.now())
     }
 
     /// Counters and remaining quota of a configured account; None when unknown or when

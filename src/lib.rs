@@ -11,6 +11,7 @@ pub mod control;
 pub mod dnc_cli;
 pub mod proxy;
 pub mod screen;
+pub mod security;
 pub mod server;
 pub mod sip;
 pub mod state;

@@ -117,6 +117,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         udp: UdpSenders::new(udp_sockets.clone()),
         tcp: TcpPool::new(limits, rt.clone()),
         decisions: decisions.clone().map(|d| Arc::new(d) as Arc<dyn DecisionSink>),
+        guard: Arc::new(crate::security::Guard::new(crate::security::GuardConfig::from_config(&cfg), &key)),
         stopped: AtomicBool::new(false),
     });
     shell.tcp.attach(&shell);

@@ -7,6 +7,7 @@
 pub mod dnc;
 pub mod ops;
 pub mod screening;
+pub mod security;
 pub mod server;
 pub mod state;
 
@@ -107,6 +108,7 @@ pub struct RawConfig {
     pub admin: Option<ops::RawAdmin>,
     #[serde(default)]
     pub state: state::RawState,
+    pub security: Option<security::RawSecurity>,
 }
 
 /// The validated configuration the running proxy uses; swapped whole on reload.
@@ -119,6 +121,7 @@ pub struct Config {
     pub log: ops::LogConfig,
     pub admin: Option<ops::AdminConfig>,
     pub state: state::StateConfig,
+    pub security: Option<security::SecurityConfig>,
 }
 
 impl Config {
@@ -161,14 +164,16 @@ impl Config {
         let log = ops::validate_log(&raw.log, &mut d);
         let admin = raw.admin.as_ref().map(|a| ops::validate_admin(a, &mut d));
         let state = state::validate(&raw.state, &mut d);
+        let security = raw.security.as_ref().map(|s| security::validate(s, &mut d));
         if !d.errors.is_empty() {
             d.errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             return Err(ConfigErrors(d.errors));
         }
         // Every validator returns Some when it pushed no error.
-        match (server, screening.transpose_all(), dnc.transpose_all(), log, admin.transpose_all(), state) {
-            (Some(server), Some(screening), Some(dnc), Some(log), Some(admin), Some(state)) => {
-                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin, state })
+        let parts = (server, screening.transpose_all(), dnc.transpose_all(), log, admin.transpose_all(), state);
+        match (parts, security.transpose_all()) {
+            ((Some(server), Some(screening), Some(dnc), Some(log), Some(admin), Some(state)), Some(security)) => {
+                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin, state, security })
             }
             _ => {
                 Err(ConfigErrors(vec![Diag { file: file.to_path_buf(), line: 0, msg: "invalid configuration".into() }]))

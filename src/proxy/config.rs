@@ -70,6 +70,8 @@ pub struct ProxyConfig {
     /// `forward_account_header`.
     pub account_header: Option<Arc<str>>,
     pub forward_account_header: bool,
+    /// Lower-cased User-Agent substrings of SIP scanners, whose requests are dropped.
+    pub scanners: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -94,6 +96,7 @@ impl ProxyConfig {
             trusted: vec!["0.0.0.0/0".parse().unwrap_or_default(), "::/0".parse().unwrap_or_default()],
             account_header: None,
             forward_account_header: false,
+            scanners: Vec::new(),
         }
     }
 
@@ -136,6 +139,7 @@ impl ProxyConfig {
             trusted,
             account_header,
             forward_account_header,
+            scanners: cfg.security.as_ref().map(|s| s.scanner_user_agents.clone()).unwrap_or_default(),
         }
     }
 

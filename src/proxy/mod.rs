@@ -52,6 +52,8 @@ pub enum DropReason {
     Forged,
     /// A response whose next Via has no IP address to send to.
     Unroutable,
+    /// A request from a SIP scanner (by its User-Agent).
+    Scanner,
     /// The ACK for a reply we generated.
     AckAbsorbed,
     /// An ACK we could not forward (malformed, or no route): ACKs are never answered.
@@ -69,6 +71,7 @@ impl DropReason {
             DropReason::NotOurVia => "not_our_via",
             DropReason::Forged => "forged_branch",
             DropReason::Unroutable => "unroutable",
+            DropReason::Scanner => "scanner",
             DropReason::AckAbsorbed => "ack_absorbed",
             DropReason::AckDropped => "ack_dropped",
         }
@@ -181,6 +184,9 @@ impl Proxy {
         if is_ack && tags.to == self.to_tag(msg, &top) {
             return out.push(Action::Drop(DropReason::AckAbsorbed));
         }
+        if self.is_scanner(msg) {
+            return out.push(Action::Drop(DropReason::Scanner));
+        }
         let facts = match check::request(msg, top.clone(), self.cfg.max_message_bytes) {
             Ok(f) => f,
             Err(_) if is_ack => return out.push(Action::Drop(DropReason::AckDropped)),
@@ -208,14 +214,15 @@ impl Proxy {
         let mut screened = None;
         // Only an INVITE that proves its dialog was screened here skips screening.
         if invite && side.is_none() {
-            let facts_key = facts_key(&self.cfg, msg, from, self.screen.account_header().as_deref());
+            let ruri = route::effective_request_uri(msg, facts.ruri.as_ref(), &self.cfg);
+            let facts_key = facts_key(&self.cfg.key, msg, ruri, from, self.screen.account_header().as_deref());
             let v = match self.cache.get(call, now) {
                 Some(e) if e.facts == facts_key && e.answered.is_none_or(|n| facts.cseq_number <= n) => {
                     m::cache_hit();
                     e.verdict.clone()
                 }
                 _ => {
-                    let decision = self.screen_call(now, from, msg);
+                    let decision = self.screen_call(now, from, msg, ruri);
                     let v = decision.verdict.clone();
                     self.cache.insert(call, facts_key, v.clone(), now);
                     screened = Some(Screened { call, decision });
@@ -294,8 +301,19 @@ impl Proxy {
         }
     }
 
+    /// A request whose User-Agent names a SIP scanner (`[security] scanner_user_agents`):
+    /// dropped without a word, so the scanner learns nothing.
+    fn is_scanner(&self, msg: &Message<'_>) -> bool {
+        if self.cfg.scanners.is_empty() {
+            return false;
+        }
+        let Some(ua) = msg.value(Kind::UserAgent) else { return false };
+        let ua = ua.to_ascii_lowercase();
+        self.cfg.scanners.iter().any(|s| memchr::memmem::find(&ua, s.as_bytes()).is_some())
+    }
+
     /// Run the screen for an INVITE.
-    fn screen_call<'a>(&self, now: SystemTime, from: Inbound, msg: &Message<'a>) -> Decision {
+    fn screen_call<'a>(&self, now: SystemTime, from: Inbound, msg: &Message<'a>, ruri: &'a [u8]) -> Decision {
         // Borrowed from the message; only a value that is not valid UTF-8 is copied. (The
         // strict check first: it is several times faster than the lossy one on valid text.)
         let text = |b: &'a [u8]| match std::str::from_utf8(b) {
@@ -308,7 +326,7 @@ impl Proxy {
         let call = Call {
             source: Some(from.src.ip()),
             account_header: self.screen.account_header().and_then(|h| msg.named(&h)).map(text),
-            request_uri: text(route::effective_request_uri(msg, &self.cfg)),
+            request_uri: text(ruri),
             from: msg.value(Kind::From).map(text).unwrap_or_default(),
             to: msg.value(Kind::To).map(text).unwrap_or_default(),
             p_asserted_identity: pai.map(text),
@@ -400,7 +418,7 @@ impl Proxy {
         // headers of the configured reject response (Reason, Retry-After), and for a 420 the
         // Unsupported list (no longer than the request's Proxy-Require).
         if bytes.len() > msg.bytes.len() && extra.iter().any(|(n, _)| *n == "Warning") {
-            let mut cut = String::new();
+            let cut: String;
             let mut kept: SmallVec<[(&str, &str); 4]> = extra.iter().filter(|(n, _)| *n != "Warning").copied().collect();
             let bare = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, &kept);
             let budget = msg.bytes.len().saturating_sub(bare.len());
@@ -630,7 +648,7 @@ fn call_key(key: &branch::Key, msg: &Message<'_>, tags: &Tags<'_>) -> u64 {
 /// Everything screening reads from an INVITE besides the call: a cached verdict is reused
 /// only for the same facts, so an INVITE that keeps a screened call's Call-ID and From tag
 /// but names another callee or caller ID is screened anew.
-fn facts_key(cfg: &ProxyConfig, msg: &Message<'_>, from: Inbound, account_header: Option<&str>) -> u64 {
+fn facts_key(key: &branch::Key, msg: &Message<'_>, ruri: &[u8], from: Inbound, account_header: Option<&str>) -> u64 {
     let ip = match from.src.ip() {
         std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(v6) => v6.octets(),
@@ -640,7 +658,7 @@ fn facts_key(cfg: &ProxyConfig, msg: &Message<'_>, from: Inbound, account_header
     // The To tag is not a fact: a retry keeps it empty, an unproven re-INVITE has one.
     let tag = crate::sip::addr::tag(to, 0..to.len()).unwrap_or(to.len()..to.len());
     let parts: [&[u8]; 7] = [
-        route::effective_request_uri(msg, cfg),
+        ruri,
         msg.value(Kind::From).unwrap_or_default(),
         &to[..tag.start],
         &to[tag.end..],
@@ -648,7 +666,7 @@ fn facts_key(cfg: &ProxyConfig, msg: &Message<'_>, from: Inbound, account_header
         account,
         &ip,
     ];
-    cfg.key.map_key(Purpose::Facts, &parts)
+    key.map_key(Purpose::Facts, &parts)
 }
 
 #[cfg(test)]

@@ -28,9 +28,9 @@ pub fn is_local(cfg: &ProxyConfig, u: &SipUri<'_>) -> bool {
 /// The Request-URI the request will be forwarded with: after a strict router (Request-URI
 /// naming us, a Route set present) it is the last Route value (§16.4). Screening judges
 /// this one, not the one the sender put on the request line.
-pub fn effective_request_uri<'a>(msg: &Message<'a>, cfg: &ProxyConfig) -> &'a [u8] {
+pub fn effective_request_uri<'a>(msg: &Message<'a>, parsed: Option<&SipUri<'_>>, cfg: &ProxyConfig) -> &'a [u8] {
     let ruri = msg.request_uri();
-    if !uri::parse(ruri).is_some_and(|u| is_local(cfg, &u)) {
+    if !parsed.is_some_and(|u| is_local(cfg, u)) {
         return ruri;
     }
     let b = msg.bytes;

@@ -24,6 +24,7 @@ pub enum Kind {
     PAssertedIdentity,
     Identity,
     Date,
+    UserAgent,
     Other,
 }
 
@@ -64,6 +65,7 @@ impl Kind {
                 _ => (b"contact", Kind::Contact),
             },
             8 => (b"identity", Kind::Identity),
+            10 => (b"user-agent", Kind::UserAgent),
             12 => match name[0] | 0x20 {
                 b'm' => (b"max-forwards", Kind::MaxForwards),
                 b'c' => (b"content-type", Kind::ContentType),
@@ -462,6 +464,7 @@ abcd";
             ("P-Asserted-Identity", Kind::PAssertedIdentity),
             ("Identity", Kind::Identity),
             ("Date", Kind::Date),
+            ("User-Agent", Kind::UserAgent),
             ("y", Kind::Identity),
             ("v", Kind::Via),
             ("Subject", Kind::Other),

@@ -140,6 +140,11 @@ pub fn reply_trimmed() {
     counter!("sipguard_replies_trimmed_total").increment(1);
 }
 
+/// A source banned by the flood defence (logged once per ban).
+pub fn banned() {
+    counter!("sipguard_bans_total").increment(1);
+}
+
 /// A request refused with 403 Relaying Denied: its next hop is outside the relay policy.
 pub fn relay_denied() {
     counter!("sipguard_relay_denied_total").increment(1);

@@ -8,6 +8,7 @@ pub mod udp;
 use crate::clock::Clock;
 use crate::config::server::Transport;
 use crate::proxy::{Action, Inbound, Proxy};
+use crate::security::Admit;
 use crate::telemetry::metrics as m;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ pub struct Shell {
     pub udp: udp::UdpSenders,
     pub tcp: tcp::TcpPool,
     pub decisions: Option<Arc<dyn DecisionSink>>,
+    /// Flood defence, before the core: a banned source costs a hash look-up, no parsing.
+    pub guard: Arc<crate::security::Guard>,
     /// Set by [`Shell::stop`]: messages are dropped from then on.
     pub stopped: AtomicBool,
 }
@@ -46,6 +49,20 @@ impl Shell {
     /// are left in `actions` for the caller to carry out.
     pub fn process(&self, from: Inbound, bytes: &[u8], actions: &mut Vec<Action>) {
         let now = self.clock.now();
+        match self.guard.check(now, from.src.ip().to_canonical()) {
+            Admit::Yes => {}
+            Admit::Banned => return m::dropped("banned"),
+            Admit::Over => return m::dropped("over_rate"),
+            Admit::NewBan(ban) => {
+                tracing::warn!(
+                    source = %ban.source,
+                    until_unix = ban.until,
+                    "source banned: over security.per_source_per_second; nothing is answered until the ban ends"
+                );
+                m::banned();
+                return m::dropped("banned");
+            }
+        }
         let mut proxy = self.proxy();
         if self.stopped.load(Ordering::Relaxed) {
             drop(proxy);

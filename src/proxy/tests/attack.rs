@@ -24,3 +24,15 @@ fn no_reply_is_larger_than_its_request() {
     let must = ";tag=sg0000000000000000".len() + "Content-Length: 0\r\n".len();
     assert!(r.len() <= tiny.len() + must, "{} vs {}", r.len(), tiny.len());
 }
+
+#[test]
+fn scanners_are_dropped_without_a_word() {
+    let mut c = cfg(None);
+    c.scanners = vec!["friendly-scanner".into(), "sipvicious".into()];
+    let mut p = Proxy::new(c, Arc::new(crate::screen::PassThrough));
+    let probe = invite("User-Agent: Friendly-Scanner\r\n").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    assert_eq!(run(&mut p, udp(), &probe).len(), 1);
+    assert_eq!(dropped(&run(&mut p, udp(), &probe)), Some(DropReason::Scanner), "not even a 483");
+    assert_eq!(dropped(&run(&mut p, udp(), &invite("User-Agent: x sipvicious/0.3\r\n"))), Some(DropReason::Scanner));
+    assert!(sent(&run(&mut p, udp(), &invite("User-Agent: Acme PBX 1.0\r\n"))).2.starts_with("INVITE "));
+}
