@@ -63,6 +63,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         idle: cfg.server.tcp_idle,
         max_connections: cfg.server.tcp_max_connections,
         max_outbound: cfg.server.tcp_max_outbound_connections,
+        max_per_source: cfg.server.tcp_max_connections_per_source,
+        message_timeout: cfg.server.tcp_message_timeout,
         max_message_bytes: cfg.server.max_message_bytes,
     };
     let mut udp_sockets = Vec::new();

@@ -26,6 +26,8 @@ pub struct RawServer {
     pub tcp_idle_seconds: Option<Spanned<i64>>,
     pub tcp_max_connections: Option<Spanned<i64>>,
     pub tcp_max_outbound_connections: Option<Spanned<i64>>,
+    pub tcp_max_connections_per_source: Option<Spanned<i64>>,
+    pub tcp_message_timeout_seconds: Option<Spanned<i64>>,
     pub shutdown_grace_seconds: Option<Spanned<i64>>,
     pub udp_batch_wait_us: Option<Spanned<i64>>,
 }
@@ -68,6 +70,9 @@ pub struct ServerConfig {
     /// Connections accepted from peers, and connections we open to next hops.
     pub tcp_max_connections: usize,
     pub tcp_max_outbound_connections: usize,
+    pub tcp_max_connections_per_source: usize,
+    /// Time allowed to receive a whole message once its first byte arrived (slow senders).
+    pub tcp_message_timeout: Duration,
     pub shutdown_grace: Duration,
     /// After each UDP receive batch, wait this long so that datagrams gather (0: never).
     pub udp_batch_wait: Duration,
@@ -184,6 +189,9 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
     let maxconn = positive(d, &raw.tcp_max_connections, "server.tcp_max_connections", 1024, 1 << 20);
     let maxout =
         positive(d, &raw.tcp_max_outbound_connections, "server.tcp_max_outbound_connections", 256, 1 << 20);
+    let per_source =
+        positive(d, &raw.tcp_max_connections_per_source, "server.tcp_max_connections_per_source", 32, 1 << 20);
+    let msg_timeout = positive(d, &raw.tcp_message_timeout_seconds, "server.tcp_message_timeout_seconds", 10, 3600);
     let grace = positive(d, &raw.shutdown_grace_seconds, "server.shutdown_grace_seconds", 5, 3600);
     let batch_wait = match &raw.udp_batch_wait_us {
         None => Some(DEFAULT_UDP_BATCH_WAIT_US),
@@ -222,6 +230,8 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
         tcp_idle: Duration::from_secs(idle? as u64),
         tcp_max_connections: maxconn? as usize,
         tcp_max_outbound_connections: maxout? as usize,
+        tcp_max_connections_per_source: per_source? as usize,
+        tcp_message_timeout: Duration::from_secs(msg_timeout? as u64),
         shutdown_grace: Duration::from_secs(grace? as u64),
         udp_batch_wait: Duration::from_micros(batch_wait? as u64),
     })

@@ -185,10 +185,19 @@ fn cseq(msg: &Message<'_>) -> Result<u64, Problem> {
 /// The body as Content-Length says; without it (datagrams) the rest of the bytes. For
 /// requests and responses alike.
 pub fn content_length(msg: &Message<'_>, max_body: usize) -> Result<Range<usize>, Problem> {
-    let Some(v) = msg.value(Kind::ContentLength) else {
-        return Ok(msg.body.clone());
+    let n = match scan::declared_length(msg) {
+        Ok(None) => return Ok(msg.body.clone()),
+        Ok(Some(n)) if n > max_body as u64 => {
+            return Err(Problem {
+                code: 413,
+                reason: "Request Entity Too Large",
+                warning: format!("Content-Length above the limit of {max_body} bytes"),
+                unsupported: None,
+            });
+        }
+        Ok(Some(n)) => n as usize,
+        Err(e) => return Err(Problem::bad(e.to_string())),
     };
-    let n = scan::parse_uint(v, max_body as u64).ok_or_else(|| Problem::bad("malformed Content-Length"))? as usize;
     if n > msg.body.len() {
         return Err(Problem::bad("Content-Length is larger than the body"));
     }

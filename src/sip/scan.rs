@@ -364,54 +364,97 @@ pub fn parse_uint(bytes: &[u8], max: u64) -> Option<u64> {
     (v <= max).then_some(v)
 }
 
-/// For stream transports: the length of the first complete message in `buf`, skipping
-/// leading CRLF keep-alives. `Ok(None)` means more bytes are needed; the caller caps the
-/// buffer at `max_message_bytes`. Content-Length is mandatory on streams (RFC 3261 §18.3).
-pub fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, ScanError> {
-    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
-    let b = &buf[skip..];
-    let Some(end) = find_blank_line(b) else {
-        return Ok(None);
-    };
-    let mut content_length: Option<usize> = None;
-    let mut pos = 0;
-    while pos < end {
-        let Some((ce, next)) = line_end(b, pos) else {
-            break;
-        };
-        let line = &b[pos..ce];
-        if let Some(colon) = line.iter().position(|&c| c == b':') {
-            let name = trim(line, 0..colon);
-            let name = &line[name];
-            if name.iter().all(|&c| is_token(c)) && Kind::of(name) == Kind::ContentLength {
-                let v = trim(line, colon + 1..line.len());
-                let n = parse_uint(&line[v], 1 << 24).ok_or(ScanError::HeaderLine)?;
-                content_length = Some(n as usize);
-            }
-        }
-        pos = next;
-    }
-    let header_len = end;
-    let cl = content_length.ok_or(ScanError::HeaderLine)?;
-    if b.len() < header_len + cl {
-        return Ok(None);
-    }
-    Ok(Some((skip, header_len + cl)))
+/// Why a Content-Length cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LengthError {
+    #[error("malformed Content-Length")]
+    Malformed,
+    #[error("more than one Content-Length header")]
+    Duplicate,
 }
 
-/// Index just past the blank line (CRLFCRLF or LFLF) that ends the headers.
-fn find_blank_line(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i + 1 < b.len() {
-        if b[i] == b'\n' {
-            if b[i + 1] == b'\n' {
-                return Some(i + 2);
-            }
-            if b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
+/// The one Content-Length rule, for datagrams and streams, requests and responses: the
+/// value of the only Content-Length header (full or compact name, folded or not), a
+/// decimal number. None when there is none.
+pub fn declared_length(msg: &Message<'_>) -> Result<Option<u64>, LengthError> {
+    let Some(first) = msg.first(Kind::ContentLength) else { return Ok(None) };
+    if msg.all(Kind::ContentLength).nth(1).is_some() {
+        return Err(LengthError::Duplicate);
+    }
+    parse_uint(msg.text(&first.value), u64::MAX).map(Some).ok_or(LengthError::Malformed)
+}
+
+/// Why a stream cannot be framed; the connection is closed after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A header block that does not scan, or a bad or duplicated Content-Length.
+    Malformed,
+    /// No Content-Length: mandatory on streams (RFC 3261 §18.3).
+    NoLength,
+    /// The message would exceed the size limit. `header_len`: the complete header block's
+    /// length, when there is one (the request can still be answered 413).
+    TooLarge { header_len: Option<usize> },
+}
+
+/// Frames messages on a stream by Content-Length, incrementally: bytes already searched
+/// for the end of the headers are not searched again, and a header block is scanned once,
+/// so the cost per connection is linear in what it receives however it is split.
+#[derive(Debug, Default)]
+pub struct Framer {
+    /// Bytes of the buffer already searched for the blank line.
+    searched: usize,
+    /// Once the headers are complete: (leading CRLFs, whole message length).
+    pending: Option<(usize, usize)>,
+}
+
+impl Framer {
+    /// The first complete message in `buf` as (leading keep-alive bytes to skip, message
+    /// length), or None when more bytes are needed. Call `consumed` after taking it.
+    pub fn next(&mut self, buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, FrameError> {
+        if let Some((skip, len)) = self.pending {
+            return Ok((buf.len() >= skip + len).then_some((skip, len)));
         }
-        i += 1;
+        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        let from = self.searched.saturating_sub(3).max(skip);
+        let Some(end) = find_blank_line(buf, from) else {
+            self.searched = buf.len();
+            if buf.len() - skip > max {
+                return Err(FrameError::TooLarge { header_len: None });
+            }
+            return Ok(None);
+        };
+        let header_len = end - skip;
+        let head = scan(&buf[skip..end]).map_err(|_| FrameError::Malformed)?;
+        let body = match declared_length(&head) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(FrameError::NoLength),
+            Err(_) => return Err(FrameError::Malformed),
+        };
+        if header_len as u64 + body > max as u64 {
+            return Err(FrameError::TooLarge { header_len: Some(header_len) });
+        }
+        let len = header_len + body as usize;
+        self.pending = Some((skip, len));
+        Ok((buf.len() >= skip + len).then_some((skip, len)))
+    }
+
+    /// The message returned by `next` was taken off the front of the buffer.
+    pub fn consumed(&mut self) {
+        *self = Framer::default();
+    }
+}
+
+/// Index just past the blank line (CRLFCRLF or LFLF) that ends the headers, searching from
+/// `from`.
+fn find_blank_line(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(rel) = b.get(i..).and_then(|s| memchr::memchr(b'\n', s)) {
+        let nl = i + rel;
+        match (b.get(nl + 1), b.get(nl + 2)) {
+            (Some(b'\n'), _) => return Some(nl + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
     }
     None
 }
@@ -510,14 +553,41 @@ abcd";
         assert_eq!(&b[v[1].clone()], b"<sip:z>");
     }
 
+    fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
+        Framer::default().next(buf, 1 << 16)
+    }
+
     #[test]
     fn tcp_framing() {
         let msg = b"OPTIONS sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabcNEXT";
         assert_eq!(frame(msg).unwrap(), Some((0, msg.len() - 4)));
         assert_eq!(frame(&msg[..20]).unwrap(), None);
         assert_eq!(frame(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap(), Some((4, 46)));
-        assert!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n").is_err());
-        assert!(frame(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n").is_err(), "no Content-Length on a stream");
+        assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n"), Err(FrameError::Malformed));
+        assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"), Err(FrameError::NoLength), "no Content-Length on a stream");
+        // The same rule as for datagrams: one Content-Length, folded allowed, duplicates refused.
+        assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nab").unwrap(), Some((0, 48)));
+        assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\nContent-Length: 5\r\n\r\n"), Err(FrameError::Malformed));
+        // Declaring more than the limit is refused at once, with the header block's length.
+        let big = b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 10000000\r\n\r\n";
+        assert_eq!(frame(big), Err(FrameError::TooLarge { header_len: Some(big.len()) }));
+    }
+
+    #[test]
+    fn framing_byte_by_byte_searches_each_byte_once() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\nContent-Length: 4\r\n\r\nbody";
+        let mut f = Framer::default();
+        for n in 1..msg.len() {
+            assert_eq!(f.next(&msg[..n], 1 << 16).unwrap(), None, "{n}");
+            assert!(f.searched <= n);
+        }
+        assert_eq!(f.next(msg, 1 << 16).unwrap(), Some((0, msg.len())));
+        f.consumed();
+        assert_eq!(f.next(b"", 1 << 16).unwrap(), None);
+        // Headers that never end: refused once past the limit.
+        let mut f = Framer::default();
+        let endless = vec![b'x'; 70_000];
+        assert_eq!(f.next(&endless, 65_535), Err(FrameError::TooLarge { header_len: None }));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -30,6 +30,10 @@ pub struct TcpLimits {
     pub max_connections: usize,
     /// Connections we open to next hops.
     pub max_outbound: usize,
+    /// Accepted connections from one source IP.
+    pub max_per_source: usize,
+    /// Time allowed to receive one message once its first byte has arrived.
+    pub message_timeout: Duration,
     pub max_message_bytes: usize,
 }
 
@@ -40,6 +44,8 @@ pub struct TcpPool {
     limits: Mutex<TcpLimits>,
     slots: Arc<Semaphore>,
     outbound_slots: Arc<Semaphore>,
+    /// Accepted connections per source IP (at most `max_connections` entries).
+    per_source: Mutex<HashMap<std::net::IpAddr, usize>>,
     shell: Mutex<Weak<Shell>>,
     rt: tokio::runtime::Handle,
 }
@@ -52,6 +58,7 @@ impl TcpPool {
             limits: Mutex::new(limits),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             outbound_slots: Arc::new(Semaphore::new(limits.max_outbound)),
+            per_source: Mutex::new(HashMap::new()),
             shell: Mutex::new(Weak::new()),
             rt,
         }
@@ -124,6 +131,28 @@ impl TcpPool {
         }
     }
 
+    /// Count an accepted connection from `ip`; false when it has its share already.
+    fn enter(&self, ip: std::net::IpAddr) -> bool {
+        let max = self.limits().max_per_source;
+        let mut m = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn leave(&self, ip: std::net::IpAddr) {
+        let mut m = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
@@ -150,12 +179,17 @@ pub async fn serve(shell: Arc<Shell>, listener: TcpListener, mut stop: watch::Re
             m::dropped("tcp_connection_limit");
             continue;
         };
+        if !shell.tcp.enter(peer.ip()) {
+            m::dropped("tcp_source_connection_limit");
+            continue;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         shell.tcp.map().insert(peer, tx);
         let shell = shell.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            run_connection(shell, stream, peer, rx).await;
+            run_connection(shell.clone(), stream, peer, rx).await;
+            shell.tcp.leave(peer.ip());
         });
     }
 }
@@ -177,29 +211,53 @@ async fn run_connection(shell: Arc<Shell>, stream: TcpStream, peer: SocketAddr, 
     });
     let mut buf = BytesMut::with_capacity(8192);
     let mut actions = Vec::with_capacity(4);
+    let mut framer = scan::Framer::default();
+    let from = Inbound { transport: Transport::Tcp, src: peer };
+    // When the message now being received began: it must be complete within
+    // `message_timeout` (a slow sender cannot hold a connection by trickling bytes).
+    let mut started: Option<Instant> = None;
     'conn: loop {
-        match tokio::time::timeout(limits.idle, rd.read_buf(&mut buf)).await {
-            Err(_) => break, // idle
+        let wait = match started {
+            Some(t) => limits.message_timeout.saturating_sub(t.elapsed()).min(limits.idle),
+            None => limits.idle,
+        };
+        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+            Err(_) => {
+                if started.is_some() {
+                    m::dropped("tcp_message_timeout");
+                }
+                break;
+            }
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(_)) => {}
         }
         loop {
-            match scan::frame(&buf) {
+            match framer.next(&buf, limits.max_message_bytes) {
                 Ok(Some((skip, len))) => {
                     let frame = buf.split_to(skip + len);
-                    let msg = frame.get(skip..).unwrap_or_default();
-                    shell.on_message(Inbound { transport: Transport::Tcp, src: peer }, msg, &mut actions);
+                    framer.consumed();
+                    started = None;
+                    shell.on_message(from, frame.get(skip..).unwrap_or_default(), &mut actions);
                 }
                 Ok(None) => {
-                    if buf.len() > limits.max_message_bytes {
-                        m::dropped("tcp_message_too_large");
-                        break 'conn;
-                    }
                     // Only keep-alive CRLFs so far: discard them.
-                    if !buf.is_empty() && buf.iter().all(|&b| b == b'\r' || b == b'\n') {
+                    if buf.iter().all(|&b| b == b'\r' || b == b'\n') {
                         buf.clear();
+                        framer.consumed();
+                    } else if started.is_none() {
+                        started = Some(Instant::now());
                     }
                     break;
+                }
+                Err(scan::FrameError::TooLarge { header_len }) => {
+                    m::dropped("tcp_message_too_large");
+                    // A request declaring more than the limit still gets its answer (413)
+                    // from the headers, before the connection closes.
+                    if let Some(h) = header_len {
+                        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                        shell.on_message(from, buf.get(skip..skip + h).unwrap_or_default(), &mut actions);
+                    }
+                    break 'conn;
                 }
                 Err(_) => {
                     m::dropped("tcp_framing");
@@ -208,11 +266,13 @@ async fn run_connection(shell: Arc<Shell>, stream: TcpStream, peer: SocketAddr, 
             }
         }
     }
-    writer.abort();
     {
         let mut map = shell.tcp.map();
         map.remove(&peer);
     }
+    // The writer ends once what is queued (a last 413, say) is written; a peer that does
+    // not read gets a second.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     shell.tcp.open.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("sipguard_tcp_connections").decrement(1.0);
 }
