@@ -19,7 +19,7 @@ use crate::sip::addr::{party_of, tag_of};
 use crate::sip::branch::{self, Purpose, TxFields};
 use crate::sip::check::{self, Facts, Problem, TopVia};
 use crate::sip::reply;
-use crate::sip::scan::{self, Kind, Message, StartLine, split_values};
+use crate::sip::scan::{self, Kind, Message, StartLine, values};
 use crate::sip::splice::{Splice, push_dec};
 use crate::sip::via;
 use crate::telemetry::metrics as m;
@@ -280,7 +280,7 @@ impl Proxy {
         if tags.from.is_empty() && tags.to.is_empty() {
             return None;
         }
-        let first = msg.first(Kind::Route).and_then(|h| split_values(b, h.value.clone()).into_iter().next())?;
+        let first = msg.first(Kind::Route).and_then(|h| values(b, h.value.clone()).next())?;
         let u = crate::sip::uri::parse(crate::sip::uri::inner(&b[first]))?;
         if !route::is_local(&self.cfg, &u) {
             return None;
@@ -364,7 +364,7 @@ impl Proxy {
         let b = msg.bytes;
         msg.all(Kind::Via)
             .filter(|h| memchr::memmem::find(&b[h.value.clone()], branch::OUR_BRANCH_PREFIX.as_bytes()).is_some())
-            .flat_map(|h| split_values(b, h.value.clone()))
+            .flat_map(|h| values(b, h.value.clone()))
             .any(|v| {
                 via::parse(b, v).is_ok_and(|v| {
                     self.cfg.is_our_address(&b[v.host.clone()], v.port)
@@ -453,7 +453,7 @@ impl Proxy {
         };
         let mut s = Splice::new();
         let line = msg.headers[top.header].line.clone();
-        let next = match top.values.get(1) {
+        let next = match &top.second {
             Some(second) => {
                 s.delete(top.value().start..second.start);
                 Some(second.clone())
@@ -464,7 +464,7 @@ impl Proxy {
                     .iter()
                     .skip(top.header + 1)
                     .find(|h| h.kind == Kind::Via)
-                    .and_then(|h| split_values(b, h.value.clone()).into_iter().next())
+                    .and_then(|h| values(b, h.value.clone()).next())
             }
         };
         let Some((transport, dest)) = next.and_then(|r| via::parse(b, r).ok()).and_then(|v| v.response_target(b)) else {

@@ -9,7 +9,7 @@
 use super::ProxyConfig;
 use crate::config::server::Transport;
 use crate::sip::check::Problem;
-use crate::sip::scan::{Kind, Message, StartLine, split_values};
+use crate::sip::scan::{Kind, Message, StartLine, values};
 use crate::sip::splice::Splice;
 use crate::sip::uri::{self, SipUri};
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ pub fn effective_request_uri<'a>(msg: &Message<'a>, parsed: Option<&SipUri<'_>>,
         return ruri;
     }
     let b = msg.bytes;
-    let last = msg.all(Kind::Route).last().and_then(|h| split_values(b, h.value.clone()).into_iter().last());
+    let last = msg.all(Kind::Route).last().and_then(|h| values(b, h.value.clone()).last());
     match last {
         Some(r) => uri::inner(&b[r]),
         None => ruri,
@@ -87,7 +87,7 @@ fn choose(
     // Every Route value once: (header index, value range). No per-value copies.
     let mut routes: Vec<(usize, Range<usize>)> = Vec::new();
     for (header, h) in msg.headers.iter().enumerate().filter(|(_, h)| h.kind == Kind::Route) {
-        routes.extend(split_values(b, h.value.clone()).into_iter().map(|r| (header, r)));
+        routes.extend(values(b, h.value.clone()).map(|r| (header, r)));
     }
     let mut removed = vec![false; routes.len()];
     let mut popped = false;

@@ -2,12 +2,15 @@
 //! decide between forwarding, a local 4xx/5xx, and a silent drop. It also extracts the few
 //! facts later steps need, so each header is parsed once.
 
-use super::scan::{self, Kind, Message, StartLine, is_token, split_values, trim};
+use super::scan::{self, Kind, Message, StartLine, is_token, trim, values};
 use super::uri;
 use super::addr::tag;
 use super::via::{self, Via};
 
 use std::ops::Range;
+
+/// The most Via values a request may carry (RFC 3261's recommended Max-Forwards is 70).
+pub const MAX_VIA_VALUES: usize = 70;
 
 /// What the checks read off a request.
 #[derive(Debug, Clone)]
@@ -50,23 +53,26 @@ pub struct TopVia {
     pub via: Via,
     /// Index into `msg.headers` of the header holding it.
     pub header: usize,
-    /// The values of that header (the top one first).
-    pub values: scan::Values,
+    /// The top value, and the second value of the same header line when there is one (a
+    /// response loses the first and goes to the second).
+    pub first: Range<usize>,
+    pub second: Option<Range<usize>>,
 }
 
 impl TopVia {
     pub fn value(&self) -> Range<usize> {
-        self.values.first().cloned().unwrap_or(0..0)
+        self.first.clone()
     }
 }
 
 /// The top Via: needed before anything can be answered.
 pub fn top_via(msg: &Message<'_>) -> Result<TopVia, Unanswerable> {
     let header = msg.headers.iter().position(|h| h.kind == Kind::Via).ok_or(Unanswerable::NoVia)?;
-    let values = split_values(msg.bytes, msg.headers[header].value.clone());
-    let first = values.first().cloned().ok_or(Unanswerable::BadVia)?;
-    let via = via::parse(msg.bytes, first).map_err(|_| Unanswerable::BadVia)?;
-    Ok(TopVia { via, header, values })
+    let mut values = values(msg.bytes, msg.headers[header].value.clone());
+    let first = values.next().ok_or(Unanswerable::BadVia)?;
+    let second = values.next();
+    let via = via::parse(msg.bytes, first.clone()).map_err(|_| Unanswerable::BadVia)?;
+    Ok(TopVia { via, header, first, second })
 }
 
 /// Check a request whose top Via is readable. `max_body` caps Content-Length.
@@ -102,6 +108,17 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
         seen |= bit;
     }
     let cseq_number = cseq(msg)?;
+    // More Via values than any request can have gathered under Max-Forwards' usual 70: a
+    // crafted stack, refused before anything walks it.
+    let vias: usize = msg.all(Kind::Via).map(|h| values(b, h.value.clone()).count()).sum();
+    if vias > MAX_VIA_VALUES {
+        return Err(Problem {
+            code: 483,
+            reason: "Too Many Hops",
+            warning: format!("more than {MAX_VIA_VALUES} Via values"),
+            unsupported: None,
+        });
+    }
     let max_forwards = match msg.headers.iter().position(|h| h.kind == Kind::MaxForwards) {
         None => None,
         Some(idx) => {
@@ -133,19 +150,21 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
         });
     }
     // We implement no extensions a proxy could be required to understand (§16.3 step 5).
-    let required: Vec<String> = msg
-        .all(Kind::ProxyRequire)
-        .flat_map(|h| split_values(b, h.value.clone()))
-        .filter(|r| !r.is_empty())
-        .map(|r| String::from_utf8_lossy(&b[r]).into_owned())
-        .collect();
+    // One string, tags comma-joined: never longer than the Proxy-Require text.
+    let mut required = String::new();
+    for r in msg.all(Kind::ProxyRequire).flat_map(|h| values(b, h.value.clone())).filter(|r| !r.is_empty()) {
+        if !required.is_empty() {
+            required.push(',');
+        }
+        required.push_str(&String::from_utf8_lossy(&b[r]));
+    }
     if !required.is_empty() {
         return Err(Problem {
             code: 420,
             reason: "Bad Extension",
             // The tags are listed once, in Unsupported: a reply must not outgrow its request.
             warning: "extension not supported (see Unsupported)".into(),
-            unsupported: Some(required.join(",")),
+            unsupported: Some(required),
         });
     }
     Ok(Facts { top, ruri, cseq_number, max_forwards, body })
@@ -232,7 +251,7 @@ fn addresses(msg: &Message<'_>) -> Result<(), Problem> {
         if &b[h.value.clone()] == b"*" {
             continue;
         }
-        for part in split_values(b, h.value.clone()) {
+        for part in values(b, h.value.clone()) {
             name_addr(&b[part]).map_err(|e| Problem::bad(format!("Contact: {e}")))?;
         }
     }

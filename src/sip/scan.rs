@@ -319,33 +319,59 @@ pub type Values = smallvec::SmallVec<[Range<usize>; 4]>;
 /// Split a header value into its comma-separated values (outside quotes and `<...>`),
 /// yielding LWS-trimmed absolute ranges.
 pub fn split_values(bytes: &[u8], r: Range<usize>) -> Values {
-    let mut out = Values::new();
-    let Some(slice) = bytes.get(r.clone()) else { return out };
+    values(bytes, r).collect()
+}
+
+/// The comma-separated values of a header value, one at a time, without collecting them:
+/// for callers that look at the first few, count them or stop early.
+pub fn values(bytes: &[u8], r: Range<usize>) -> ValueIter<'_> {
+    let end = r.end.min(bytes.len());
+    let start = r.start.min(end);
     // Most values have no comma, quote or angle bracket at all: one vector scan decides.
-    if memchr::memchr3(b',', b'"', b'<', slice).is_none() {
-        out.push(trim(bytes, r));
-        return out;
-    }
-    let mut start = r.start;
-    let mut quoted = false;
-    let mut angle = false;
-    let mut i = r.start;
-    while i < r.end {
-        match bytes.get(i) {
-            Some(b'\\') if quoted => i += 1,
-            Some(b'"') => quoted = !quoted,
-            Some(b'<') if !quoted => angle = true,
-            Some(b'>') if !quoted => angle = false,
-            Some(b',') if !quoted && !angle => {
-                out.push(trim(bytes, start..i));
-                start = i + 1;
-            }
-            _ => {}
+    let simple = memchr::memchr3(b',', b'"', b'<', &bytes[start..end]).is_none();
+    ValueIter { bytes, pos: start, end, simple, done: false }
+}
+
+pub struct ValueIter<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    end: usize,
+    simple: bool,
+    done: bool,
+}
+
+impl Iterator for ValueIter<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        if self.done {
+            return None;
         }
-        i += 1;
+        let b = self.bytes;
+        let start = self.pos;
+        if self.simple {
+            self.done = true;
+            return Some(trim(b, start..self.end));
+        }
+        let (mut quoted, mut angle) = (false, false);
+        let mut i = start;
+        while i < self.end {
+            match b[i] {
+                b'\\' if quoted => i += 1,
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => angle = true,
+                b'>' if !quoted => angle = false,
+                b',' if !quoted && !angle => {
+                    self.pos = i + 1;
+                    return Some(trim(b, start..i));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(trim(b, start..self.end))
     }
-    out.push(trim(bytes, start..r.end));
-    out
 }
 
 /// Parse a non-negative decimal scalar with leading zeros allowed; `None` on anything else
