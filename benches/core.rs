@@ -59,7 +59,7 @@ fn metrics_per_call(c: &mut Criterion) {
 
 fn run(c: &mut Criterion) {
     let from = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
-    let mut p = proxy();
+    let p = proxy();
     let mut out = Vec::new();
     let mut n = 0u64;
     c.bench_function("forward initial INVITE (pass-through screen)", |b| {

@@ -108,14 +108,14 @@ fn main() {
     } else {
         Arc::new(sipguard::screen::PassThrough)
     };
-    let mut p = Proxy::new(ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]), screen);
+    let p = Proxy::new(ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]), screen);
     // As in the benchmark, which writes no decision log.
     p.record_decisions(false);
     let uac = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
     let uas = Inbound { transport: Transport::Udp, src: "127.0.0.1:5080".parse().unwrap() };
     let mut out = Vec::new();
     let mut spent = Duration::ZERO;
-    let mut handle = |p: &mut Proxy, from: Inbound, msg: &[u8], out: &mut Vec<Action>| {
+    let mut handle = |p: &Proxy, from: Inbound, msg: &[u8], out: &mut Vec<Action>| {
         let t = Instant::now();
         p.handle(SystemTime::now(), from, msg, out);
         spent += t.elapsed();
@@ -123,28 +123,28 @@ fn main() {
     for i in 0..calls {
         let callee = if reject { "+13125550111".to_string() } else { format!("+1312555{:04}", 2000 + i % 7000) };
         let inv = invite(i, &callee);
-        handle(&mut p, uac, inv.as_bytes(), &mut out);
+        handle(&p, uac, inv.as_bytes(), &mut out);
         let first = sent(&mut out);
         if reject {
             let reply = String::from_utf8_lossy(&first).into_owned();
             let tag =
                 reply.split("To: ").nth(1).and_then(|t| t.split("tag=").nth(1)).and_then(|t| t.split("\r\n").next());
             let ack = in_dialog(&inv, "ACK", 1, tag.expect("our reply has a To tag"));
-            handle(&mut p, uac, ack.as_bytes(), &mut out);
+            handle(&p, uac, ack.as_bytes(), &mut out);
             out.clear();
             continue;
         }
         let ok = response(&first, "200 OK");
-        handle(&mut p, uas, ok.as_bytes(), &mut out);
+        handle(&p, uas, ok.as_bytes(), &mut out);
         out.clear();
         let ack = in_dialog(&inv, "ACK", 1, "uas");
-        handle(&mut p, uac, ack.as_bytes(), &mut out);
+        handle(&p, uac, ack.as_bytes(), &mut out);
         out.clear();
         let bye = in_dialog(&inv, "BYE", 2, "uas");
-        handle(&mut p, uac, bye.as_bytes(), &mut out);
+        handle(&p, uac, bye.as_bytes(), &mut out);
         let fwd = sent(&mut out);
         let ok = response(&fwd, "200 OK");
-        handle(&mut p, uas, ok.as_bytes(), &mut out);
+        handle(&p, uas, ok.as_bytes(), &mut out);
         out.clear();
     }
     let per_call = spent.as_nanos() as f64 / calls as f64;

@@ -209,14 +209,13 @@ impl Control {
 
     fn apply(&self, new: &Config) {
         let screen = self.screening.apply(new);
-        let mut proxy = self.shell.proxy();
+        let proxy = self.shell.proxy();
         // The key stays the one loaded at start: branches and dialog proofs already handed
         // out must keep verifying (a new `[server] secret` takes effect on restart).
         let key = proxy.config().key;
         proxy.reconfigure(ProxyConfig::from_config(new, key));
         self.shell.guard.reconfigure(crate::security::GuardConfig::from_config(new));
         proxy.set_screen(screen);
-        drop(proxy);
         self.export_lists();
     }
 
@@ -271,6 +270,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.listen", old.server.listen != new.server.listen),
         ("server.udp_batch_wait_us", old.server.udp_batch_wait != new.server.udp_batch_wait),
         ("server.secret", old.server.secret != new.server.secret),
+        ("server.udp_threads", old.server.udp_threads != new.server.udp_threads),
+        ("server.overload_delay_ms", old.server.overload_delay != new.server.overload_delay),
         ("state.dir", old.state.dir != new.state.dir),
         ("[admin]", admin(old) != admin(new)),
         ("log.level", old.log.level != new.log.level),

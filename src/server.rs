@@ -72,9 +72,15 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     for l in &cfg.server.listen {
         match l.transport {
             Transport::Udp => {
-                let s =
-                    udp::bind(l.addr).map_err(|source| ServerError::Bind { transport: "udp", addr: l.addr, source })?;
-                udp_sockets.push(Arc::new(s));
+                // One socket per thread on the same address (SO_REUSEPORT): a slow message
+                // holds up its own thread only. A port 0 listener gets one: each socket
+                // would draw a port of its own.
+                let threads = if l.addr.port() == 0 { 1 } else { cfg.server.udp_threads };
+                for _ in 0..threads {
+                    let s = udp::bind(l.addr)
+                        .map_err(|source| ServerError::Bind { transport: "udp", addr: l.addr, source })?;
+                    udp_sockets.push(Arc::new(s));
+                }
             }
             Transport::Tcp => {
                 let s = tokio::net::TcpListener::bind(l.addr).await.map_err(|source| ServerError::Bind {
@@ -110,11 +116,12 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
-    let mut proxy = Proxy::new(ProxyConfig::from_config(&cfg, key), screen);
+    let proxy = Proxy::new(ProxyConfig::from_config(&cfg, key), screen);
     // The decision log is fixed at start (a change needs a restart), and so is this.
     proxy.record_decisions(decisions.is_some());
     let shell = Arc::new(Shell {
-        proxy: std::sync::Mutex::new(proxy),
+        proxy,
+        gate: std::sync::RwLock::new(()),
         clock: Arc::new(SystemClock),
         udp: UdpSenders::new(udp_sockets.clone()),
         tcp: TcpPool::new(limits, rt.clone()),
@@ -126,7 +133,10 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     for sock in udp_sockets {
         let shell = shell.clone();
         let wait = cfg.server.udp_batch_wait;
-        std::thread::Builder::new().name("sipguard-udp".into()).spawn(move || udp::serve(shell, sock, wait))?;
+        let overload = cfg.server.overload_delay;
+        std::thread::Builder::new()
+            .name("sipguard-udp".into())
+            .spawn(move || udp::serve(shell, sock, wait, overload))?;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();

@@ -108,7 +108,7 @@ fn shapes() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn every_shape_costs_linear_time_and_memory() {
-    let mut p = proxy();
+    let p = proxy();
     let from = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
     let mut out: Vec<Action> = Vec::with_capacity(8);
     for (name, msg) in shapes() {

@@ -39,7 +39,7 @@ enum Outcome {
 }
 
 fn outcome(bytes: &[u8]) -> Outcome {
-    let mut p = proxy();
+    let p = proxy();
     let mut out = Vec::new();
     let from = Inbound { transport: Transport::Udp, src: "192.0.2.1:5060".parse().unwrap() };
     p.handle(SystemTime::now(), from, bytes, &mut out);

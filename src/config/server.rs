@@ -30,6 +30,8 @@ pub struct RawServer {
     pub tcp_message_timeout_seconds: Option<Spanned<i64>>,
     pub shutdown_grace_seconds: Option<Spanned<i64>>,
     pub udp_batch_wait_us: Option<Spanned<i64>>,
+    pub udp_threads: Option<Spanned<i64>>,
+    pub overload_delay_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +78,11 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// After each UDP receive batch, wait this long so that datagrams gather (0: never).
     pub udp_batch_wait: Duration,
+    /// Receive threads (and SO_REUSEPORT sockets) per UDP listener.
+    pub udp_threads: usize,
+    /// A datagram older than this when read means the core is behind: new calls get 503.
+    /// Zero: never shed.
+    pub overload_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +96,10 @@ impl Default for ServerConfig {
 /// 0.5 ms: at 2000 calls/s about a quarter of the CPU per call saved (BENCHMARKS.md), for at
 /// most 0.5 ms added to a message that arrives during the wait.
 pub const DEFAULT_UDP_BATCH_WAIT_US: i64 = 500;
+/// A quarter of a second in the receive queue: far beyond any normal load (a datagram is
+/// read within microseconds), well before a UAC's first retransmission (500 ms).
+pub const DEFAULT_OVERLOAD_DELAY_MS: i64 = 250;
+
 /// Beyond 10 ms the wait would show in call set-up times.
 pub const MAX_UDP_BATCH_WAIT_US: i64 = 10_000;
 
@@ -204,6 +215,16 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
             None
         }
     };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8) as i64;
+    let udp_threads = positive(d, &raw.udp_threads, "server.udp_threads", cpus, 64);
+    let overload = match &raw.overload_delay_ms {
+        None => Some(DEFAULT_OVERLOAD_DELAY_MS),
+        Some(s) if (0..=60_000).contains(s.get_ref()) => Some(*s.get_ref()),
+        Some(s) => {
+            d.error(s.span(), format!("server.overload_delay_ms = {}: must be between 0 and 60000", s.get_ref()));
+            None
+        }
+    };
     let upstream = match upstream {
         None => None,
         Some(u) => match parse_upstream(u.uri.get_ref()) {
@@ -234,6 +255,8 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
         tcp_message_timeout: Duration::from_secs(msg_timeout? as u64),
         shutdown_grace: Duration::from_secs(grace? as u64),
         udp_batch_wait: Duration::from_micros(batch_wait? as u64),
+        udp_threads: udp_threads? as usize,
+        overload_delay: Duration::from_millis(overload? as u64),
     })
 }
 

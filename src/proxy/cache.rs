@@ -110,6 +110,41 @@ impl VerdictCache {
     }
 }
 
+/// The verdict cache split into shards by key, each behind its own lock, so threads
+/// handling messages at once rarely wait for each other (and never across an await).
+pub struct SharedCache {
+    shards: Box<[std::sync::Mutex<VerdictCache>]>,
+}
+
+const SHARDS: usize = 16;
+
+impl SharedCache {
+    pub fn new(cap: usize) -> SharedCache {
+        SharedCache { shards: (0..SHARDS).map(|_| std::sync::Mutex::new(VerdictCache::new(cap / SHARDS))).collect() }
+    }
+
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, VerdictCache> {
+        // Keys are keyed hashes: their low bits are as good as any.
+        self.shards[(key as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: u64, now: SystemTime) -> Option<Entry> {
+        self.shard(key).get(key, now).cloned()
+    }
+
+    pub fn insert(&self, key: u64, facts: u64, verdict: Arc<Verdict>, now: SystemTime) {
+        self.shard(key).insert(key, facts, verdict, now)
+    }
+
+    pub fn remove(&self, key: u64) {
+        self.shard(key).remove(key)
+    }
+
+    pub fn answered(&self, key: u64, cseq: u64) {
+        self.shard(key).answered(key, cseq)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

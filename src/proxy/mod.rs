@@ -23,7 +23,9 @@ use crate::sip::scan::{self, Kind, Message, StartLine, values};
 use crate::sip::splice::{Splice, push_dec};
 use crate::sip::via;
 use crate::telemetry::metrics as m;
-use cache::VerdictCache;
+use arc_swap::ArcSwap;
+use cache::SharedCache;
+use std::sync::atomic::{AtomicBool, Ordering};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -97,12 +99,37 @@ pub enum Action {
 
 pub const VERDICT_CACHE_CAP: usize = 200_000;
 
+/// The core. `handle` takes `&self`: any number of threads run messages through it at
+/// once. Config and screen are swapped whole on reload (arc-swap); the verdict cache is
+/// sharded, each shard behind its own lock, held for a look-up or an insert only.
 pub struct Proxy {
-    cfg: ProxyConfig,
-    screen: Arc<dyn Screen>,
-    cache: VerdictCache,
+    cfg: ArcSwap<ProxyConfig>,
+    screen: ArcSwap<ScreenSlot>,
+    cache: SharedCache,
     /// Emit `Action::Decided` for each screening (off when no decision log is written).
+    record_decisions: AtomicBool,
+}
+
+/// The screen, sized for arc-swap.
+struct ScreenSlot(Arc<dyn Screen>);
+
+/// How loaded the shell is when it hands a message in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Load {
+    #[default]
+    Normal,
+    /// The message waited too long in the receive queue: new calls are refused with 503
+    /// (Retry-After) so that responses and calls in progress keep flowing.
+    Shedding,
+}
+
+/// One message's view of the core: the config and screen as loaded when it arrived.
+struct Ctx<'a> {
+    cfg: &'a ProxyConfig,
+    screen: &'a dyn Screen,
+    cache: &'a SharedCache,
     record_decisions: bool,
+    load: Load,
 }
 
 /// The end of a dialog a request came from.
@@ -118,32 +145,60 @@ struct Screened {
     decision: Decision,
 }
 
+/// Seconds a shed call is asked to wait before trying again.
+pub const SHED_RETRY_AFTER: &str = "5";
+
 impl Proxy {
     pub fn new(cfg: ProxyConfig, screen: Arc<dyn Screen>) -> Proxy {
-        Proxy { cfg, screen, cache: VerdictCache::new(VERDICT_CACHE_CAP), record_decisions: true }
+        Proxy {
+            cfg: ArcSwap::from_pointee(cfg),
+            screen: ArcSwap::from_pointee(ScreenSlot(screen)),
+            cache: SharedCache::new(VERDICT_CACHE_CAP),
+            record_decisions: AtomicBool::new(true),
+        }
     }
 
     /// Whether screenings produce `Action::Decided` (on by default).
-    pub fn record_decisions(&mut self, on: bool) {
-        self.record_decisions = on;
+    pub fn record_decisions(&self, on: bool) {
+        self.record_decisions.store(on, Ordering::Relaxed);
     }
 
     /// Apply a reloaded configuration; cached verdicts stay valid.
-    pub fn reconfigure(&mut self, cfg: ProxyConfig) {
-        self.cfg = cfg;
+    pub fn reconfigure(&self, cfg: ProxyConfig) {
+        self.cfg.store(Arc::new(cfg));
     }
 
     /// Swap the screening step (a reload that adds or removes `[screening]`).
-    pub fn set_screen(&mut self, screen: Arc<dyn Screen>) {
-        self.screen = screen;
+    pub fn set_screen(&self, screen: Arc<dyn Screen>) {
+        self.screen.store(Arc::new(ScreenSlot(screen)));
     }
 
-    pub fn config(&self) -> &ProxyConfig {
-        &self.cfg
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.cfg.load_full()
     }
 
     /// Handle one message; actions are appended to `out`.
-    pub fn handle(&mut self, now: SystemTime, from: Inbound, bytes: &[u8], out: &mut Vec<Action>) {
+    pub fn handle(&self, now: SystemTime, from: Inbound, bytes: &[u8], out: &mut Vec<Action>) {
+        self.handle_loaded(now, from, bytes, Load::Normal, out)
+    }
+
+    /// `handle`, told how loaded the shell is.
+    pub fn handle_loaded(&self, now: SystemTime, from: Inbound, bytes: &[u8], load: Load, out: &mut Vec<Action>) {
+        let cfg = self.cfg.load();
+        let screen = self.screen.load();
+        let ctx = Ctx {
+            cfg: &cfg,
+            screen: &*screen.0,
+            cache: &self.cache,
+            record_decisions: self.record_decisions.load(Ordering::Relaxed),
+            load,
+        };
+        ctx.handle(now, from, bytes, out)
+    }
+}
+
+impl Ctx<'_> {
+    fn handle(&self, now: SystemTime, from: Inbound, bytes: &[u8], out: &mut Vec<Action>) {
         // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d: it is its IPv4
         // address for every network match (trusted, accounts, relay).
         let from = Inbound { src: SocketAddr::new(from.src.ip().to_canonical(), from.src.port()), ..from };
@@ -169,7 +224,7 @@ impl Proxy {
         }
     }
 
-    fn request(&mut self, now: SystemTime, from: Inbound, msg: &Message<'_>, out: &mut Vec<Action>) {
+    fn request(&self, now: SystemTime, from: Inbound, msg: &Message<'_>, out: &mut Vec<Action>) {
         let is_ack = msg.method() == b"ACK";
         let top = match check::top_via(msg) {
             Ok(t) => t,
@@ -212,6 +267,12 @@ impl Proxy {
         let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
         let mut verdict = None;
         let mut screened = None;
+        // Under overload, new calls go first: a 503 costs less than screening, and the
+        // calls in progress (responses, in-dialog requests) keep flowing.
+        if invite && side.is_none() && self.load == Load::Shedding {
+            m::shed();
+            return self.reply(msg, &facts.top, from, (503, "Service Unavailable"), &[("Retry-After", SHED_RETRY_AFTER)], out);
+        }
         // Only an INVITE that proves its dialog was screened here skips screening.
         if invite && side.is_none() {
             let ruri = route::effective_request_uri(msg, facts.ruri.as_ref(), &self.cfg);
@@ -442,7 +503,7 @@ impl Proxy {
         out.push(Action::Send { transport: from.transport, dest, bytes, connect: false });
     }
 
-    fn response(&mut self, msg: &Message<'_>, out: &mut Vec<Action>) {
+    fn response(&self, msg: &Message<'_>, out: &mut Vec<Action>) {
         let b = msg.bytes;
         let Ok(top) = check::top_via(msg) else {
             return out.push(Action::Drop(DropReason::BadVia));
@@ -490,7 +551,7 @@ impl Proxy {
     /// Call-ID and From tag with a higher CSeq and no dialog proof is a new call (screened
     /// and charged), not a retry; a retransmission of the answered one still reuses the
     /// verdict.
-    fn answered(&mut self, msg: &Message<'_>) {
+    fn answered(&self, msg: &Message<'_>) {
         let cseq = msg.value(Kind::CSeq).unwrap_or_default();
         let digits = cseq.iter().take_while(|c| c.is_ascii_digit()).count();
         let method = &cseq[crate::sip::scan::trim(cseq, digits..cseq.len())];

@@ -140,6 +140,11 @@ pub fn reply_trimmed() {
     counter!("sipguard_replies_trimmed_total").increment(1);
 }
 
+/// A new call refused with 503 because the core fell behind.
+pub fn shed() {
+    counter!("sipguard_shed_total").increment(1);
+}
+
 /// A source banned by the flood defence (logged once per ban).
 pub fn banned() {
     counter!("sipguard_bans_total").increment(1);

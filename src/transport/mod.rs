@@ -7,12 +7,12 @@ pub mod udp;
 
 use crate::clock::Clock;
 use crate::config::server::Transport;
-use crate::proxy::{Action, Inbound, Proxy};
+use crate::proxy::{Action, Inbound, Load, Proxy};
 use crate::security::Admit;
 use crate::telemetry::metrics as m;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock};
 
 /// Receives screening decisions for the decision log (written off the hot path).
 pub trait DecisionSink: Send + Sync {
@@ -21,7 +21,10 @@ pub trait DecisionSink: Send + Sync {
 
 /// Everything a transport needs to run the core and send what it returns.
 pub struct Shell {
-    pub proxy: Mutex<Proxy>,
+    pub proxy: Proxy,
+    /// Messages hold it shared while inside the core; `stop` takes it exclusively, so once
+    /// it returns no message is inside and none will enter.
+    pub gate: RwLock<()>,
     pub clock: Arc<dyn Clock>,
     pub udp: udp::UdpSenders,
     pub tcp: tcp::TcpPool,
@@ -33,21 +36,19 @@ pub struct Shell {
 }
 
 impl Shell {
-    /// The proxy, even if a thread panicked while holding it (the core keeps no invariant
-    /// across calls that a panic could break).
-    pub fn proxy(&self) -> MutexGuard<'_, Proxy> {
-        self.proxy.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 
     /// Run one message through the core and carry out the actions.
     pub fn on_message(&self, from: Inbound, bytes: &[u8], actions: &mut Vec<Action>) {
-        self.process(from, bytes, actions);
+        self.process(from, bytes, Load::Normal, actions);
         self.dispatch(actions);
     }
 
     /// Run one message through the core and queue its decisions for the log; the actions
     /// are left in `actions` for the caller to carry out.
-    pub fn process(&self, from: Inbound, bytes: &[u8], actions: &mut Vec<Action>) {
+    pub fn process(&self, from: Inbound, bytes: &[u8], load: Load, actions: &mut Vec<Action>) {
         let now = self.clock.now();
         match self.guard.check(now, from.src.ip().to_canonical()) {
             Admit::Yes => {}
@@ -63,13 +64,13 @@ impl Shell {
                 return m::dropped("banned");
             }
         }
-        let mut proxy = self.proxy();
+        let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         if self.stopped.load(Ordering::Relaxed) {
-            drop(proxy);
+            drop(gate);
             return m::dropped("shutting_down");
         }
-        proxy.handle(now, from, bytes, actions);
-        // Queued while the core is held, so that once `stop` returns every decision made is
+        self.proxy.handle_loaded(now, from, bytes, load, actions);
+        // Queued while the gate is held, so that once `stop` returns every decision made is
         // in the log's queue and a flush writes them all.
         if let Some(sink) = &self.decisions {
             for a in actions.iter() {
@@ -78,12 +79,12 @@ impl Shell {
                 }
             }
         }
-        drop(proxy);
+        drop(gate);
     }
 
     /// Stop handling messages (shutdown). Returns once no message is inside the core.
     pub fn stop(&self) {
-        let _core = self.proxy();
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
         self.stopped.store(true, Ordering::Relaxed);
     }
 

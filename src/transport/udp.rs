@@ -13,7 +13,9 @@ use super::{Shell, same_family};
 use crate::config::server::Transport;
 use crate::proxy::{Action, Inbound};
 use crate::telemetry::metrics as m;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use crate::proxy::Load;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::sys::time::TimeVal;
 use smallvec::SmallVec;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -58,6 +60,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
+    // One socket per thread on the same address: the kernel spreads sources over them.
+    s.set_reuse_port(true)?;
     // Bursts of INVITEs must not be lost in the kernel while we screen.
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
@@ -65,19 +69,24 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// The receive loop; runs until the process exits.
-pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration) {
+/// The receive loop; runs until the process exits. A datagram that waited in the kernel's
+/// queue longer than `overload_delay` (its receive timestamp says so) means the core is
+/// behind: new calls in it are shed (503) until the queue drains. Zero turns that off.
+pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, overload_delay: Duration) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(e) => return tracing::error!(error = %e, "udp socket has no local address"),
     };
     let fd = sock.as_raw_fd();
     let mut bufs = vec![0u8; BATCH * DATAGRAM_BUF];
-    let mut rx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let stamped = !overload_delay.is_zero()
+        && nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestamp, &true).is_ok();
+    let mut rx_headers =
+        MultiHeaders::<SockaddrStorage>::preallocate(BATCH, stamped.then(|| nix::cmsg_space!(TimeVal)));
     let mut tx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut tx = Outbox::default();
     let mut actions = Vec::with_capacity(4);
-    let mut got: SmallVec<[(usize, SocketAddr); BATCH]> = SmallVec::new();
+    let mut got: SmallVec<[(usize, SocketAddr, Load); BATCH]> = SmallVec::new();
     let mut pacer = Pacer::new(batch_wait, Instant::now());
     loop {
         got.clear();
@@ -90,9 +99,19 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration) {
             // Blocks for the first datagram, then takes what is already queued.
             match recvmmsg(fd, &mut rx_headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
                 Ok(results) => {
+                    let now = std::time::SystemTime::now();
                     for r in results {
+                        let load = match r.cmsgs().ok().and_then(|mut c| c.next()) {
+                            Some(ControlMessageOwned::ScmTimestamp(tv)) => {
+                                let at = std::time::UNIX_EPOCH
+                                    + Duration::new(tv.tv_sec().max(0) as u64, (tv.tv_usec().max(0) as u32) * 1000);
+                                let waited = now.duration_since(at).unwrap_or_default();
+                                if waited > overload_delay { Load::Shedding } else { Load::Normal }
+                            }
+                            _ => Load::Normal,
+                        };
                         match r.address.as_ref().and_then(socket_addr) {
-                            Some(src) => got.push((r.bytes, src)),
+                            Some(src) => got.push((r.bytes, src, load)),
                             None => m::dropped("udp_no_source"),
                         }
                     }
@@ -103,10 +122,10 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration) {
                 }
             }
         }
-        for (i, &(n, src)) in got.iter().enumerate() {
+        for (i, &(n, src, load)) in got.iter().enumerate() {
             let start = i * DATAGRAM_BUF;
             let bytes = bufs.get(start..start + n.min(DATAGRAM_BUF)).unwrap_or_default();
-            shell.process(Inbound { transport: Transport::Udp, src }, bytes, &mut actions);
+            shell.process(Inbound { transport: Transport::Udp, src }, bytes, load, &mut actions);
             for a in actions.drain(..) {
                 match a {
                     // Sent from this socket with the rest of the batch.

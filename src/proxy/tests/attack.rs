@@ -36,3 +36,39 @@ fn scanners_are_dropped_without_a_word() {
     assert_eq!(dropped(&run(&mut p, udp(), &invite("User-Agent: x sipvicious/0.3\r\n"))), Some(DropReason::Scanner));
     assert!(sent(&run(&mut p, udp(), &invite("User-Agent: Acme PBX 1.0\r\n"))).2.starts_with("INVITE "));
 }
+
+#[test]
+fn under_overload_new_calls_get_503_and_everything_else_flows() {
+    let p = Proxy::new(rr_proxy_cfg(), Arc::new(crate::screen::PassThrough));
+    let mut out = Vec::new();
+    let first = invite("");
+    p.handle(now(), udp(), first.as_bytes(), &mut out);
+    let fwd = sent(&out).2;
+    let rr = fwd.split("\r\n").find_map(|l| l.strip_prefix("Record-Route: ")).unwrap().to_string();
+    out.clear();
+    // A new call while shedding: 503 with Retry-After, not screened, not forwarded.
+    let new_call = invite("").replace("call-1", "call-2");
+    p.handle_loaded(now(), udp(), new_call.as_bytes(), Load::Shedding, &mut out);
+    let r = sent(&out).2;
+    assert!(r.starts_with("SIP/2.0 503 Service Unavailable\r\n") && r.contains("\r\nRetry-After: 5\r\n"), "{r}");
+    out.clear();
+    // A response and a proven re-INVITE of the call in progress go through.
+    let uas = Inbound { transport: Transport::Udp, src: "10.0.0.2:5080".parse().unwrap() };
+    let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via: ")).collect();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\nTo: <sip:+12125550100@10.0.0.2>;tag=u\r\nf: <sip:+12125550199@10.0.0.1>;tag=1\r\nCall-ID: call-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        vias[0], vias[1]
+    );
+    p.handle_loaded(now(), uas, ok.as_bytes(), Load::Shedding, &mut out);
+    assert_eq!(sent(&out).1, UAC.parse().unwrap());
+    out.clear();
+    let reinvite = invite(&format!("Route: {rr}\r\n")).replace("0.2>\r\n", "0.2>;tag=u\r\n").replace("CSeq: 1", "CSeq: 2").replace("1 INVITE", "2 INVITE");
+    p.handle_loaded(now(), udp(), reinvite.as_bytes(), Load::Shedding, &mut out);
+    assert!(sent(&out).2.starts_with("INVITE "));
+}
+
+fn rr_proxy_cfg() -> ProxyConfig {
+    let mut c = cfg(None);
+    c.record_route = true;
+    c
+}
