@@ -2,11 +2,10 @@
 //! /health, /reload (a broken file keeps the old config), the bearer token, /accounts, and a
 //! SIGTERM under load that exits 0 with a complete decision log.
 mod common;
+use common::http;
 
 use common::{NextHop, Signal, Sipguard, Sipp, UdpPeer, require_sipp};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 /// Calls from 127.0.0.1 are account `local`; owned caller IDs are not checked.
@@ -37,22 +36,6 @@ decisions = "{dir}/decisions.jsonl"
 
 fn screened(source: &str) -> String {
     SCREENED.replace("{source}", source)
-}
-
-/// One HTTP/1.1 request; returns (status, body).
-fn http(sg: &Sipguard, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], sg.ports().admin));
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad response: {raw}"));
-    (status, body.to_string())
 }
 
 fn json(sg: &Sipguard, method: &str, path: &str) -> (u16, serde_json::Value) {

@@ -271,3 +271,20 @@ pub fn check_config(config_template: &str, files: &[(&str, &str)]) -> (Option<i3
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text, dir)
 }
+
+/// One HTTP/1.1 request to the proxy's admin listener; returns (status, body).
+pub fn http(sg: &Sipguard, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], sg.ports().admin));
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("write to {addr}: {e}"));
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap_or_else(|e| panic!("read from {addr}: {e}"));
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad response: {raw}"));
+    (status, body.to_string())
+}
