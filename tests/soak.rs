@@ -102,7 +102,7 @@ Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         n += 1;
         sent.fetch_add(1, Ordering::Relaxed);
         // A slow TCP client every 1000 datagrams: connects from its own address and trickles.
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             let src: SocketAddr = format!("127.0.0.{}:0", 30 + (n / 1000) % 50).parse().unwrap_or(target);
             if let Ok(s) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
                 && s.bind(&src.into()).is_ok()

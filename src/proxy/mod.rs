@@ -275,7 +275,7 @@ impl Ctx<'_> {
         }
         // Only an INVITE that proves its dialog was screened here skips screening.
         if invite && side.is_none() {
-            let ruri = route::effective_request_uri(msg, facts.ruri.as_ref(), &self.cfg);
+            let ruri = route::effective_request_uri(msg, facts.ruri.as_ref(), self.cfg);
             let facts_key = facts_key(&self.cfg.key, msg, ruri, from, self.screen.account_header().as_deref());
             let v = match self.cache.get(call, now) {
                 Some(e) if e.facts == facts_key && e.answered.is_none_or(|n| facts.cseq_number <= n) => {
@@ -343,7 +343,7 @@ impl Ctx<'_> {
         }
         let first = msg.first(Kind::Route).and_then(|h| values(b, h.value.clone()).next())?;
         let u = crate::sip::uri::parse(crate::sip::uri::inner(&b[first]))?;
-        if !route::is_local(&self.cfg, &u) {
+        if !route::is_local(self.cfg, &u) {
             return None;
         }
         let mac = u.sg.and_then(branch::hex)?;
@@ -582,7 +582,7 @@ impl Ctx<'_> {
             Some(Side::Caller) => false,
             None => self.cfg.is_far_side(from.src.ip()),
         };
-        let hop = route::next_hop(msg, facts.ruri.as_ref(), &self.cfg, far, &mut s)?;
+        let hop = route::next_hop(msg, facts.ruri.as_ref(), self.cfg, far, &mut s)?;
         let out_adv = self.cfg.advert_for(&hop.dest);
         let mut head = Vec::with_capacity(200);
         head.extend_from_slice(b"Via: SIP/2.0/");

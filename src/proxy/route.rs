@@ -103,13 +103,10 @@ fn choose(
         removed[last] = true;
     }
     // Our own values at the top: one, or two after a transport or family change (RFC 5658).
-    for i in 0..routes.len() {
-        if removed[i] {
-            break;
-        }
+    for (i, gone) in removed.iter_mut().enumerate() {
         match uri::parse(value(i)) {
-            Some(u) if is_local(cfg, &u) => {
-                removed[i] = true;
+            Some(u) if !*gone && is_local(cfg, &u) => {
+                *gone = true;
                 popped = true;
             }
             _ => break,
@@ -122,7 +119,7 @@ fn choose(
         if let Some(t) = uri::parse(value(i)).as_ref().and_then(target) {
             return Ok(hop(t));
         }
-        return upstream(cfg).map(|t| hop(t)).ok_or_else(|| no_route("the Route header"));
+        return upstream(cfg).map(&hop).ok_or_else(|| no_route("the Route header"));
     }
     // Back towards the customer: the Request-URI (their Contact), not the upstream.
     let to_customer = popped && from_far_side;
@@ -141,7 +138,7 @@ fn choose(
     }
     let parsed = if strict { uri::parse(ruri_text) } else { ruri.cloned() };
     let u = parsed.ok_or_else(|| no_route("the Request-URI"))?;
-    target(&u).map(|t| hop(t)).ok_or_else(|| no_route("the Request-URI"))
+    target(&u).map(hop).ok_or_else(|| no_route("the Request-URI"))
 }
 
 fn upstream(cfg: &ProxyConfig) -> Option<(Transport, SocketAddr)> {

@@ -132,14 +132,16 @@ impl std::fmt::Display for HostPort {
     }
 }
 
-fn skip_lws(b: &[u8], mut i: usize, end: usize) -> usize {
+/// Index of the first non-LWS byte at or after `i` (before `end`).
+pub(super) fn skip_lws(b: &[u8], mut i: usize, end: usize) -> usize {
     while i < end && is_lws(b[i]) {
         i += 1;
     }
     i
 }
 
-fn take_token(b: &[u8], mut i: usize, end: usize) -> (Range<usize>, usize) {
+/// The token starting at `i` and the index after it.
+pub(super) fn take_token(b: &[u8], mut i: usize, end: usize) -> (Range<usize>, usize) {
     let s = i;
     while i < end && is_token(b[i]) {
         i += 1;
@@ -230,11 +232,10 @@ pub fn party_of(value: &[u8]) -> &[u8] {
     if scheme.eq_ignore_ascii_case(b"tel") {
         return &rest[..memchr::memchr(b';', rest).unwrap_or(rest.len())];
     }
-    if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-        if let Some(at) = memchr::memrchr(b'@', rest) {
+    if (scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips"))
+        && let Some(at) = memchr::memrchr(b'@', rest) {
             return &rest[..at];
         }
-    }
     uri
 }
 

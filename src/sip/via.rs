@@ -1,9 +1,9 @@
 //! Via values: parsing the sent-by and parameters (LWS-tolerant, RFC 3261 §20.42) and where
 //! a response goes (§18.2.2, RFC 3581).
 
-use super::addr::{Transport, host_ip};
+use super::addr::{Transport, host_ip, skip_lws, take_token};
 use super::branch::MAGIC;
-use super::scan::{is_lws, is_token};
+use super::scan::is_token;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
@@ -36,21 +36,6 @@ pub enum ViaError {
     SentBy,
     #[error("malformed Via parameter")]
     Param,
-}
-
-fn skip_lws(b: &[u8], mut i: usize, end: usize) -> usize {
-    while i < end && is_lws(b[i]) {
-        i += 1;
-    }
-    i
-}
-
-fn take_token(b: &[u8], mut i: usize, end: usize) -> (Range<usize>, usize) {
-    let s = i;
-    while i < end && is_token(b[i]) {
-        i += 1;
-    }
-    (s..i, i)
 }
 
 /// Parse one Via value spanning `r` (already split from its header line).
