@@ -168,3 +168,47 @@ Max-Forwards: 70\r\nContact: <sip:a@127.0.0.1:{port};transport=tcp>\r\nContent-L
     assert!(c.closed_within(WAIT));
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
+
+#[test]
+fn when_the_core_falls_behind_new_calls_get_503_and_none_is_lost() {
+    // A 1 ms queueing delay counts as behind here, so a burst is enough to show it.
+    let config = CONFIG.replace("max_message_bytes = 8192", "max_message_bytes = 8192\noverload_delay_ms = 1\nudp_threads = 1");
+    let sg = Sipguard::start(&config);
+    let hop = NextHop::bind(sg.ports().upstream);
+    let peer = UdpPeer::bind();
+    let n = 3000;
+    for i in 0..n {
+        let inv = sip(&format!(
+            "INVITE sip:+1312555{:04}@127.0.0.1 SIP/2.0
+             Via: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-ov{i};rport
+             From: <sip:+12125550100@127.0.0.1>;tag=ov{i}
+             To: <sip:+1312555{:04}@127.0.0.1>
+             Call-ID: ov{i}
+             CSeq: 1 INVITE
+             Max-Forwards: 70
+             Contact: <sip:d@127.0.0.1:{}>
+             Content-Length: 0
+            ",
+            i % 10000,
+            peer.port(),
+            i % 10000,
+            peer.port()
+        ));
+        peer.send_to(&inv, sg.udp_addr());
+    }
+    // Every INVITE is either forwarded or answered 503: none is lost (counted by the proxy,
+    // since the client's own socket may overflow with replies).
+    let shed_total = || -> usize {
+        let (_, metrics) = http(&sg, "GET", "/metrics", None);
+        metrics.lines().find_map(|l| l.strip_prefix("sipguard_shed_total ")).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    while shed_total() + hop.received().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (shed, forwarded) = (shed_total(), hop.received().len());
+    assert_eq!(shed + forwarded, n, "{shed} shed + {forwarded} forwarded");
+    assert!(shed > 0, "a burst of {n} never put the core 1 ms behind");
+    let r = peer.expect("a 503", WAIT).msg();
+    assert_eq!((r.status(), r.header("retry-after")), (Some(503), Some("5")), "{r:?}");
+}
