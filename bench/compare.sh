@@ -5,8 +5,10 @@
 # Usage: bench/compare.sh [--policy pass-through|full] [--rate CPS] [--calls N] [--dnc N]
 #                         [--systems sipguard,kamailio,floor] [--scenarios pass,reject]
 #                         [--runs N] [--out DIR] [--workload DIR] [--udp-batch-wait US]
+#                         [--udp-threads N]
 #
-# --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500).
+# --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500);
+# --udp-threads its server.udp_threads (default: one per CPU).
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.
@@ -25,6 +27,7 @@ runs=1
 out=""
 workload=""
 batch_wait=""
+udp_threads=""
 
 usage() { sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -39,6 +42,7 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2; shift 2 ;;
     --workload) workload=$2; shift 2 ;;
     --udp-batch-wait) batch_wait=$2; shift 2 ;;
+    --udp-threads) udp_threads=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -94,6 +98,7 @@ if has sipguard; then
 [server]
 listen = ["udp:127.0.0.1:5070"]
 ${batch_wait:+udp_batch_wait_us = $batch_wait}
+${udp_threads:+udp_threads = $udp_threads}
 $full_server
 
 [log]
