@@ -6,7 +6,7 @@
 //! `full` screens with the benchmark's policy (account header, owned caller IDs, a DNC list,
 //! a quota); `reject` sends callees on the DNC list (607, then the ACK is absorbed). A pass
 //! call is INVITE, 200, ACK, BYE, 200, as in `../shared/bench/sipp/uac_pass.xml`. The same
-//! driver under `valgrind --tool=callgrind --toggle-collect='sipguard::proxy::Proxy::handle'`
+//! driver under `valgrind --tool=callgrind --toggle-collect='sipguard::proxy::Proxy::handle_loaded'`
 //! gives instruction counts.
 use sipguard::config::Config;
 use sipguard::config::server::Transport;
