@@ -6,7 +6,7 @@
 # Defaults: 600 s, 500 legitimate calls/s, 20000 hostile datagrams/s. Prints one line with
 # ok/failed calls, hostile datagrams sent, RSS after warm-up, at the end and at peak, and the
 # bans; exits non-zero when a legitimate call failed, RSS grew or the legitimate source was
-# banned. CI runs the same test for 60 s at 100 calls/s and 2000 datagrams/s.
+# banned. CI runs the same test for 120 s at 100 calls/s and 2000 datagrams/s.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=600
