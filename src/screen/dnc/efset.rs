@@ -107,7 +107,8 @@ impl Directory {
         let min = first(0);
         let range = first(chunks - 1).saturating_sub(min);
         let mut shift = 0;
-        while (range >> shift) >= (chunks as u64 / 8).max(1) {
+        // Bounded: a corrupt snapshot's heads may span all of u64 (a shift of 64 would wrap).
+        while shift < 63 && (range >> shift) >= (chunks as u64 / 8).max(1) {
             shift += 1;
         }
         let buckets = (range >> shift) as usize + 1;
@@ -254,9 +255,11 @@ impl SetView<'_> {
                     return None;
                 }
                 let high = (pos - i) as u64;
-                let v = base + ((high << low_bits) | self.read_bits(off, i * low_bits as usize, low_bits));
+                let low = self.read_bits(off, i * low_bits as usize, low_bits);
                 i += 1;
-                Some(v)
+                // In u128: a corrupt chunk may decode past u64::MAX; such values are skipped.
+                let v = u128::from(base) + ((u128::from(high) << low_bits) | u128::from(low));
+                u64::try_from(v).ok()
             })
         })
     }

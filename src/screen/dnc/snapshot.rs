@@ -196,7 +196,8 @@ impl Snapshot {
         if at != b.len() {
             return Err("section sizes do not add up to the file length".into());
         }
-        let built = UNIX_EPOCH + Duration::from_secs(built);
+        // A corrupt or hostile file may say any time: out of range is an error, not a panic.
+        let built = UNIX_EPOCH.checked_add(Duration::from_secs(built)).ok_or("build time out of range")?;
         let mut snap = Snapshot { backing, sections, dir: Directory::default(), count, built, version };
         snap.set().validate()?;
         snap.dir = Directory::build(snap.section(0));
