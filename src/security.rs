@@ -118,7 +118,13 @@ impl Guard {
         sk[..8].copy_from_slice(&k);
         sk[8..].copy_from_slice(&key.map_key(crate::sip::branch::Purpose::Facts, &[b"security maps"]).to_le_bytes());
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(Shard { buckets: HashMap::with_hasher(Keyed(sk)), bans: HashMap::with_hasher(Keyed(sk)), swept: 0 }))
+            .map(|_| {
+                Mutex::new(Shard {
+                    buckets: HashMap::with_hasher(Keyed(sk)),
+                    bans: HashMap::with_hasher(Keyed(sk)),
+                    swept: 0,
+                })
+            })
             .collect();
         Guard { cfg: arc_swap::ArcSwapOption::from(cfg.map(std::sync::Arc::new)), shards, pick: Keyed(sk) }
     }

@@ -77,8 +77,11 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
                 // would draw a port of its own.
                 let threads = if l.addr.port() == 0 { 1 } else { cfg.server.udp_threads };
                 for _ in 0..threads {
-                    let s = udp::bind(l.addr)
-                        .map_err(|source| ServerError::Bind { transport: "udp", addr: l.addr, source })?;
+                    let s = udp::bind(l.addr).map_err(|source| ServerError::Bind {
+                        transport: "udp",
+                        addr: l.addr,
+                        source,
+                    })?;
                     udp_sockets.push(Arc::new(s));
                 }
             }

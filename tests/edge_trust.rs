@@ -134,9 +134,10 @@ fn a_407_retry_is_the_same_call_and_an_unrouted_call_costs_nothing() {
     let fwd = hop.wait_for(1, WAIT)[0].msg();
     hop.send_to(&response("407 Proxy Authentication Required", &fwd, "t407"), sg.udp_addr());
     assert_eq!(peer.expect("407", WAIT).msg().status(), Some(407));
-    let retry = text(&first)
-        .replace("z9hG4bK-r2", "z9hG4bK-r2b")
-        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE\r\nProxy-Authorization: Digest username=\"acct0001\", response=\"0\"");
+    let retry = text(&first).replace("z9hG4bK-r2", "z9hG4bK-r2b").replace(
+        "CSeq: 1 INVITE",
+        "CSeq: 2 INVITE\r\nProxy-Authorization: Digest username=\"acct0001\", response=\"0\"",
+    );
     peer.send_to(retry.as_bytes(), sg.udp_addr());
     let got = hop.wait_for(2, WAIT);
     assert_eq!(got[1].msg().header("cseq"), Some("2 INVITE"), "the retry went through");
@@ -189,7 +190,10 @@ fn forged_responses_go_nowhere_and_open_no_connection() {
         )
     };
     // The attack as reported: our prefix, a TCP next hop.
-    hop.send_to(forged("z9hG4bK-sgforged", format!("SIP/2.0/TCP {tcp_target};branch=z9hG4bKx")).as_bytes(), sg.udp_addr());
+    hop.send_to(
+        forged("z9hG4bK-sgforged", format!("SIP/2.0/TCP {tcp_target};branch=z9hG4bKx")).as_bytes(),
+        sg.udp_addr(),
+    );
     // A real branch of ours, lifted from a forwarded request, with another next Via.
     let peer = UdpPeer::bind();
     peer.send_to(&invite(&peer, "fr1", "+13125550143", "X-Account: acct0001"), sg.udp_addr());
@@ -198,7 +202,11 @@ fn forged_responses_go_nowhere_and_open_no_connection() {
     for next in [
         format!("SIP/2.0/TCP {tcp_target};branch=z9hG4bKx"),
         format!("SIP/2.0/UDP {udp_target};branch=z9hG4bKx"),
-        format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-fr1;received=127.0.0.2;rport={}", peer.port(), udp_target.port()),
+        format!(
+            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-fr1;received=127.0.0.2;rport={}",
+            peer.port(),
+            udp_target.port()
+        ),
     ] {
         hop.send_to(forged(&our_branch, next).as_bytes(), sg.udp_addr());
     }
@@ -242,8 +250,7 @@ fn a_tcp_client_without_rport_gets_its_responses_on_its_connection() {
     let mut c = TcpSip::connect(sg.tcp_addr());
     // The sent-by port is the listening port the client would like; the connection's
     // port is an ephemeral one, and the client asked for no rport.
-    let req = sip(
-        "INVITE sip:+13125550145@127.0.0.1;user=phone SIP/2.0
+    let req = sip("INVITE sip:+13125550145@127.0.0.1;user=phone SIP/2.0
          Via: SIP/2.0/TCP 127.0.0.1:5099;branch=z9hG4bK-tcp1
          From: <sip:+12125550100@127.0.0.1;user=phone>;tag=f-tcp1
          To: <sip:+13125550145@127.0.0.1;user=phone>
@@ -252,8 +259,7 @@ fn a_tcp_client_without_rport_gets_its_responses_on_its_connection() {
          Max-Forwards: 70
          X-Account: acct0001
          Content-Length: 0
-        ",
-    );
+        ");
     c.send(&req);
     let fwd = hop.wait_for(1, WAIT)[0].msg();
     let port = c.local_addr().port();
@@ -416,7 +422,10 @@ fn an_ipv6_listener_gets_an_ipv6_via() {
     let v6: SocketAddr = format!("[::1]:{}", sg.ports().udp).parse().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(from, v6);
     let fwd = SipMsg::parse(&buf[..n]);
-    assert!(fwd.all("via")[0].starts_with(&format!("SIP/2.0/UDP [::1]:{};branch=z9hG4bK-sg", sg.ports().udp)), "{fwd:?}");
+    assert!(
+        fwd.all("via")[0].starts_with(&format!("SIP/2.0/UDP [::1]:{};branch=z9hG4bK-sg", sg.ports().udp)),
+        "{fwd:?}"
+    );
     let rr = fwd.all("record-route");
     assert_eq!(rr.len(), 2, "one Record-Route per side (RFC 5658): {fwd:?}");
     assert!(rr[0].starts_with(&format!("<sip:[::1]:{}", sg.ports().udp)), "{fwd:?}");
@@ -430,11 +439,7 @@ fn sipp_a_407_challenged_call_with_a_reinvite_passes_once_per_callee() {
     }
     let sg = start(CONFIG);
     let uas = Sipp::uas("uas_auth_reinvite.xml", sg.ports().upstream);
-    let stats = Sipp::uac(
-        "uac_auth_reinvite.xml",
-        sg.udp_addr(),
-        &["-m", "1", "-key", "uas", &uas.addr().to_string()],
-    );
+    let stats = Sipp::uac("uac_auth_reinvite.xml", sg.udp_addr(), &["-m", "1", "-key", "uas", &uas.addr().to_string()]);
     assert_eq!((stats.successful, stats.failed), (1, 0), "{stats:?}\n{}", uas.errors());
     assert_eq!(stats.responses_with(407), 1, "{stats:?}");
     assert_eq!(stats.responses_with(403), 0, "neither the retry nor the re-INVITE was refused: {stats:?}");

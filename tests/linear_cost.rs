@@ -84,19 +84,31 @@ fn shapes() -> Vec<(&'static str, Vec<u8>)> {
     let folded: String = (0..SIZE / 8).map(|_| "a,\r\n b").collect();
     vec![
         ("Route values", invite(&format!("Route: {}<sip:10.0.0.9;lr>\r\n", fill("<sip:127.0.0.1:5070;lr>,")))),
-        ("Route values naming us", invite(&format!("Route: {}\r\n", fill("<sip:127.0.0.1:5070;lr>,")).replace(",\r\n", "\r\n"))),
-        ("Via values", invite(&format!("Via: {}SIP/2.0/UDP 10.0.0.1\r\n", fill("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx,")))),
+        (
+            "Route values naming us",
+            invite(&format!("Route: {}\r\n", fill("<sip:127.0.0.1:5070;lr>,")).replace(",\r\n", "\r\n")),
+        ),
+        (
+            "Via values",
+            invite(&format!("Via: {}SIP/2.0/UDP 10.0.0.1\r\n", fill("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx,"))),
+        ),
         ("header lines", invite(&fill("X-A: 1\r\n"))),
         ("commas", invite(&format!("Proxy-Require: {}x\r\n", fill(",")))),
         ("folded lines", invite(&format!("X-Folded: {folded}\r\n"))),
         ("quotes", invite(&format!("Contact: {}\r\n", fill("\"a\\\",b\" <sip:a@b>,")))),
         (
             "From parameters",
-            String::from_utf8(invite("")).unwrap().replace(";tag=1\r\n", &format!("{};tag=1\r\n", fill(";p=1"))).into_bytes(),
+            String::from_utf8(invite(""))
+                .unwrap()
+                .replace(";tag=1\r\n", &format!("{};tag=1\r\n", fill(";p=1")))
+                .into_bytes(),
         ),
         (
             "To parameters",
-            String::from_utf8(invite("")).unwrap().replace("0.1>\r\nCall-ID", &format!("0.1>{}\r\nCall-ID", fill(";p=\";tag=x\""))).into_bytes(),
+            String::from_utf8(invite(""))
+                .unwrap()
+                .replace("0.1>\r\nCall-ID", &format!("0.1>{}\r\nCall-ID", fill(";p=\";tag=x\"")))
+                .into_bytes(),
         ),
         ("Route semicolons", invite(&format!("Route: <sip:10.0.0.9{}>\r\n", fill(";lr")))),
         ("response with Via values", {

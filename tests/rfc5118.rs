@@ -79,7 +79,12 @@ fn s4_5_bracketed_received_and_via_references() {
     // A Via sent-by that is not an IPv6 reference: no reply can be sent, dropped.
     let mut out = Vec::new();
     let bad = request("sip:bob@[2001:db8::10]", "SIP/2.0/UDP [2001:db8::zz]:5062;branch=z9hG4bKx", "");
-    proxy(true).handle(SystemTime::now(), Inbound { transport: Transport::Udp, src: "[2001:db8::1]:5062".parse().unwrap() }, &bad, &mut out);
+    proxy(true).handle(
+        SystemTime::now(),
+        Inbound { transport: Transport::Udp, src: "[2001:db8::1]:5062".parse().unwrap() },
+        &bad,
+        &mut out,
+    );
     assert!(matches!(out.first(), Some(Action::Drop(_))), "{out:?}");
 }
 

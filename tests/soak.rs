@@ -52,16 +52,16 @@ fn rss_kib(pid: u32) -> u64 {
 /// The hostile traffic, from 127.0.0.2-127.0.0.21 over UDP and 127.0.0.30+ over TCP, at
 /// `pps` datagrams a second until `stop`.
 fn attack(target: SocketAddr, tcp: SocketAddr, pps: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
-    let socks: Vec<UdpSocket> =
-        (2..22).filter_map(|i| UdpSocket::bind(format!("127.0.0.{i}:0")).ok()).collect();
-    let torture: Vec<Vec<u8>> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance/rfc4475"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "dat"))
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let socks: Vec<UdpSocket> = (2..22).filter_map(|i| UdpSocket::bind(format!("127.0.0.{i}:0")).ok()).collect();
+    let torture: Vec<Vec<u8>> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance/rfc4475"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "dat"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move || {
         x ^= x << 13;
@@ -127,7 +127,11 @@ fn legitimate_calls_survive_a_flood_with_flat_memory() {
     let seconds = env("SOAK_SECONDS", 120);
     let cps = env("SOAK_CPS", 100);
     let pps = env("SOAK_PPS", 2000);
-    let sg = Sipguard::start_with(CONFIG, common::Ports::allocate(), &[("owned.csv", "account,number\nacct0001,+12125550100\n")]);
+    let sg = Sipguard::start_with(
+        CONFIG,
+        common::Ports::allocate(),
+        &[("owned.csv", "account,number\nacct0001,+12125550100\n")],
+    );
     let uas = Sipp::uas("uas_basic.xml", sg.ports().upstream);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));

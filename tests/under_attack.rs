@@ -4,7 +4,7 @@
 mod common;
 
 use common::raw::sip;
-use common::{NextHop, Sipguard, SipMsg, TcpSip, UdpPeer, http};
+use common::{NextHop, SipMsg, Sipguard, TcpSip, UdpPeer, http};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -172,7 +172,8 @@ Max-Forwards: 70\r\nContact: <sip:a@127.0.0.1:{port};transport=tcp>\r\nContent-L
 #[test]
 fn when_the_core_falls_behind_new_calls_get_503_and_none_is_lost() {
     // A 1 ms queueing delay counts as behind here, so a burst is enough to show it.
-    let config = CONFIG.replace("max_message_bytes = 8192", "max_message_bytes = 8192\noverload_delay_ms = 1\nudp_threads = 1");
+    let config =
+        CONFIG.replace("max_message_bytes = 8192", "max_message_bytes = 8192\noverload_delay_ms = 1\nudp_threads = 1");
     let sg = Sipguard::start(&config);
     let hop = NextHop::bind(sg.ports().upstream);
     let peer = UdpPeer::bind();

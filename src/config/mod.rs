@@ -222,7 +222,8 @@ fn cross_check_dnc(dc: &dnc::DncConfig, sc: Option<&screening::ScreeningConfig>,
 /// A network in CIDR form (or a bare address, as a /32 or /128), reported at its line.
 pub(crate) fn cidr(s: &Spanned<String>, d: &mut Diagnostics<'_>) -> Option<ipnet::IpNet> {
     let text = s.get_ref().trim();
-    let net = text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+    let net =
+        text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
     if net.is_none() {
         d.error(s.span(), format!("bad CIDR `{text}`: expected e.g. 192.0.2.0/24 or 2001:db8::/32"));
     }

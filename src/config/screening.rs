@@ -4,7 +4,7 @@
 //! Response names: the seven rule names, plus names starting with `dnc_` that `[[dnc.list]]`
 //! entries may refer to; any other name is an error, so typos are caught here and the DNC
 //! validator only has to check that the names it references exist.
-use super::{cidr, Diagnostics, Spanned};
+use super::{Diagnostics, Spanned, cidr};
 use crate::screen::Rule;
 use crate::screen::caller_id::{Checks, OwnedNumbers};
 use crate::screen::hours::Hours;

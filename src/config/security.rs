@@ -5,17 +5,8 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// User-Agent substrings of SIP scanners (matched case-insensitively).
-pub const DEFAULT_SCANNERS: [&str; 9] = [
-    "friendly-scanner",
-    "sipvicious",
-    "sipcli",
-    "sip-scan",
-    "sundayddr",
-    "iwar",
-    "sivus",
-    "vaxsipuseragent",
-    "smap",
-];
+pub const DEFAULT_SCANNERS: [&str; 9] =
+    ["friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr", "iwar", "sivus", "vaxsipuseragent", "smap"];
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSecurity {

@@ -188,7 +188,10 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
     ok &= d.errors.len() == before;
     let secret = match &raw.secret {
         Some(s) if s.get_ref().chars().count() < MIN_SECRET_CHARS => {
-            d.error(s.span(), format!("server.secret: at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"));
+            d.error(
+                s.span(),
+                format!("server.secret: at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"),
+            );
             ok = false;
             None
         }
@@ -198,8 +201,7 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
     let max_message_bytes = positive(d, &raw.max_message_bytes, "server.max_message_bytes", 65535, 1 << 20);
     let idle = positive(d, &raw.tcp_idle_seconds, "server.tcp_idle_seconds", 300, 86400);
     let maxconn = positive(d, &raw.tcp_max_connections, "server.tcp_max_connections", 1024, 1 << 20);
-    let maxout =
-        positive(d, &raw.tcp_max_outbound_connections, "server.tcp_max_outbound_connections", 256, 1 << 20);
+    let maxout = positive(d, &raw.tcp_max_outbound_connections, "server.tcp_max_outbound_connections", 256, 1 << 20);
     let per_source =
         positive(d, &raw.tcp_max_connections_per_source, "server.tcp_max_connections_per_source", 32, 1 << 20);
     let msg_timeout = positive(d, &raw.tcp_message_timeout_seconds, "server.tcp_message_timeout_seconds", 10, 3600);
@@ -283,7 +285,10 @@ fn advertise(
             match HostPort::parse(v) {
                 Some(hp) if !hp.ip().is_some_and(|ip| ip.is_unspecified()) => entries.push(hp),
                 _ => {
-                    d.error(a.span(), format!("server.advertise `{v}`: expected HOST:PORT or [IPv6]:PORT that peers can reach"));
+                    d.error(
+                        a.span(),
+                        format!("server.advertise `{v}`: expected HOST:PORT or [IPv6]:PORT that peers can reach"),
+                    );
                     ok = false;
                 }
             }
@@ -306,11 +311,17 @@ fn advertise(
         Ok(x) => x,
         Err(l) => {
             let span = raw.advertise.as_ref().map(|a| a.span()).or_else(|| {
-                raw.listen.as_ref().and_then(|ls| ls.iter().find(|s| parse_listen(s.get_ref()).ok() == Some(l)).map(|s| s.span()))
+                raw.listen
+                    .as_ref()
+                    .and_then(|ls| ls.iter().find(|s| parse_listen(s.get_ref()).ok() == Some(l)).map(|s| s.span()))
             });
             let family = if v6 { "IPv6" } else { "IPv4" };
             let msg = if raw.advertise.is_some() {
-                format!("server.advertise has no {family} address or host name for listener {}:{}", l.transport.label(), l.addr)
+                format!(
+                    "server.advertise has no {family} address or host name for listener {}:{}",
+                    l.transport.label(),
+                    l.addr
+                )
             } else {
                 format!(
                     "server.listen `{}:{}` binds every address: set server.advertise to the {family} address peers reach this proxy at",
@@ -380,25 +391,39 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.advertise_v4.unwrap().to_string(), "203.0.113.5:5060");
         assert_eq!(c.server.advertise_v6.unwrap().to_string(), "[2001:db8::5]:5060");
-        let c = Config::parse(Path::new("c.toml"), "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:[::1]:5062\"]\n").unwrap();
+        let c = Config::parse(Path::new("c.toml"), "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:[::1]:5062\"]\n")
+            .unwrap();
         assert_eq!(c.server.advertise_v6.unwrap().to_string(), "[::1]:5062", "derived from the IPv6 listener");
-        let c = Config::parse(Path::new("c.toml"), "[server]\nlisten = [\"udp:0.0.0.0:5060\"]\nadvertise = \"sbc.example:5060\"\n").unwrap();
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[server]\nlisten = [\"udp:0.0.0.0:5060\"]\nadvertise = \"sbc.example:5060\"\n",
+        )
+        .unwrap();
         assert_eq!(c.server.advertise_v4.unwrap().to_string(), "sbc.example:5060");
         let e = Config::parse(Path::new("c.toml"), "[server]\n\nlisten = [\"udp:0.0.0.0:5060\"]\n").unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");
         assert_eq!(e.0[0].line, 3, "{e}");
         assert!(e.0[0].msg.contains("binds every address: set server.advertise"), "{e}");
-        let e = Config::parse(Path::new("c.toml"), "[server]\nlisten = [\"udp:[::]:5060\"]\nadvertise = \"203.0.113.5:5060\"\n").unwrap_err();
+        let e = Config::parse(
+            Path::new("c.toml"),
+            "[server]\nlisten = [\"udp:[::]:5060\"]\nadvertise = \"203.0.113.5:5060\"\n",
+        )
+        .unwrap_err();
         assert!(e.0[0].msg.contains("no IPv6 address"), "{e}");
         assert!(Config::parse(Path::new("c.toml"), "[server]\nadvertise = \"0.0.0.0:5060\"\n").is_err());
     }
 
     #[test]
     fn relay_and_secret() {
-        let c = Config::parse(Path::new("c.toml"), "[server]\nrelay_to = [\"198.51.100.0/24\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[server]\nrelay_to = [\"198.51.100.0/24\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
         assert_eq!(c.server.relay_to, vec!["198.51.100.0/24".parse::<IpNet>().unwrap()]);
         assert!(c.server.secret.is_some());
-        let e = Config::parse(Path::new("c.toml"), "[server]\nrelay_to = [\"nope\"]\nsecret = \"short\"\n").unwrap_err();
+        let e =
+            Config::parse(Path::new("c.toml"), "[server]\nrelay_to = [\"nope\"]\nsecret = \"short\"\n").unwrap_err();
         let lines: Vec<usize> = e.0.iter().map(|d| d.line).collect();
         assert_eq!(lines, vec![2, 3], "{e}");
     }

@@ -155,9 +155,8 @@ impl ProxyConfig {
             Some(a) => a,
             // Both None only for a hand-built config; ProxyConfig::new always sets one.
             None => {
-                static FALLBACK: std::sync::LazyLock<Advert> = std::sync::LazyLock::new(|| {
-                    Advert::new(HostPort { host: "127.0.0.1".into(), port: 5060 })
-                });
+                static FALLBACK: std::sync::LazyLock<Advert> =
+                    std::sync::LazyLock::new(|| Advert::new(HostPort { host: "127.0.0.1".into(), port: 5060 }));
                 &FALLBACK
             }
         }

@@ -25,11 +25,11 @@ use crate::sip::via;
 use crate::telemetry::metrics as m;
 use arc_swap::ArcSwap;
 use cache::SharedCache;
-use std::sync::atomic::{AtomicBool, Ordering};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 /// Where a message came from.
@@ -92,7 +92,12 @@ pub struct Decided {
 pub enum Action {
     /// `connect`: the shell may open a TCP connection for it (forwarded requests only; a
     /// response or reply goes over a connection that exists, or nowhere).
-    Send { transport: Transport, dest: SocketAddr, bytes: Vec<u8>, connect: bool },
+    Send {
+        transport: Transport,
+        dest: SocketAddr,
+        bytes: Vec<u8>,
+        connect: bool,
+    },
     Drop(DropReason),
     Decided(Box<Decided>),
 }
@@ -271,7 +276,14 @@ impl Ctx<'_> {
         // calls in progress (responses, in-dialog requests) keep flowing.
         if invite && side.is_none() && self.load == Load::Shedding {
             m::shed();
-            return self.reply(msg, &facts.top, from, (503, "Service Unavailable"), &[("Retry-After", SHED_RETRY_AFTER)], out);
+            return self.reply(
+                msg,
+                &facts.top,
+                from,
+                (503, "Service Unavailable"),
+                &[("Retry-After", SHED_RETRY_AFTER)],
+                out,
+            );
         }
         // Only an INVITE that proves its dialog was screened here skips screening.
         if invite && side.is_none() {
@@ -480,7 +492,8 @@ impl Ctx<'_> {
         // Unsupported list (no longer than the request's Proxy-Require).
         if bytes.len() > msg.bytes.len() && extra.iter().any(|(n, _)| *n == "Warning") {
             let cut: String;
-            let mut kept: SmallVec<[(&str, &str); 4]> = extra.iter().filter(|(n, _)| *n != "Warning").copied().collect();
+            let mut kept: SmallVec<[(&str, &str); 4]> =
+                extra.iter().filter(|(n, _)| *n != "Warning").copied().collect();
             let bare = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, &kept);
             let budget = msg.bytes.len().saturating_sub(bare.len());
             if let Some(&(_, value)) = extra.iter().find(|(n, _)| *n == "Warning")
@@ -528,7 +541,8 @@ impl Ctx<'_> {
                     .and_then(|h| values(b, h.value.clone()).next())
             }
         };
-        let Some((transport, dest)) = next.and_then(|r| via::parse(b, r).ok()).and_then(|v| v.response_target(b)) else {
+        let Some((transport, dest)) = next.and_then(|r| via::parse(b, r).ok()).and_then(|v| v.response_target(b))
+        else {
             return out.push(Action::Drop(DropReason::Unroutable));
         };
         if !ours.verifies(&self.cfg.key, transport, dest) {

@@ -233,9 +233,10 @@ pub fn party_of(value: &[u8]) -> &[u8] {
         return &rest[..memchr::memchr(b';', rest).unwrap_or(rest.len())];
     }
     if (scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips"))
-        && let Some(at) = memchr::memrchr(b'@', rest) {
-            return &rest[..at];
-        }
+        && let Some(at) = memchr::memrchr(b'@', rest)
+    {
+        return &rest[..at];
+    }
     uri
 }
 

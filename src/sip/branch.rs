@@ -13,8 +13,8 @@
 use super::addr::Transport;
 use siphasher::sip::{SipHasher13, SipHasher24};
 use std::hash::Hasher;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 use std::net::{IpAddr, SocketAddr};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub const MAGIC: &[u8] = b"z9hG4bK";
 /// Our branches start with this.

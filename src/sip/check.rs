@@ -2,9 +2,9 @@
 //! decide between forwarding, a local 4xx/5xx, and a silent drop. It also extracts the few
 //! facts later steps need, so each header is parsed once.
 
+use super::addr::tag;
 use super::scan::{self, Kind, Message, StartLine, is_token, trim, values};
 use super::uri;
-use super::addr::tag;
 use super::via::{self, Via};
 
 use std::ops::Range;

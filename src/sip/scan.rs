@@ -590,7 +590,11 @@ abcd";
         assert_eq!(frame(&msg[..20]).unwrap(), None);
         assert_eq!(frame(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap(), Some((4, 46)));
         assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n"), Err(FrameError::Malformed));
-        assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"), Err(FrameError::NoLength), "no Content-Length on a stream");
+        assert_eq!(
+            frame(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"),
+            Err(FrameError::NoLength),
+            "no Content-Length on a stream"
+        );
         // The same rule as for datagrams: one Content-Length, folded allowed, duplicates refused.
         assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nab").unwrap(), Some((0, 50)));
         assert_eq!(frame(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\nContent-Length: 5\r\n\r\n"), Err(FrameError::Malformed));

@@ -95,8 +95,17 @@ pub fn parse(b: &[u8], r: Range<usize>) -> Result<Via, ViaError> {
         sent_by.end = i;
         i = skip_lws(b, i, end);
     }
-    let mut via =
-        Via { transport, host, port, sent_by, branch: None, received: None, rport: None, rport_end: 0, rport_value: None };
+    let mut via = Via {
+        transport,
+        host,
+        port,
+        sent_by,
+        branch: None,
+        received: None,
+        rport: None,
+        rport_end: 0,
+        rport_value: None,
+    };
     // *( SEMI via-params )
     while i < end {
         if b[i] != b';' {

@@ -11,9 +11,9 @@
 
 use super::{Shell, same_family};
 use crate::config::server::Transport;
+use crate::proxy::Load;
 use crate::proxy::{Action, Inbound};
 use crate::telemetry::metrics as m;
-use crate::proxy::Load;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use nix::sys::time::TimeVal;
 use smallvec::SmallVec;

@@ -11,7 +11,8 @@ fn no_reply_is_larger_than_its_request() {
     assert!(r.starts_with("SIP/2.0 420 "), "{}", &r[..60]);
     assert!(r.len() <= req.len(), "420 of {} bytes for a request of {}", r.len(), req.len());
     // Many Via values on few lines: copied as lines, not one line per value.
-    let vias: Vec<String> = (0..400).map(|i| format!("SIP/2.0/UDP 10.1.{}.{}:5060;branch=z9hG4bK{i}", i / 250, i % 250)).collect();
+    let vias: Vec<String> =
+        (0..400).map(|i| format!("SIP/2.0/UDP 10.1.{}.{}:5060;branch=z9hG4bK{i}", i / 250, i % 250)).collect();
     let req = invite(&format!("Via: {}\r\n", vias.join(","))).replace("Max-Forwards: 70", "Max-Forwards: 0");
     let (_, _, r) = sent(&run(&mut p, udp(), &req));
     assert!(r.starts_with("SIP/2.0 483 "), "{}", &r[..60]);
@@ -62,7 +63,10 @@ fn under_overload_new_calls_get_503_and_everything_else_flows() {
     p.handle_loaded(now(), uas, ok.as_bytes(), Load::Shedding, &mut out);
     assert_eq!(sent(&out).1, UAC.parse().unwrap());
     out.clear();
-    let reinvite = invite(&format!("Route: {rr}\r\n")).replace("0.2>\r\n", "0.2>;tag=u\r\n").replace("CSeq: 1", "CSeq: 2").replace("1 INVITE", "2 INVITE");
+    let reinvite = invite(&format!("Route: {rr}\r\n"))
+        .replace("0.2>\r\n", "0.2>;tag=u\r\n")
+        .replace("CSeq: 1", "CSeq: 2")
+        .replace("1 INVITE", "2 INVITE");
     p.handle_loaded(now(), udp(), reinvite.as_bytes(), Load::Shedding, &mut out);
     assert!(sent(&out).2.starts_with("INVITE "));
 }

@@ -118,10 +118,7 @@ fn untrusted_pai_is_not_screened_and_not_forwarded() {
     let req = invite("P-Asserted-Identity: <sip:+12125550123@10.0.0.1>\r\n");
     let fwd = sent(&run(&mut p, udp(), &req)).2;
     assert!(!fwd.contains("P-Asserted-Identity"), "stripped: {fwd}");
-    assert_eq!(
-        s.seen.lock().unwrap()[0].2, None,
-        "BUG: the screen judged a P-Asserted-Identity that is not forwarded"
-    );
+    assert_eq!(s.seen.lock().unwrap()[0].2, None, "BUG: the screen judged a P-Asserted-Identity that is not forwarded");
 }
 
 #[test]
@@ -135,7 +132,10 @@ fn random_mutations_never_panic() {
     let mut p = Proxy::new(c, s);
     let fwd = sent(&run(&mut p, udp(), &invite(""))).2;
     let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via: ")).collect();
-    let resp = format!("SIP/2.0 200 OK\r\n{}\r\n{}\r\nTo: <sip:b@c>;tag=u\r\nFrom: <sip:a@b>;tag=1\r\nCall-ID: call-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", vias[0], vias[1]);
+    let resp = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\nTo: <sip:b@c>;tag=u\r\nFrom: <sip:a@b>;tag=1\r\nCall-ID: call-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        vias[0], vias[1]
+    );
     let rr = rr_of(&fwd);
     let seeds: Vec<String> = vec![
         invite("Route: <sip:192.0.2.10:5060;lr>, <sip:[2001:db8::10];lr;sg=1>,<sip:10.0.0.5;maddr=10.0.0.6>\r\nP-Asserted-Identity: <sip:+1@x>\r\nX-Account: a\r\n"),
@@ -153,7 +153,11 @@ fn random_mutations_never_panic() {
         x ^= x << 17;
         x
     };
-    let froms = [udp(), Inbound { transport: Transport::Tcp, src: "[2001:db8::1]:5060".parse().unwrap() }, Inbound { transport: Transport::Udp, src: "192.0.2.10:5060".parse().unwrap() }];
+    let froms = [
+        udp(),
+        Inbound { transport: Transport::Tcp, src: "[2001:db8::1]:5060".parse().unwrap() },
+        Inbound { transport: Transport::Udp, src: "192.0.2.10:5060".parse().unwrap() },
+    ];
     for it in 0..100_000u64 {
         let seed = &seeds[(rnd() % seeds.len() as u64) as usize];
         let mut b = seed.clone().into_bytes();
@@ -161,9 +165,15 @@ fn random_mutations_never_panic() {
         for _ in 0..n {
             let pos = (rnd() % (b.len() as u64 + 1)) as usize;
             match rnd() % 4 {
-                0 if pos < b.len() => { b[pos] = alphabet[(rnd() % alphabet.len() as u64) as usize]; }
-                1 if pos < b.len() => { b.remove(pos); }
-                2 => { b.insert(pos.min(b.len()), alphabet[(rnd() % alphabet.len() as u64) as usize]); }
+                0 if pos < b.len() => {
+                    b[pos] = alphabet[(rnd() % alphabet.len() as u64) as usize];
+                }
+                1 if pos < b.len() => {
+                    b.remove(pos);
+                }
+                2 => {
+                    b.insert(pos.min(b.len()), alphabet[(rnd() % alphabet.len() as u64) as usize]);
+                }
                 _ => {
                     // duplicate a slice
                     let a = (rnd() % (b.len() as u64)) as usize;
@@ -254,5 +264,8 @@ fn a_v4_mapped_tcp_peer_is_its_v4_address() {
         .replace("UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport", "TCP 10.0.0.1:5062;branch=z9hG4bKabc");
     let mapped = Inbound { transport: Transport::Tcp, src: "[::ffff:10.0.0.1]:40000".parse().unwrap() };
     let fwd = sent(&run(&mut p, mapped, &req)).2;
-    assert!(fwd.contains("P-Asserted-Identity"), "a trusted 10.0.0.1 over a dual-stack TCP socket keeps its PAI:\n{fwd}");
+    assert!(
+        fwd.contains("P-Asserted-Identity"),
+        "a trusted 10.0.0.1 over a dual-stack TCP socket keeps its PAI:\n{fwd}"
+    );
 }

@@ -56,7 +56,9 @@ fn a_to_tag_alone_does_not_skip_screening() {
     assert!(sent(&run(&mut p, udp(), &tagged)).2.starts_with("INVITE "));
     assert_eq!(l.screened.load(Ordering::SeqCst), 1, "screened like an initial INVITE");
     // A Route naming us with a made-up proof is no better.
-    let forged = tagged.replace("CSeq: 1", "Route: <sip:192.0.2.10:5060;lr;sg=0123456789abcdef>\r\nCSeq: 2").replace("1 INVITE", "2 INVITE");
+    let forged = tagged
+        .replace("CSeq: 1", "Route: <sip:192.0.2.10:5060;lr;sg=0123456789abcdef>\r\nCSeq: 2")
+        .replace("1 INVITE", "2 INVITE");
     let _ = run(&mut p, udp(), &forged.replace("Call-ID: call-1", "Call-ID: call-9"));
     assert_eq!(l.screened.load(Ordering::SeqCst), 2);
 }
@@ -199,7 +201,10 @@ fn responses_go_only_where_our_branch_says() {
     assert_eq!(dropped(&run(&mut p, uas, &bad)), Some(DropReason::NotOurVia));
     // Bytes after Content-Length are not relayed.
     let smuggled = format!("{resp}INVITE sip:victim@10.0.0.1 SIP/2.0\r\n\r\n");
-    assert_eq!(sent(&run(&mut p, uas, &smuggled)).2, resp.replacen(&format!("{}\r\n", fwd.lines().nth(1).unwrap()), "", 1));
+    assert_eq!(
+        sent(&run(&mut p, uas, &smuggled)).2,
+        resp.replacen(&format!("{}\r\n", fwd.lines().nth(1).unwrap()), "", 1)
+    );
 }
 
 #[test]
@@ -224,7 +229,10 @@ fn tcp_clients_without_rport_get_their_responses_on_the_connection() {
     let tcp = Inbound { transport: Transport::Tcp, src: "10.0.0.1:40123".parse().unwrap() };
     let req = invite("").replace("UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport", "TCP 10.0.0.1:5062;branch=z9hG4bKabc");
     let fwd = sent(&run(&mut p, tcp, &req)).2;
-    assert!(fwd.contains("Via: SIP/2.0/TCP 10.0.0.1:5062;branch=z9hG4bKabc;rport=40123;received=10.0.0.1\r\n"), "{fwd}");
+    assert!(
+        fwd.contains("Via: SIP/2.0/TCP 10.0.0.1:5062;branch=z9hG4bKabc;rport=40123;received=10.0.0.1\r\n"),
+        "{fwd}"
+    );
     let uas = Inbound { transport: Transport::Udp, src: "10.0.0.2:5080".parse().unwrap() };
     let out = run(&mut p, uas, &response_to(&fwd, "180 Ringing"));
     match &out[..] {

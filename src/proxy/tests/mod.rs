@@ -1,7 +1,7 @@
 use super::*;
-use crate::sip::branch;
 use crate::config::server::{Upstream, parse_upstream};
 use crate::screen::{Call, Rule};
+use crate::sip::branch;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -311,6 +311,6 @@ fn trailing_bytes_after_content_length_are_not_forwarded() {
     assert!(out.ends_with("\r\n\r\nv=0\n"), "{out}");
 }
 
-mod edge_trust;
 mod attack;
 mod bypass;
+mod edge_trust;
