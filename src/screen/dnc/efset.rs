@@ -244,23 +244,41 @@ impl SetView<'_> {
 
     /// All values in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        (0..self.chunks()).flat_map(move |c| {
-            let base = self.first(c);
-            let n = self.chunk_len(c);
-            let (off, end, low_bits) = self.chunk_words(c);
-            let upper_start = off + (n * low_bits as usize).div_ceil(64);
-            let mut i = 0usize;
-            (0..(end.saturating_sub(upper_start)) * 64).filter_map(move |pos| {
-                if i >= n || !self.bit(upper_start, pos) {
+        (0..self.chunks()).flat_map(move |c| self.chunk_values(c))
+    }
+
+    /// The values of chunk c in stored order, one step per set upper bit (not per bit).
+    /// Values that a corrupt chunk would decode past `u64::MAX` are skipped.
+    fn chunk_values(&self, c: usize) -> impl Iterator<Item = u64> + '_ {
+        let base = self.first(c);
+        let n = self.chunk_len(c);
+        let (off, end, low_bits) = self.chunk_words(c);
+        let upper_start = off + (n * low_bits as usize).div_ceil(64);
+        let mut w = upper_start;
+        let mut bits = if w < end { word(self.data, w) } else { 0 };
+        let mut i = 0usize;
+        std::iter::from_fn(move || {
+            loop {
+                if i >= n || low_bits >= 64 {
                     return None;
                 }
+                while bits == 0 {
+                    w += 1;
+                    if w >= end {
+                        return None;
+                    }
+                    bits = word(self.data, w);
+                }
+                let pos = (w - upper_start) * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
                 let high = (pos - i) as u64;
                 let low = self.read_bits(off, i * low_bits as usize, low_bits);
                 i += 1;
-                // In u128: a corrupt chunk may decode past u64::MAX; such values are skipped.
                 let v = u128::from(base) + ((u128::from(high) << low_bits) | u128::from(low));
-                u64::try_from(v).ok()
-            })
+                if let Ok(v) = u64::try_from(v) {
+                    return Some(v);
+                }
+            }
         })
     }
 
@@ -298,6 +316,36 @@ impl SetView<'_> {
         }
         if prev_end != words {
             return Err("data words left over".into());
+        }
+        self.validate_order()
+    }
+
+    /// Values as `contains` assumes them: each chunk starts at its head's value, rises
+    /// strictly, decodes within u64 and ends below the next chunk's head. Without this a
+    /// crafted snapshot could list numbers that lookups never find. One decode pass: about
+    /// as costly as the checksum pass a load already makes.
+    fn validate_order(&self) -> Result<(), String> {
+        for c in 0..self.chunks() {
+            let mut prev: Option<u64> = None;
+            let mut seen = 0usize;
+            for v in self.chunk_values(c) {
+                match prev {
+                    None if v != self.first(c) => return Err(format!("chunk {c} does not start at its head")),
+                    Some(p) if p >= v => return Err(format!("chunk {c} is not strictly increasing")),
+                    _ => {}
+                }
+                prev = Some(v);
+                seen += 1;
+            }
+            if seen != self.chunk_len(c) {
+                return Err(format!("chunk {c} decodes past the largest number"));
+            }
+            if let Some(last) = prev
+                && c + 1 < self.chunks()
+                && last >= self.first(c + 1)
+            {
+                return Err(format!("chunk {c} overlaps chunk {}", c + 1));
+            }
         }
         Ok(())
     }
@@ -412,5 +460,38 @@ mod tests {
         assert!(v.validate().is_err());
         let v = SetView { data: &set.1[..set.1.len() - 8], ..set.view() };
         assert!(v.validate().is_err());
+    }
+
+    /// Layouts whose word counts add up but whose values break what `contains` assumes
+    /// (found by fuzzing: the set listed numbers its lookups did not find).
+    #[test]
+    fn values_out_of_order_are_rejected() {
+        // Chunk 1's head moved below chunk 0's last value: the chunks overlap.
+        let set = build(&(0..2000u64).map(|i| 12_000_000_000 + i * 7).collect::<Vec<_>>());
+        let mut heads = set.0.clone();
+        let last0 = 12_000_000_000 + (CHUNK as u64 - 1) * 7;
+        heads[16..24].copy_from_slice(&(last0 - 1).to_le_bytes());
+        let dir = Directory::build(&heads);
+        let v = SetView { heads: &heads, dir: &dir, ..set.view() };
+        let err = v.validate().unwrap_err();
+        assert!(err.contains("overlaps"), "{err}");
+
+        // Within a chunk: y = 0, 5, 6, 40 (low_bits 3); value 2's low bits set to 4 makes
+        // it 4, below value 1, so a lookup of it would stop at 5 and miss it.
+        let set = build(&[12_000_000_000, 12_000_000_005, 12_000_000_006, 12_000_000_040]);
+        assert_eq!(word(&set.0, 1) & 0xff, 3);
+        let mut data = set.1.clone();
+        let w = (word(&data, 0) & !(0b111 << 6)) | (4 << 6);
+        data[..8].copy_from_slice(&w.to_le_bytes());
+        let v = SetView { data: &data, ..set.view() };
+        let err = v.validate().unwrap_err();
+        assert!(err.contains("not strictly increasing"), "{err}");
+
+        // The first value's low bits made non-zero: the chunk no longer starts at its head.
+        let mut data = set.1.clone();
+        data[0] |= 1;
+        let v = SetView { data: &data, ..set.view() };
+        let err = v.validate().unwrap_err();
+        assert!(err.contains("does not start"), "{err}");
     }
 }
