@@ -8,7 +8,7 @@
 #                         [--udp-threads N]
 #
 # --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500);
-# --udp-threads its server.udp_threads (default: one per CPU).
+# --udp-threads its server.udp_threads (default: half the CPUs, at least 1).
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.

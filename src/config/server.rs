@@ -217,8 +217,12 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
             None
         }
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8) as i64;
-    let udp_threads = positive(d, &raw.udp_threads, "server.udp_threads", cpus, 64);
+    // Half the CPUs: the kernel's own packet processing (softirq, the sends) needs the other
+    // half; on 2 cores at 2000 calls/s two threads cost 1.21x the floor relay's CPU per call,
+    // one thread 1.08x (BENCHMARKS.md).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default_threads = (cpus / 2).clamp(1, 8) as i64;
+    let udp_threads = positive(d, &raw.udp_threads, "server.udp_threads", default_threads, 64);
     let overload = match &raw.overload_delay_ms {
         None => Some(DEFAULT_OVERLOAD_DELAY_MS),
         Some(s) if (0..=60_000).contains(s.get_ref()) => Some(*s.get_ref()),

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod prefix;
 pub mod quota;
 pub mod responses;
+pub mod stir;
 
 use std::borrow::Cow;
 use std::net::IpAddr;

@@ -8,4 +8,5 @@ pub mod reply;
 pub mod scan;
 pub mod splice;
 pub mod uri;
+pub mod verstat;
 pub mod via;
