@@ -43,7 +43,7 @@ impl Screening {
         let mut slot = lock(&self.screener);
         match (&cfg.screening, slot.as_ref()) {
             (Some(sc), Some(existing)) => {
-                existing.reload(sc.clone());
+                existing.reload(sc.clone(), std::time::SystemTime::now());
                 existing.clone()
             }
             (Some(sc), None) => {

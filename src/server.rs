@@ -131,8 +131,21 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         decisions: decisions.clone().map(|d| Arc::new(d) as Arc<dyn DecisionSink>),
         guard: Arc::new(crate::security::Guard::new(crate::security::GuardConfig::from_config(&cfg), &key)),
         stopped: AtomicBool::new(false),
+        lookups: crate::transport::lookup::Lookups::new(rt.clone()),
     });
     shell.tcp.attach(&shell);
+    shell.lookups.attach(&shell);
+    {
+        // Chains near the end of their cache lifetime are fetched again in the background.
+        let shell = shell.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                shell.lookups.refresh_due();
+            }
+        });
+    }
     for sock in udp_sockets {
         let shell = shell.clone();
         let wait = cfg.server.udp_batch_wait;

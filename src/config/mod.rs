@@ -10,6 +10,7 @@ pub mod screening;
 pub mod security;
 pub mod server;
 pub mod state;
+pub mod stir;
 
 use serde::Deserialize;
 use std::fmt;
@@ -109,6 +110,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub state: state::RawState,
     pub security: Option<security::RawSecurity>,
+    pub stir: Option<stir::RawStir>,
 }
 
 /// The validated configuration the running proxy uses; swapped whole on reload.
@@ -122,6 +124,8 @@ pub struct Config {
     pub admin: Option<ops::AdminConfig>,
     pub state: state::StateConfig,
     pub security: Option<security::SecurityConfig>,
+    /// The `[stir]` files, read again on SIGHUP.
+    pub stir_files: stir::StirFiles,
 }
 
 impl Config {
@@ -165,6 +169,13 @@ impl Config {
         let admin = raw.admin.as_ref().map(|a| ops::validate_admin(a, &mut d));
         let state = state::validate(&raw.state, &mut d);
         let security = raw.security.as_ref().map(|s| security::validate(s, &mut d));
+        let stir = raw.stir.as_ref().and_then(|s| stir::validate(s, &mut d));
+        if raw.screening.is_none()
+            && stir.as_ref().is_some_and(|(c, _)| c.mode != crate::screen::stir::StirMode::Off)
+        {
+            let at = text.find("[stir]").unwrap_or(0);
+            d.error(at..at, "[stir] needs a [screening] section: verification is a screening step");
+        }
         if !d.errors.is_empty() {
             d.errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             return Err(ConfigErrors(d.errors));
@@ -172,8 +183,12 @@ impl Config {
         // Every validator returns Some when it pushed no error.
         let parts = (server, screening.transpose_all(), dnc.transpose_all(), log, admin.transpose_all(), state);
         match (parts, security.transpose_all()) {
-            ((Some(server), Some(screening), Some(dnc), Some(log), Some(admin), Some(state)), Some(security)) => {
-                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin, state, security })
+            ((Some(server), Some(mut screening), Some(dnc), Some(log), Some(admin), Some(state)), Some(security)) => {
+                let (stir, stir_files) = stir.map_or((None, Default::default()), |(c, f)| (Some(c), f));
+                if let Some(sc) = screening.as_mut() {
+                    sc.stir = stir;
+                }
+                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin, state, security, stir_files })
             }
             _ => {
                 Err(ConfigErrors(vec![Diag { file: file.to_path_buf(), line: 0, msg: "invalid configuration".into() }]))

@@ -1,7 +1,7 @@
 //! `[screening]`, `[screening.quota]`, `[screening.checks]`, `[screening.hours]`,
 //! `[responses.<rule>]` and `[[account]]`, validated into `ScreeningConfig`.
 //!
-//! Response names: the seven rule names, plus names starting with `dnc_` that `[[dnc.list]]`
+//! Response names: the rule names (`Rule::name`), plus names starting with `dnc_` that `[[dnc.list]]`
 //! entries may refer to; any other name is an error, so typos are caught here and the DNC
 //! validator only has to check that the names it references exist.
 use super::{Diagnostics, Spanned, cidr};
@@ -11,6 +11,7 @@ use crate::screen::hours::Hours;
 use crate::screen::number::{self, NumberPlan};
 use crate::screen::prefix::{PrefixMap, parse_prefix};
 use crate::screen::quota::QuotaLimits;
+use crate::screen::stir::{Attestation, StirConfig};
 use crate::screen::responses::{ReasonForm, Response, Responses, default_for, standard_phrase};
 use chrono::NaiveTime;
 use chrono_tz::Tz;
@@ -103,6 +104,7 @@ pub struct RawAccount {
     pub quota: Option<RawQuota>,
     pub mode: Option<Spanned<String>>,
     pub category: Option<Spanned<String>>,
+    pub min_attestation: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -129,6 +131,8 @@ pub struct AccountConfig {
     pub quota: QuotaLimits,
     pub mode: Mode,
     pub category: Option<Arc<str>>,
+    /// Lowest SHAKEN attestation accepted from this account's verified calls (`[stir]`).
+    pub min_attestation: Option<Attestation>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +151,8 @@ pub struct ScreeningConfig {
     pub hours: Option<Hours>,
     pub responses: Responses,
     pub accounts: Vec<AccountConfig>,
+    /// `[stir]`, set by `Config::parse` (the section is validated on its own).
+    pub stir: Option<StirConfig>,
 }
 
 /// Default cap on numbers tracked per account and window (per-callee / per-caller-ID maps).
@@ -235,8 +241,15 @@ pub fn validate(
         };
         let category = a.category.as_ref().map(|c| Arc::from(c.get_ref().trim()));
         let account_mode = a.mode.as_ref().map_or(mode, |m| parse_mode(m, d));
+        let min_attestation = a.min_attestation.as_ref().and_then(|m| match Attestation::from_str(m.get_ref().trim()) {
+            Some(att) => Some(att),
+            None => {
+                d.error(m.span(), format!("account `{id}` min_attestation = {:?}: must be \"A\", \"B\" or \"C\"", m.get_ref()));
+                None
+            }
+        });
         ids.insert(id.clone(), out.len());
-        out.push(AccountConfig { id, sources, owned, quota, mode: account_mode, category });
+        out.push(AccountConfig { id, sources, owned, quota, mode: account_mode, category, min_attestation });
     }
     if let Some(file) = &raw.caller_id_numbers {
         load_owned_csv(file, plan.as_ref(), &mut ids, &mut out, default_quota, mode, d);
@@ -259,6 +272,7 @@ pub fn validate(
         hours,
         responses,
         accounts: out,
+        stir: None,
     })
 }
 
@@ -481,16 +495,7 @@ fn validate_response(
 }
 
 fn default_text(rule: Option<Rule>) -> String {
-    match rule {
-        Some(Rule::UnknownAccount) => "Unknown account",
-        Some(Rule::CallerIdInvalid) => "Invalid caller ID",
-        Some(Rule::CallerIdUnowned) => "Caller ID not assigned to account",
-        Some(Rule::CallerIdSpoofed) => "Caller ID spoofing suspected",
-        Some(Rule::Quota) => "Call quota exceeded",
-        Some(Rule::Hours) => "Outside permitted calling hours",
-        Some(Rule::Dnc) | None => "Number on do-not-call list",
-    }
-    .to_string()
+    crate::screen::responses::default_code_text(rule.unwrap_or(Rule::Dnc)).1.to_string()
 }
 
 /// An owned number or a prefix block (`+1212555*`).
@@ -591,6 +596,7 @@ fn load_owned_csv(
                     quota: default_quota,
                     mode,
                     category: None,
+                    min_attestation: None,
                 });
                 accounts.len() - 1
             }

@@ -47,7 +47,19 @@ pub struct Entry {
     pub verdict: Arc<Verdict>,
     /// CSeq number of the INVITE a 2xx answered, once one has been relayed.
     pub answered: Option<u64>,
+    /// The call waits for a lookup (its verdict is a placeholder until then).
+    pub pending: Pending,
     expires: SystemTime,
+}
+
+/// A call whose screening waits for a lookup: retransmissions are absorbed meanwhile, and a
+/// CANCEL is answered at once and ends the call when the lookup is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pending {
+    #[default]
+    No,
+    Waiting,
+    Cancelled,
 }
 
 type Generation = HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>;
@@ -79,6 +91,10 @@ impl VerdictCache {
     }
 
     pub fn insert(&mut self, key: u64, facts: u64, verdict: Arc<Verdict>, now: SystemTime) {
+        self.insert_entry(key, facts, verdict, Pending::No, now)
+    }
+
+    fn insert_entry(&mut self, key: u64, facts: u64, verdict: Arc<Verdict>, pending: Pending, now: SystemTime) {
         let aged = now.duration_since(self.started).map_or(true, |age| age >= TTL);
         if aged || self.current.len() >= self.per_generation {
             // Everything in `previous` is at least a TTL old, or the cap is reached.
@@ -88,7 +104,20 @@ impl VerdictCache {
         }
         // A newer verdict for the same call replaces one in the previous generation too.
         self.previous.remove(&key);
-        self.current.insert(key, Entry { facts, verdict, answered: None, expires: now + TTL });
+        self.current.insert(key, Entry { facts, verdict, answered: None, pending, expires: now + TTL });
+    }
+
+    /// Mark a pending call cancelled; false when it is not pending.
+    pub fn cancel_pending(&mut self, key: u64) -> bool {
+        for g in [&mut self.current, &mut self.previous] {
+            if let Some(e) = g.get_mut(&key)
+                && e.pending == Pending::Waiting
+            {
+                e.pending = Pending::Cancelled;
+                return true;
+            }
+        }
+        false
     }
 
     /// Record that the call's INVITE with CSeq `cseq` was answered with a 2xx.
@@ -134,6 +163,15 @@ impl SharedCache {
 
     pub fn insert(&self, key: u64, facts: u64, verdict: Arc<Verdict>, now: SystemTime) {
         self.shard(key).insert(key, facts, verdict, now)
+    }
+
+    /// Record that the call waits for a lookup.
+    pub fn insert_pending(&self, key: u64, facts: u64, now: SystemTime) {
+        self.shard(key).insert_entry(key, facts, Verdict::shared_forward(), Pending::Waiting, now)
+    }
+
+    pub fn cancel_pending(&self, key: u64) -> bool {
+        self.shard(key).cancel_pending(key)
     }
 
     pub fn remove(&self, key: u64) {

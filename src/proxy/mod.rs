@@ -14,7 +14,8 @@ mod route;
 pub use config::{Advert, ProxyConfig};
 
 use crate::config::server::Transport;
-use crate::screen::{Call, Decision, ExtraHeader, Screen, Verdict};
+use crate::screen::stir::Verstat;
+use crate::screen::{Call, Decision, ExtraHeader, Lookup, Screen, Step, Verdict};
 use crate::sip::addr::{party_of, tag_of};
 use crate::sip::branch::{self, Purpose, TxFields};
 use crate::sip::check::{self, Facts, Problem, TopVia};
@@ -24,7 +25,7 @@ use crate::sip::splice::{Splice, push_dec};
 use crate::sip::via;
 use crate::telemetry::metrics as m;
 use arc_swap::ArcSwap;
-use cache::SharedCache;
+use cache::{Pending, SharedCache};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub enum DropReason {
     AckAbsorbed,
     /// An ACK we could not forward (malformed, or no route): ACKs are never answered.
     AckDropped,
+    /// A retransmitted INVITE of a call whose screening waits for a lookup.
+    Pending,
 }
 
 impl DropReason {
@@ -76,6 +79,7 @@ impl DropReason {
             DropReason::Scanner => "scanner",
             DropReason::AckAbsorbed => "ack_absorbed",
             DropReason::AckDropped => "ack_dropped",
+            DropReason::Pending => "pending_absorbed",
         }
     }
 }
@@ -100,6 +104,26 @@ pub enum Action {
     },
     Drop(DropReason),
     Decided(Box<Decided>),
+    /// The INVITE waits for a lookup: perform it, then hand `held` to `Proxy::resume`.
+    Lookup { lookup: Lookup, held: Held },
+}
+
+/// An INVITE held while its screening waits for a lookup.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub from: Inbound,
+    pub bytes: Vec<u8>,
+    pub load: Load,
+}
+
+/// Whether this message is a held INVITE coming back after its lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    No,
+    /// Screen again; another lookup may be asked for.
+    Wait,
+    /// Screen without waiting (the lookup failed to come in, or too many calls wait).
+    NoWait,
 }
 
 pub const VERDICT_CACHE_CAP: usize = 200_000;
@@ -135,6 +159,7 @@ struct Ctx<'a> {
     cache: &'a SharedCache,
     record_decisions: bool,
     load: Load,
+    resume: Resume,
 }
 
 /// The end of a dialog a request came from.
@@ -189,6 +214,23 @@ impl Proxy {
 
     /// `handle`, told how loaded the shell is.
     pub fn handle_loaded(&self, now: SystemTime, from: Inbound, bytes: &[u8], load: Load, out: &mut Vec<Action>) {
+        self.run(now, from, bytes, load, Resume::No, out)
+    }
+
+    /// Handle an INVITE held by `Action::Lookup` once its lookup is done (the result is in
+    /// the screen's caches). `wait = false`: decide without waiting again (the lookup did
+    /// not come in; STIR then counts the certificate as unavailable).
+    pub fn resume(&self, now: SystemTime, held: &Held, wait: bool, out: &mut Vec<Action>) {
+        let resume = if wait { Resume::Wait } else { Resume::NoWait };
+        self.run(now, held.from, &held.bytes, held.load, resume, out)
+    }
+
+    /// The screen in use (the shell reads its STIR state to fetch certificates).
+    pub fn screen(&self) -> Arc<dyn Screen> {
+        self.screen.load().0.clone()
+    }
+
+    fn run(&self, now: SystemTime, from: Inbound, bytes: &[u8], load: Load, resume: Resume, out: &mut Vec<Action>) {
         let cfg = self.cfg.load();
         let screen = self.screen.load();
         let ctx = Ctx {
@@ -197,6 +239,7 @@ impl Proxy {
             cache: &self.cache,
             record_decisions: self.record_decisions.load(Ordering::Relaxed),
             load,
+            resume,
         };
         ctx.handle(now, from, bytes, out)
     }
@@ -289,18 +332,37 @@ impl Ctx<'_> {
         if invite && side.is_none() {
             let ruri = route::effective_request_uri(msg, facts.ruri.as_ref(), self.cfg);
             let facts_key = facts_key(&self.cfg.key, msg, ruri, from, self.screen.account_header().as_deref());
-            let v = match self.cache.get(call, now) {
-                Some(e) if e.facts == facts_key && e.answered.is_none_or(|n| facts.cseq_number <= n) => {
+            let cached = self
+                .cache
+                .get(call, now)
+                .filter(|e| e.facts == facts_key && e.answered.is_none_or(|n| facts.cseq_number <= n));
+            let v = match cached {
+                Some(e) if e.pending == Pending::Waiting && self.resume == Resume::No => {
+                    return out.push(Action::Drop(DropReason::Pending));
+                }
+                Some(e) if e.pending == Pending::Cancelled => {
+                    // CANCELled while waiting: never forwarded, so it ends here (§9.2).
+                    let terminated = Verdict::Reject { code: 487, reason: "Request Terminated".into(), headers: Vec::new() };
+                    self.cache.insert(call, facts_key, Arc::new(terminated), now);
+                    return self.reply(msg, &facts.top, from, (487, "Request Terminated"), &[], out);
+                }
+                Some(e) if e.pending == Pending::No => {
                     m::cache_hit();
                     e.verdict.clone()
                 }
-                _ => {
-                    let decision = self.screen_call(now, from, msg, ruri);
-                    let v = decision.verdict.clone();
-                    self.cache.insert(call, facts_key, v.clone(), now);
-                    screened = Some(Screened { call, decision });
-                    v
-                }
+                _ => match self.screen_call(now, from, msg, ruri) {
+                    Step::Done(decision) => {
+                        let v = decision.verdict.clone();
+                        self.cache.insert(call, facts_key, v.clone(), now);
+                        screened = Some(Screened { call, decision });
+                        v
+                    }
+                    Step::Need(lookup) => {
+                        self.cache.insert_pending(call, facts_key, now);
+                        let held = Held { from, bytes: msg.bytes.to_vec(), load: self.load };
+                        return out.push(Action::Lookup { lookup, held });
+                    }
+                },
             };
             if let Verdict::Reject { code, reason, headers } = &*v {
                 self.decided(now, msg, screened.map(|s| s.decision), out);
@@ -311,16 +373,19 @@ impl Ctx<'_> {
             verdict = Some(v);
         }
         if cancel {
-            // The INVITE was answered here and never forwarded: nothing downstream to cancel.
-            if self.cache.get(call, now).is_some_and(|e| !e.verdict.is_forward()) {
+            // The INVITE waits for a lookup, or was answered here and never forwarded:
+            // nothing downstream to cancel.
+            if self.cache.cancel_pending(call)
+                || self.cache.get(call, now).is_some_and(|e| e.pending == Pending::No && !e.verdict.is_forward())
+            {
                 return self.reply(msg, &facts.top, from, (200, "OK"), &[], out);
             }
         }
-        let extra = match verdict.as_deref() {
-            Some(Verdict::Forward { headers }) => headers.as_slice(),
-            _ => &[],
+        let (extra, verstat) = match verdict.as_deref() {
+            Some(Verdict::Forward { headers, verstat }) => (headers.as_slice(), *verstat),
+            _ => (&[][..], None),
         };
-        let forwarded = self.forward(msg, &facts, from, (side, &tags), (tx, lp), extra);
+        let forwarded = self.forward(msg, &facts, from, (side, &tags), (tx, lp), (extra, verstat));
         if let Some(s) = &screened
             && forwarded.is_err()
         {
@@ -386,7 +451,7 @@ impl Ctx<'_> {
     }
 
     /// Run the screen for an INVITE.
-    fn screen_call<'a>(&self, now: SystemTime, from: Inbound, msg: &Message<'a>, ruri: &'a [u8]) -> Decision {
+    fn screen_call<'a>(&self, now: SystemTime, from: Inbound, msg: &Message<'a>, ruri: &'a [u8]) -> Step {
         // Borrowed from the message; only a value that is not valid UTF-8 is copied. (The
         // strict check first: it is several times faster than the lossy one on valid text.)
         let text = |b: &'a [u8]| match std::str::from_utf8(b) {
@@ -403,11 +468,20 @@ impl Ctx<'_> {
             from: msg.value(Kind::From).map(text).unwrap_or_default(),
             to: msg.value(Kind::To).map(text).unwrap_or_default(),
             p_asserted_identity: pai.map(text),
-            identity: msg.value(Kind::Identity).map(text),
+            identity: identity(msg).map(|b| match b {
+                Cow::Borrowed(b) => text(b),
+                Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
+            }),
             call_id: msg.value(Kind::CallId).map(text).unwrap_or_default(),
         };
         let started = Instant::now();
-        let decision = self.screen.screen(&call, now);
+        let decision = match self.resume {
+            Resume::NoWait => self.screen.screen(&call, now),
+            _ => match self.screen.step(&call, now) {
+                Step::Done(d) => d,
+                need => return need,
+            },
+        };
         let verdict_label = match (&*decision.verdict, decision.would_reject) {
             (Verdict::Reject { .. }, _) => "reject",
             (Verdict::Forward { .. }, true) => "would_reject",
@@ -419,7 +493,10 @@ impl Ctx<'_> {
             decision.account.as_deref().unwrap_or("-"),
             started.elapsed().as_secs_f64(),
         );
-        decision
+        if let Some(r) = &decision.stir {
+            m::stir(r.outcome.label(), r.attestation.map_or("-", |a| a.as_str()));
+        }
+        Step::Done(decision)
     }
 
     fn decided(&self, now: SystemTime, msg: &Message<'_>, decision: Option<Decision>, out: &mut Vec<Action>) {
@@ -585,7 +662,7 @@ impl Ctx<'_> {
         from: Inbound,
         (side, tags): (Option<Side>, &Tags<'_>),
         (tx, lp): (u64, u32),
-        extra: &[ExtraHeader],
+        (extra, verstat): (&[ExtraHeader], Option<Verstat>),
     ) -> Result<Action, Problem> {
         let b = msg.bytes;
         let mut s = Splice::new();
@@ -643,7 +720,10 @@ impl Ctx<'_> {
             push_dec(&mut n, v - 1);
             s.replace(msg.headers[idx].value.clone(), &n);
         }
-        self.trust_boundary(msg, from, &mut s);
+        let pai_kept = self.trust_boundary(msg, from, &mut s);
+        if let Some(v) = verstat {
+            tag_verstat(msg, pai_kept, v, &mut s);
+        }
         // Bytes past Content-Length (a second message in a datagram) are not ours to send.
         if facts.body.end < b.len() {
             s.delete(facts.body.end..b.len());
@@ -653,12 +733,12 @@ impl Ctx<'_> {
 
     /// Headers that are ours or that only a trusted source may assert (RFC 3325 §5): the
     /// account header always goes (unless configured to pass), P-Asserted-Identity from
-    /// outside `trusted_sources` and the upstream.
-    fn trust_boundary(&self, msg: &Message<'_>, from: Inbound, s: &mut Splice) {
+    /// outside `trusted_sources` and the upstream. Whether P-Asserted-Identity is kept.
+    fn trust_boundary(&self, msg: &Message<'_>, from: Inbound, s: &mut Splice) -> bool {
         let account = self.cfg.account_header.as_deref().filter(|_| !self.cfg.forward_account_header);
         let strip_pai = !self.cfg.is_trusted(from.src.ip());
         if account.is_none() && !strip_pai {
-            return;
+            return true;
         }
         for h in &msg.headers {
             let drop_it = (strip_pai && h.kind == Kind::PAssertedIdentity)
@@ -667,7 +747,50 @@ impl Ctx<'_> {
                 s.delete(h.line.clone());
             }
         }
+        !strip_pai
     }
+}
+
+/// Tag the caller's identity with the verstat: every P-Asserted-Identity value when PAI is
+/// forwarded, else the From; a verstat anywhere in those headers from outside is removed.
+fn tag_verstat(msg: &Message<'_>, pai_kept: bool, v: Verstat, s: &mut Splice) {
+    let b = msg.bytes;
+    let mut text = Vec::with_capacity(32);
+    text.extend_from_slice(b";verstat=");
+    text.extend_from_slice(v.as_str().as_bytes());
+    let has_pai = pai_kept && msg.first(Kind::PAssertedIdentity).is_some();
+    for h in &msg.headers {
+        let target = match h.kind {
+            Kind::PAssertedIdentity if pai_kept => true,
+            Kind::From => !has_pai,
+            _ => continue,
+        };
+        for r in values(b, h.value.clone()) {
+            let Some((deletes, at)) = crate::sip::verstat::edits(&b[r.clone()]) else { continue };
+            for d in deletes {
+                s.delete(r.start + d.start..r.start + d.end);
+            }
+            if target {
+                s.insert(r.start + at, &text);
+            }
+        }
+    }
+}
+
+/// All Identity header values joined by commas: borrowed when there is one header.
+fn identity<'a>(msg: &Message<'a>) -> Option<Cow<'a, [u8]>> {
+    let b = msg.bytes;
+    let mut headers = msg.headers.iter().filter(|h| h.kind == Kind::Identity);
+    let first = headers.next()?;
+    let Some(second) = headers.next() else {
+        return Some(Cow::Borrowed(&b[first.value.clone()]));
+    };
+    let mut joined = b[first.value.clone()].to_vec();
+    for h in std::iter::once(second).chain(headers).take(crate::screen::stir::identity::MAX_VALUES) {
+        joined.push(b',');
+        joined.extend_from_slice(&b[h.value.clone()]);
+    }
+    Some(Cow::Owned(joined))
 }
 
 /// `Record-Route: <sip:HOST:PORT;transport=tcp;lr;sg=MAC>` (transport only for TCP, the

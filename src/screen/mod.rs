@@ -29,10 +29,16 @@ pub enum Rule {
     Quota,
     Hours,
     Dnc,
+    IdentityMissing,
+    IdentityInvalid,
+    IdentityStale,
+    IdentityUnavailable,
+    IdentityUntrusted,
+    Attestation,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 13] = [
         Rule::UnknownAccount,
         Rule::CallerIdInvalid,
         Rule::CallerIdUnowned,
@@ -40,6 +46,12 @@ impl Rule {
         Rule::Quota,
         Rule::Hours,
         Rule::Dnc,
+        Rule::IdentityMissing,
+        Rule::IdentityInvalid,
+        Rule::IdentityStale,
+        Rule::IdentityUnavailable,
+        Rule::IdentityUntrusted,
+        Rule::Attestation,
     ];
 
     /// The name used in config keys, metrics labels and the decision log.
@@ -52,6 +64,12 @@ impl Rule {
             Rule::Quota => "quota",
             Rule::Hours => "hours",
             Rule::Dnc => "dnc",
+            Rule::IdentityMissing => "identity_missing",
+            Rule::IdentityInvalid => "identity_invalid",
+            Rule::IdentityStale => "identity_stale",
+            Rule::IdentityUnavailable => "identity_unavailable",
+            Rule::IdentityUntrusted => "identity_untrusted",
+            Rule::Attestation => "attestation",
         }
     }
 
@@ -109,18 +127,34 @@ impl ExtraHeader {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Forward { headers: Vec<ExtraHeader> },
+    /// `verstat`: the STIR outcome to tag the caller's identity with (`[stir]` on).
+    Forward { headers: Vec<ExtraHeader>, verstat: Option<stir::Verstat> },
     Reject { code: u16, reason: String, headers: Vec<ExtraHeader> },
 }
 
 impl Verdict {
     pub fn forward() -> Verdict {
-        Verdict::Forward { headers: Vec::new() }
+        Verdict::Forward { headers: Vec::new(), verstat: None }
     }
     /// The plain forward verdict, shared: most calls get it, and cloning it allocates nothing.
     pub fn shared_forward() -> Arc<Verdict> {
         static FORWARD: std::sync::LazyLock<Arc<Verdict>> = std::sync::LazyLock::new(|| Arc::new(Verdict::forward()));
         FORWARD.clone()
+    }
+    /// The forward verdict tagged with a verstat, shared likewise.
+    pub fn shared_forward_verstat(v: stir::Verstat) -> Arc<Verdict> {
+        use std::sync::LazyLock;
+        fn make(v: stir::Verstat) -> Arc<Verdict> {
+            Arc::new(Verdict::Forward { headers: Vec::new(), verstat: Some(v) })
+        }
+        static PASSED: LazyLock<Arc<Verdict>> = LazyLock::new(|| make(stir::Verstat::Passed));
+        static FAILED: LazyLock<Arc<Verdict>> = LazyLock::new(|| make(stir::Verstat::Failed));
+        static NONE: LazyLock<Arc<Verdict>> = LazyLock::new(|| make(stir::Verstat::None));
+        match v {
+            stir::Verstat::Passed => PASSED.clone(),
+            stir::Verstat::Failed => FAILED.clone(),
+            stir::Verstat::None => NONE.clone(),
+        }
     }
     pub fn is_forward(&self) -> bool {
         matches!(self, Verdict::Forward { .. })
@@ -154,6 +188,8 @@ pub struct Decision {
     /// What this call was counted as, so that it can be taken back (`Screen::release`)
     /// when the call is not forwarded after all.
     pub charge: Option<Charge>,
+    /// STIR/SHAKEN verification, when `[stir]` is on.
+    pub stir: Option<stir::StirReport>,
 }
 
 /// The counters one forwarded call took: an account's windows at screening time and the
@@ -178,8 +214,24 @@ impl Decision {
             list: None,
             counters: Vec::new(),
             charge: None,
+            stir: None,
         }
     }
+}
+
+/// What a screening step needs from the outside world before it can decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The certificate chain at this x5u URL (STIR).
+    Certificate { url: String },
+}
+
+/// The result of a screening step: decided, or waiting for a lookup. The caller performs
+/// the lookup (it lands in the screen's shared caches) and screens the call again.
+#[derive(Debug)]
+pub enum Step {
+    Done(Decision),
+    Need(Lookup),
 }
 
 /// The screening step the proxy calls for each initial INVITE (once per transaction: the
@@ -191,9 +243,26 @@ pub trait Screen: Send + Sync {
     /// Screen one call. A call that passes every rule is counted against its quotas at
     /// once (so that two calls screened together cannot both take the last place), and the
     /// decision says so in `charge`.
+    /// Never waits: a lookup that is not cached counts as failed (STIR: the certificate is
+    /// unavailable).
     fn screen(&self, call: &Call<'_>, now: SystemTime) -> Decision;
+    /// Screen one call, or say what must be looked up first (nothing is charged then).
+    fn step(&self, call: &Call<'_>, now: SystemTime) -> Step {
+        Step::Done(self.screen(call, now))
+    }
+    /// The STIR side of the screen, for the shell that fetches certificates.
+    fn stir(&self) -> Option<&StirState> {
+        None
+    }
     /// Take back the charge of a decision whose call was not forwarded after all (no route).
     fn release(&self, _decision: &Decision) {}
+}
+
+/// The STIR configuration and certificate cache a screen shares with the shell.
+#[derive(Debug)]
+pub struct StirState {
+    pub config: arc_swap::ArcSwapOption<stir::StirConfig>,
+    pub certs: stir::certs::CertCache,
 }
 
 /// Forwards everything: sipguard without a `[screening]` section.

@@ -8,7 +8,8 @@ use super::dnc::Dnc;
 use super::hours::Hours;
 use super::quota::{AccountCounters, Pacing, QuotaLimits, Usage, Windows};
 use super::responses::{Response, Responses};
-use super::{Call, Charge, Decision, Rule, Screen, Verdict};
+use super::stir::{self, OnUnavailable, Outcome, StirConfig, StirMode, StirReport};
+use super::{Call, Charge, Decision, Lookup, Rule, Screen, Step, StirState, Verdict};
 use crate::config::screening::{Mode, ScreeningConfig, UnknownAccount};
 use crate::screen::number::NumberPlan;
 use arc_swap::ArcSwap;
@@ -24,6 +25,7 @@ struct AccountPolicy {
     limits: QuotaLimits,
     pacing: Arc<Pacing>,
     counters: Arc<AccountCounters>,
+    min_attestation: Option<stir::Attestation>,
 }
 
 struct Policy {
@@ -64,6 +66,7 @@ impl Policy {
                     limits: a.quota,
                     pacing,
                     counters,
+                    min_attestation: a.min_attestation,
                 }
             })
             .collect();
@@ -102,18 +105,26 @@ pub struct AccountStatus {
 pub struct Screener {
     policy: ArcSwap<Policy>,
     dnc: Arc<ArcSwap<Dnc>>,
+    stir: StirState,
     /// Serialises reloads so two of them cannot both take over the same old counters.
     reload_lock: Mutex<()>,
 }
 
 impl Screener {
-    pub fn new(cfg: ScreeningConfig, dnc: Arc<ArcSwap<Dnc>>) -> Screener {
-        Screener { policy: ArcSwap::from_pointee(Policy::build(cfg, None)), dnc, reload_lock: Mutex::new(()) }
+    pub fn new(mut cfg: ScreeningConfig, dnc: Arc<ArcSwap<Dnc>>) -> Screener {
+        let stir = StirState { config: arc_swap::ArcSwapOption::new(cfg.stir.take().map(Arc::new)), certs: Default::default() };
+        Screener { policy: ArcSwap::from_pointee(Policy::build(cfg, None)), dnc, stir, reload_lock: Mutex::new(()) }
     }
 
-    /// Swap in a new policy; counters of accounts that still exist carry over.
-    pub fn reload(&self, cfg: ScreeningConfig) {
+    /// Swap in a new policy; counters of accounts that still exist carry over, and cached
+    /// certificate chains are validated again against the new trust anchors and CRL.
+    pub fn reload(&self, mut cfg: ScreeningConfig, now: SystemTime) {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let stir = cfg.stir.take().map(Arc::new);
+        if let Some(s) = &stir {
+            self.stir.certs.revalidate(&s.trust, now);
+        }
+        self.stir.config.store(stir);
         let old = self.policy.load_full();
         self.policy.store(Arc::new(Policy::build(cfg, Some(&old))));
     }
@@ -150,12 +161,8 @@ fn fire(mut d: Decision, mode: Mode, rule: Rule, response: &Response, retry_afte
     d
 }
 
-impl Screen for Screener {
-    fn account_header(&self) -> Option<Arc<str>> {
-        self.policy.load().table.header().cloned()
-    }
-
-    fn screen(&self, call: &Call, now: SystemTime) -> Decision {
+impl Screener {
+    fn run(&self, call: &Call, now: SystemTime, wait: bool) -> Step {
         let p = self.policy.load();
         let mut d = Decision::pass();
         let plan = p.plan.as_ref();
@@ -166,10 +173,20 @@ impl Screen for Screener {
         }
         let Some(acct) = p.table.identify(call).and_then(|i| p.accounts.get(i)) else {
             return match p.unknown_account {
-                UnknownAccount::Forward => d,
-                UnknownAccount::Reject => {
-                    fire(d, p.mode, Rule::UnknownAccount, p.responses.for_rule(Rule::UnknownAccount), None)
+                UnknownAccount::Forward => {
+                    let d = match self.verify(&p, d, call, None, p.mode, now, wait) {
+                        Ok(d) => d,
+                        Err(need) => return need,
+                    };
+                    Step::Done(tag(d))
                 }
+                UnknownAccount::Reject => Step::Done(fire(
+                    d,
+                    p.mode,
+                    Rule::UnknownAccount,
+                    p.responses.for_rule(Rule::UnknownAccount),
+                    None,
+                )),
             };
         };
         d.account = Some(acct.id.clone());
@@ -178,21 +195,33 @@ impl Screen for Screener {
         let (pr, callee) = match (presented, d.callee) {
             (Ok(pr), Some(callee)) => (pr, callee),
             _ => {
-                return fire(d, mode, Rule::CallerIdInvalid, p.responses.for_rule(Rule::CallerIdInvalid), None);
+                return Step::Done(fire(
+                    d,
+                    mode,
+                    Rule::CallerIdInvalid,
+                    p.responses.for_rule(Rule::CallerIdInvalid),
+                    None,
+                ));
             }
         };
         if let Err(rule) = caller_id::check(&pr, callee, &acct.owned, &p.checks) {
-            return fire(d, mode, rule, p.responses.for_rule(rule), None);
+            return Step::Done(fire(d, mode, rule, p.responses.for_rule(rule), None));
         }
+        // Before the quota, so that a call waiting for its certificate has taken nothing.
+        let mut d = match self.verify(&p, d, call, acct.min_attestation, mode, now, wait) {
+            Ok(d) if d.rule.is_some() && !d.would_reject => return Step::Done(d),
+            Ok(d) => d,
+            Err(need) => return need,
+        };
         if let Some(hours) = &p.hours
             && let Err(wait) = hours.check(callee, now)
         {
-            return fire(d, mode, Rule::Hours, p.responses.for_rule(Rule::Hours), Some(wait));
+            return Step::Done(tag(fire(d, mode, Rule::Hours, p.responses.for_rule(Rule::Hours), Some(wait))));
         }
         if let Some(hit) = self.dnc.load().check(callee, &acct.id, acct.category.as_deref()) {
             let response = p.responses.named_or_dnc(&hit.response);
             d.list = Some(hit.list);
-            return fire(d, mode, Rule::Dnc, response, None);
+            return Step::Done(tag(fire(d, mode, Rule::Dnc, response, None)));
         }
         let windows = Windows::at(p.quota_tz, now);
         let within = acct.counters.check_and_count(
@@ -206,10 +235,83 @@ impl Screen for Screener {
             &mut d.counters,
         );
         if !within {
-            return fire(d, mode, Rule::Quota, p.responses.for_rule(Rule::Quota), None);
+            return Step::Done(tag(fire(d, mode, Rule::Quota, p.responses.for_rule(Rule::Quota), None)));
         }
         d.charge = Some(Charge { account: acct.id.clone(), windows, caller: pr.caller, callee });
-        d
+        Step::Done(tag(d))
+    }
+
+    /// The STIR step: verify, record the report, and fire the identity rule it calls for.
+    /// `Err` carries the lookup to make first.
+    #[allow(clippy::too_many_arguments)]
+    fn verify(
+        &self,
+        p: &Policy,
+        mut d: Decision,
+        call: &Call,
+        min_attestation: Option<stir::Attestation>,
+        mode: Mode,
+        now: SystemTime,
+        wait: bool,
+    ) -> Result<Decision, Step> {
+        let cfg = self.stir.config.load();
+        let Some(cfg) = cfg.as_deref().filter(|c| c.mode != StirMode::Off) else {
+            return Ok(d);
+        };
+        let report = stir::verify(cfg, &self.stir.certs, call.identity.as_deref(), d.caller, d.callee, now, wait)
+            .map_err(|need| Step::Need(Lookup::Certificate { url: need.0 }))?;
+        let rule = stir_rule(&report, cfg, min_attestation);
+        d.stir = Some(report);
+        Ok(match rule {
+            Some(rule) => fire(d, mode, rule, p.responses.for_rule(rule), None),
+            None => d,
+        })
+    }
+
+}
+
+/// The identity rule a verification report fires, if any.
+fn stir_rule(r: &StirReport, cfg: &StirConfig, min_attestation: Option<stir::Attestation>) -> Option<Rule> {
+    match r.outcome {
+        Outcome::Passed => match (r.attestation, min_attestation) {
+            (Some(got), Some(min)) if got < min => Some(Rule::Attestation),
+            _ => None,
+        },
+        Outcome::Missing => (cfg.mode == StirMode::Require).then_some(Rule::IdentityMissing),
+        Outcome::Invalid => Some(Rule::IdentityInvalid),
+        Outcome::Stale => Some(Rule::IdentityStale),
+        Outcome::Untrusted => Some(Rule::IdentityUntrusted),
+        Outcome::Unavailable => (cfg.on_unavailable == OnUnavailable::Reject).then_some(Rule::IdentityUnavailable),
+    }
+}
+
+/// A forwarded call carries its verstat when it was verified.
+fn tag(mut d: Decision) -> Decision {
+    if let (Some(r), Verdict::Forward { .. }) = (&d.stir, &*d.verdict) {
+        d.verdict = Verdict::shared_forward_verstat(r.outcome.verstat());
+    }
+    d
+}
+
+impl Screen for Screener {
+    fn account_header(&self) -> Option<Arc<str>> {
+        self.policy.load().table.header().cloned()
+    }
+
+    fn screen(&self, call: &Call, now: SystemTime) -> Decision {
+        // Without waiting, verification never asks for a lookup.
+        match self.run(call, now, false) {
+            Step::Done(d) => d,
+            Step::Need(_) => Decision::pass(),
+        }
+    }
+
+    fn step(&self, call: &Call, now: SystemTime) -> Step {
+        self.run(call, now, true)
+    }
+
+    fn stir(&self) -> Option<&StirState> {
+        Some(&self.stir)
     }
 
     fn release(&self, decision: &Decision) {

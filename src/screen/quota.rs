@@ -14,7 +14,8 @@ use chrono_tz::Tz;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,20 +80,18 @@ impl Windows {
     }
 }
 
-thread_local! {
-    /// The `now` of the call being screened on this thread, read by governor through
-    /// `CallClock`: governor has no check-at-time API, and time must be injected.
-    static CALL_TIME: Cell<Duration> = const { Cell::new(Duration::ZERO) };
-}
-
-/// Governor clock that returns the injected time of the current call.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CallClock;
+/// Governor clock that returns the injected time of the call being admitted: governor has
+/// no check-at-time API, and time must come in as an argument. Each account's pacing has its
+/// own clock, set just before its limiters are asked and read by them, all under the
+/// account's counter lock, so calls screened at once on other threads never see each
+/// other's time (no thread-local or global state).
+#[derive(Debug, Clone, Default)]
+pub struct CallClock(Arc<AtomicU64>);
 
 impl governor::clock::Clock for CallClock {
     type Instant = Duration;
     fn now(&self) -> Duration {
-        CALL_TIME.with(Cell::get)
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
     }
 }
 
@@ -101,6 +100,7 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, CallClock, NoOpMiddleware<Du
 /// Per-second and per-minute pacing of one account.
 #[derive(Debug)]
 pub struct Pacing {
+    clock: CallClock,
     per_second: Option<Limiter>,
     per_minute: Option<Limiter>,
     key: (Option<NonZeroU32>, Option<NonZeroU32>, Option<NonZeroU32>),
@@ -108,12 +108,13 @@ pub struct Pacing {
 
 impl Pacing {
     pub fn new(limits: &QuotaLimits) -> Pacing {
+        let clock = CallClock::default();
         let per_second = limits.per_second.map(|n| {
             let q = Quota::per_second(n).allow_burst(limits.burst.unwrap_or(n));
-            Limiter::direct_with_clock(q, CallClock)
+            Limiter::direct_with_clock(q, clock.clone())
         });
-        let per_minute = limits.per_minute.map(|n| Limiter::direct_with_clock(Quota::per_minute(n), CallClock));
-        Pacing { per_second, per_minute, key: limits.pacing_key() }
+        let per_minute = limits.per_minute.map(|n| Limiter::direct_with_clock(Quota::per_minute(n), clock.clone()));
+        Pacing { clock, per_second, per_minute, key: limits.pacing_key() }
     }
 
     /// Whether this pacing state can be kept for new limits (on reload).
@@ -125,7 +126,8 @@ impl Pacing {
     /// taken before the per-minute limiter refuses is not returned (governor cannot undo),
     /// which only makes pacing slightly stricter.
     fn admit(&self, now: SystemTime) -> Result<(), &'static str> {
-        CALL_TIME.with(|t| t.set(now.duration_since(UNIX_EPOCH).unwrap_or_default()));
+        let nanos = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        self.clock.0.store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
         if let Some(l) = &self.per_second {
             l.check().map_err(|_| "per_second")?;
         }

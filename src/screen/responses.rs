@@ -70,6 +70,10 @@ pub fn standard_phrase(code: u16) -> Option<&'static str> {
         400 => "Bad Request",
         402 => "Payment Required",
         403 => "Forbidden",
+        428 => "Use Identity Header",
+        436 => "Bad Identity Info",
+        437 => "Unsupported Credential",
+        438 => "Invalid Identity Header",
         404 => "Not Found",
         480 => "Temporarily Unavailable",
         486 => "Busy Here",
@@ -86,7 +90,17 @@ pub fn standard_phrase(code: u16) -> Option<&'static str> {
 /// The default response of a rule: 403 for account, caller-ID and quota rules, 480 (with
 /// Retry-After) for calling hours, 608 for DNC.
 pub fn default_for(rule: Rule) -> Response {
-    let (code, text) = match rule {
+    let (code, text) = default_code_text(rule);
+    let phrase = match rule {
+        Rule::IdentityStale => "Stale Date",
+        _ => standard_phrase(code).unwrap_or("Rejected"),
+    };
+    Response::new(code, phrase, text, ReasonForm::Sip, None)
+}
+
+/// A rule's default status code and Reason text.
+pub fn default_code_text(rule: Rule) -> (u16, &'static str) {
+    match rule {
         Rule::UnknownAccount => (403, "Unknown account"),
         Rule::CallerIdInvalid => (403, "Invalid caller ID"),
         Rule::CallerIdUnowned => (403, "Caller ID not assigned to account"),
@@ -94,11 +108,17 @@ pub fn default_for(rule: Rule) -> Response {
         Rule::Quota => (403, "Call quota exceeded"),
         Rule::Hours => (480, "Outside permitted calling hours"),
         Rule::Dnc => (608, "Number on do-not-call list"),
-    };
-    Response::new(code, standard_phrase(code).unwrap_or("Rejected"), text, ReasonForm::Sip, None)
+        // RFC 8224 §6.2.2 responses.
+        Rule::IdentityMissing => (428, "Use Identity Header"),
+        Rule::IdentityInvalid => (438, "Invalid Identity Header"),
+        Rule::IdentityStale => (403, "Stale Date"),
+        Rule::IdentityUnavailable => (436, "Bad Identity Info"),
+        Rule::IdentityUntrusted => (437, "Unsupported Credential"),
+        Rule::Attestation => (403, "Attestation level too low"),
+    }
 }
 
-/// Responses of the seven rules plus named ones that DNC lists refer to (`dnc_<name>`).
+/// Responses of the rules plus named ones that DNC lists refer to (`dnc_<name>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Responses {
     rules: [Response; Rule::ALL.len()],

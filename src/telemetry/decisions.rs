@@ -2,6 +2,7 @@
 //! proxy never waits on disk. The channel is bounded; when it is full the line is dropped and
 //! counted (calls are never held back for logging).
 use crate::config::ops::DecisionSink;
+use crate::screen::stir::StirReport;
 use crate::screen::{CounterReading, Decision, Rule, Verdict};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -28,6 +29,7 @@ pub struct DecisionLine {
     pub code: Option<u16>,
     pub list: Option<Arc<str>>,
     pub counters: Vec<CounterReading>,
+    pub stir: Option<StirReport>,
 }
 
 impl DecisionLine {
@@ -48,6 +50,7 @@ impl DecisionLine {
             code,
             list: d.list.clone(),
             counters: d.counters.clone(),
+            stir: d.stir.clone(),
         }
     }
 
@@ -70,6 +73,17 @@ impl DecisionLine {
             code: Option<u16>,
             list: Option<&'a str>,
             counters: Vec<Counter<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            stir: Option<Stir<'a>>,
+        }
+        /// Attestation, outcome, the failing check and the SPC of the call's PASSporT.
+        #[derive(Serialize)]
+        struct Stir<'a> {
+            outcome: &'a str,
+            verstat: &'a str,
+            attestation: Option<&'a str>,
+            check: Option<&'a str>,
+            spc: Option<&'a str>,
         }
         let json = Json {
             time: DateTime::<Utc>::from(self.time).to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -82,6 +96,13 @@ impl DecisionLine {
             code: self.code,
             list: self.list.as_deref(),
             counters: self.counters.iter().map(|c| Counter { name: c.name, value: c.value, limit: c.limit }).collect(),
+            stir: self.stir.as_ref().map(|r| Stir {
+                outcome: r.outcome.label(),
+                verstat: r.outcome.verstat().as_str(),
+                attestation: r.attestation.map(|a| a.as_str()),
+                check: r.check.as_deref(),
+                spc: r.spc.as_deref(),
+            }),
         };
         serde_json::to_writer(&mut *out, &json)?;
         out.write_all(b"\n")
@@ -261,6 +282,7 @@ mod tests {
             list: None,
             counters: vec![CounterReading { name: "account_per_day", value: 3, limit: 3 }],
             charge: None,
+            stir: None,
         }
     }
 

@@ -155,6 +155,22 @@ pub fn relay_denied() {
     counter!("sipguard_relay_denied_total").increment(1);
 }
 
+/// A call's STIR verification outcome by the attestation its PASSporT claimed.
+pub fn stir(outcome: &'static str, attestation: &'static str) {
+    counter!("sipguard_stir_verifications_total", "outcome" => outcome, "attestation" => attestation).increment(1);
+}
+
+/// One x5u certificate fetch, by result (`ok`, `error`, `refused`).
+pub fn stir_fetch(result: &'static str, seconds: f64) {
+    counter!("sipguard_stir_fetches_total", "result" => result).increment(1);
+    metrics::histogram!("sipguard_stir_fetch_seconds").record(seconds);
+}
+
+/// Calls held while their certificate is fetched.
+pub fn stir_pending(n: usize) {
+    metrics::gauge!("sipguard_stir_pending_calls").set(n as f64);
+}
+
 pub fn dropped(reason: &'static str) {
     counter!("sipguard_drops_total", "reason" => reason).increment(1);
 }

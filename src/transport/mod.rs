@@ -2,6 +2,7 @@
 //! on dedicated blocking threads (batches of datagrams per system call, no reactor wake-up
 //! in the way); TCP runs on tokio with one reader and one writer task per connection.
 
+pub mod lookup;
 pub mod tcp;
 pub mod udp;
 
@@ -33,6 +34,8 @@ pub struct Shell {
     pub guard: Arc<crate::security::Guard>,
     /// Set by [`Shell::stop`]: messages are dropped from then on.
     pub stopped: AtomicBool,
+    /// Certificate fetches for calls whose screening waits for one.
+    pub lookups: lookup::Lookups,
 }
 
 impl Shell {
@@ -101,6 +104,7 @@ impl Shell {
             Action::Drop(reason) => m::dropped(reason.label()),
             // Recorded in `process`.
             Action::Decided(_) => {}
+            Action::Lookup { lookup, held } => self.lookups.submit(lookup, held),
         }
     }
 }

@@ -155,7 +155,8 @@ mod tests {
         assert_eq!(id.jws, JWS);
         assert_eq!(id.info, Some("https://cert.example.org/a.pem"));
         assert_eq!((id.alg, id.ppt), (Some("ES256"), Some("shaken")));
-        let id = parse(&format!("{JWS} ; info=<https://x/y;z=1> ; ppt=shaken")).unwrap();
+        let v = format!("{JWS} ; info=<https://x/y;z=1> ; ppt=shaken");
+        let id = parse(&v).unwrap();
         assert_eq!((id.info, id.ppt), (Some("https://x/y;z=1"), Some("shaken")));
     }
 
