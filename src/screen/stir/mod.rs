@@ -213,3 +213,194 @@ fn verify_one(
     report.outcome = Outcome::Passed;
     Ok(report)
 }
+
+#[cfg(test)]
+pub mod testpki;
+
+#[cfg(test)]
+mod tests {
+    use super::testpki::{Opts, Pki, pki};
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const X5U: &str = "https://cert.example.com/sp.pem";
+    const IAT: u64 = 1_780_000_000;
+    const CALLER: u64 = 12155550123;
+    const CALLEE: u64 = 13105550199;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn setup(p: &Pki, crls: Vec<Vec<u8>>) -> (StirConfig, CertCache) {
+        let trust = TrustStore::new(vec![p.root_der.clone()], crls).unwrap();
+        let cfg = StirConfig {
+            mode: StirMode::Verify,
+            trust: Arc::new(trust),
+            freshness: Duration::from_secs(60),
+            fetch_timeout: Duration::from_secs(2),
+            cert_cache: Duration::from_secs(86_400),
+            on_unavailable: OnUnavailable::Forward,
+            x5u_roots: Vec::new(),
+            x5u_allow_private: false,
+            max_pending: 10,
+        };
+        let certs = CertCache::default();
+        let chain = vec![p.leaf_der.clone(), p.inter_der.clone()];
+        certs.complete(X5U, Ok(chain), &cfg.trust, at(IAT), cfg.cert_cache);
+        (cfg, certs)
+    }
+
+    fn check(cfg: &StirConfig, certs: &CertCache, identity: &str, now: u64) -> StirReport {
+        verify(cfg, certs, Some(identity), Some(CALLER), Some(CALLEE), at(now), false).unwrap()
+    }
+
+    fn good(p: &Pki) -> String {
+        p.identity(X5U, "A", "+12155550123", "13105550199", IAT)
+    }
+
+    #[test]
+    fn a_signed_call_passes_with_its_attestation_and_spc() {
+        let p = pki(Opts::default());
+        let (cfg, certs) = setup(&p, vec![]);
+        let r = check(&cfg, &certs, &good(&p), IAT + 5);
+        assert_eq!(r.outcome, Outcome::Passed, "{r:?}");
+        assert_eq!((r.attestation, r.spc.as_deref()), (Some(Attestation::A), Some("709J")));
+        assert_eq!(r.outcome.verstat().as_str(), "TN-Validation-Passed");
+        // ppt unquoted or quoted, and a PASSporT whose JSON is laid out differently: the
+        // signature covers the bytes received, whatever their layout.
+        let header = r#"{ "x5u" : "https://cert.example.com/sp.pem", "ppt":"shaken", "typ":"passport","alg":"ES256" }"#;
+        let claims = r#"{"orig":{"tn":"12155550123"},"origid":"x","iat":1780000000,"dest":{"tn":["13105550199"]},"attest":"B"}"#;
+        let v = format!("{};info=<{X5U}>;ppt=\"shaken\"", p.sign(header, claims));
+        let r = check(&cfg, &certs, &v, IAT);
+        assert_eq!((r.outcome, r.attestation), (Outcome::Passed, Some(Attestation::B)), "{r:?}");
+    }
+
+    #[test]
+    fn tampering_and_mismatches_fail() {
+        let p = pki(Opts::default());
+        let (cfg, certs) = setup(&p, vec![]);
+        let v = good(&p);
+        // Tampered payload: the claims re-encoded with another callee, same signature.
+        let mut parts: Vec<String> = v.split(';').next().unwrap().split('.').map(String::from).collect();
+        let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        parts[1] = URL_SAFE_NO_PAD.encode(claims.replace("\"A\"", "\"B\""));
+        let tampered = format!("{};info=<{X5U}>;ppt=shaken", parts.join("."));
+        let r = check(&cfg, &certs, &tampered, IAT);
+        assert_eq!(r.outcome, Outcome::Invalid);
+        assert!(r.check.unwrap().contains("signature"));
+        // Signed by another key than the certificate's.
+        let other = pki(Opts::default());
+        let r = check(&cfg, &certs, &good(&other), IAT);
+        assert_eq!(r.outcome, Outcome::Invalid);
+        // orig and dest that are not this call's.
+        let r = check(&cfg, &certs, &p.identity(X5U, "A", "12155550124", "13105550199", IAT), IAT);
+        assert!(r.check.as_deref().unwrap().contains("orig.tn"), "{r:?}");
+        let r = check(&cfg, &certs, &p.identity(X5U, "A", "12155550123", "13105550198", IAT), IAT);
+        assert!(r.check.as_deref().unwrap().contains("dest.tn"), "{r:?}");
+        // Stale and from the future, just outside freshness_seconds both ways; inside passes.
+        assert_eq!(check(&cfg, &certs, &v, IAT + 61).outcome, Outcome::Stale);
+        assert_eq!(check(&cfg, &certs, &v, IAT - 61).outcome, Outcome::Stale);
+        assert_eq!(check(&cfg, &certs, &v, IAT - 60).outcome, Outcome::Passed);
+        // Unknown ppt, compact form, info that is not the x5u, an http x5u.
+        assert_eq!(check(&cfg, &certs, &v.replace("ppt=shaken", "ppt=div"), IAT).outcome, Outcome::Invalid);
+        let compact = format!("{}..{};info=<{X5U}>", parts[0], parts[2]);
+        assert!(check(&cfg, &certs, &compact, IAT).check.unwrap().contains("compact"));
+        let r = check(&cfg, &certs, &v.replace("info=<https://cert.example.com/sp.pem>", "info=<https://x.example/a>"), IAT);
+        assert_eq!(r.outcome, Outcome::Invalid);
+        let http = p.identity("http://cert.example.com/sp.pem", "A", "12155550123", "13105550199", IAT);
+        assert_eq!(check(&cfg, &certs, &http, IAT).outcome, Outcome::Untrusted);
+        // A string iat.
+        let header = format!(r#"{{"alg":"ES256","typ":"passport","ppt":"shaken","x5u":"{X5U}"}}"#);
+        let claims = r#"{"attest":"A","dest":{"tn":["13105550199"]},"iat":"1780000000","orig":{"tn":"12155550123"},"origid":"x"}"#;
+        let r = check(&cfg, &certs, &p.sign(&header, claims), IAT);
+        assert!(r.check.unwrap().contains("NumericDate"));
+    }
+
+    #[test]
+    fn one_good_identity_of_several_is_enough() {
+        let p = pki(Opts::default());
+        let (cfg, certs) = setup(&p, vec![]);
+        let bad = p.identity(X5U, "A", "12155550999", "13105550199", IAT);
+        let both = format!("{bad},{}", good(&p));
+        assert_eq!(check(&cfg, &certs, &both, IAT).outcome, Outcome::Passed);
+        let r = check(&cfg, &certs, &format!("{bad},garbage"), IAT);
+        assert_eq!(r.outcome, Outcome::Invalid, "the first value's failure is reported");
+        // Only MAX_VALUES values are looked at: a good one after 10,000 bad ones is not.
+        let many = format!("{},{}", vec![bad.as_str(); 10_000].join(","), good(&p));
+        assert_eq!(check(&cfg, &certs, &many, IAT).outcome, Outcome::Invalid);
+    }
+
+    #[test]
+    fn chains_that_do_not_validate_are_untrusted() {
+        let now = SystemTime::now();
+        let validate = |p: &Pki, crls: Vec<Vec<u8>>| {
+            TrustStore::new(vec![p.root_der.clone()], crls)
+                .unwrap()
+                .validate(&[p.leaf_der.clone(), p.inter_der.clone()], now)
+        };
+        // Critical certificatePolicies on leaf and intermediate, as in the real SHAKEN PKI.
+        let p = pki(Opts::default());
+        assert_eq!(validate(&p, vec![]).unwrap().spc.as_deref(), Some("709J"));
+        let e = validate(&pki(Opts { leaf_expired: true, ..Opts::default() }), vec![]).unwrap_err();
+        assert!(matches!(e, cert::ChainError::Dates(_)), "{e}");
+        let e = validate(&pki(Opts { unknown_critical: true, ..Opts::default() }), vec![]).unwrap_err();
+        assert!(matches!(e, cert::ChainError::Critical(..)), "{e}");
+        // Revoked by the intermediate's CRL; a CRL revoking another serial does not matter.
+        assert!(matches!(validate(&p, vec![p.crl(&[1001])]), Err(cert::ChainError::Revoked(_))));
+        assert!(validate(&p, vec![p.crl(&[7])]).is_ok());
+        // A CRL signed by someone else is not believed.
+        let other = pki(Opts::default());
+        let forged = other.crl(&[1001]);
+        assert!(validate(&p, vec![forged]).is_ok());
+        // Another root: no path. The leaf alone: no path (the intermediate is missing).
+        let e = TrustStore::new(vec![other.root_der.clone()], vec![])
+            .unwrap()
+            .validate(&[p.leaf_der.clone(), p.inter_der.clone()], now)
+            .unwrap_err();
+        assert!(matches!(e, cert::ChainError::NoPath(_)), "{e}");
+        let e = TrustStore::new(vec![p.root_der.clone()], vec![]).unwrap().validate(&[p.leaf_der.clone()], now);
+        assert!(matches!(e, Err(cert::ChainError::NoPath(_))));
+        // The intermediate presented as the leaf: not a SHAKEN leaf.
+        let e = TrustStore::new(vec![p.root_der.clone()], vec![]).unwrap().validate(&[p.inter_der.clone()], now);
+        assert!(matches!(e, Err(cert::ChainError::Leaf(_))), "{e:?}");
+    }
+
+    #[test]
+    fn a_missing_certificate_is_asked_for_or_unavailable() {
+        let p = pki(Opts::default());
+        let (cfg, _) = setup(&p, vec![]);
+        let empty = CertCache::default();
+        let v = good(&p);
+        let need = verify(&cfg, &empty, Some(&v), Some(CALLER), Some(CALLEE), at(IAT), true).unwrap_err();
+        assert_eq!(need, NeedCert(X5U.into()));
+        let r = verify(&cfg, &empty, Some(&v), Some(CALLER), Some(CALLEE), at(IAT), false).unwrap();
+        assert_eq!((r.outcome, r.outcome.verstat()), (Outcome::Unavailable, Verstat::None));
+        // A failed fetch is remembered (no second fetch per call) for NEGATIVE_TTL.
+        empty.complete(X5U, Err("timeout".into()), &cfg.trust, at(IAT), cfg.cert_cache);
+        let r = verify(&cfg, &empty, Some(&v), Some(CALLER), Some(CALLEE), at(IAT + 1), true).unwrap();
+        assert_eq!(r.outcome, Outcome::Unavailable);
+        let later = p.identity(X5U, "A", "+12155550123", "13105550199", IAT + 61);
+        assert!(verify(&cfg, &empty, Some(&later), Some(CALLER), Some(CALLEE), at(IAT + 61), true).is_err());
+        // No Identity at all.
+        let r = verify(&cfg, &empty, None, Some(CALLER), Some(CALLEE), at(IAT), true).unwrap();
+        assert_eq!((r.outcome, r.outcome.verstat()), (Outcome::Missing, Verstat::None));
+    }
+
+    #[test]
+    fn one_fetch_per_url_and_reload_revalidates() {
+        let p = pki(Opts::default());
+        let (cfg, certs) = setup(&p, vec![]);
+        let empty = CertCache::default();
+        let t = at(IAT);
+        assert!(empty.begin_fetch(X5U, t, Duration::from_secs(4)));
+        assert!(!empty.begin_fetch(X5U, t, Duration::from_secs(4)), "one fetch in flight per URL");
+        assert!(empty.begin_fetch(X5U, at(IAT + 5), Duration::from_secs(4)), "a stuck fetch is taken over");
+        // A CRL added on reload revokes a cached chain without a fetch.
+        let revoking = TrustStore::new(vec![p.root_der.clone()], vec![p.crl(&[1001])]).unwrap();
+        certs.revalidate(&revoking, t);
+        assert!(matches!(certs.get(X5U, t), certs::Lookup::Failed(CertFailure::Untrusted(_))));
+        let _ = cfg;
+    }
+}
