@@ -11,8 +11,8 @@ use crate::screen::hours::Hours;
 use crate::screen::number::{self, NumberPlan};
 use crate::screen::prefix::{PrefixMap, parse_prefix};
 use crate::screen::quota::QuotaLimits;
-use crate::screen::stir::{Attestation, StirConfig};
 use crate::screen::responses::{ReasonForm, Response, Responses, default_for, standard_phrase};
+use crate::screen::stir::{Attestation, StirConfig};
 use chrono::NaiveTime;
 use chrono_tz::Tz;
 use ipnet::IpNet;
@@ -241,13 +241,17 @@ pub fn validate(
         };
         let category = a.category.as_ref().map(|c| Arc::from(c.get_ref().trim()));
         let account_mode = a.mode.as_ref().map_or(mode, |m| parse_mode(m, d));
-        let min_attestation = a.min_attestation.as_ref().and_then(|m| match Attestation::from_str(m.get_ref().trim()) {
-            Some(att) => Some(att),
-            None => {
-                d.error(m.span(), format!("account `{id}` min_attestation = {:?}: must be \"A\", \"B\" or \"C\"", m.get_ref()));
-                None
-            }
-        });
+        let min_attestation =
+            a.min_attestation.as_ref().and_then(|m| match Attestation::from_str(m.get_ref().trim()) {
+                Some(att) => Some(att),
+                None => {
+                    d.error(
+                        m.span(),
+                        format!("account `{id}` min_attestation = {:?}: must be \"A\", \"B\" or \"C\"", m.get_ref()),
+                    );
+                    None
+                }
+            });
         ids.insert(id.clone(), out.len());
         out.push(AccountConfig { id, sources, owned, quota, mode: account_mode, category, min_attestation });
     }

@@ -94,7 +94,9 @@ pub fn validate(raw: &RawStir, d: &mut Diagnostics<'_>) -> Option<(StirConfig, S
     if let Some(f) = &raw.x5u_roots {
         let path = d.resolve(f.get_ref());
         match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| pem_blocks(&b, "CERTIFICATE")) {
-            Ok(r) if r.is_empty() => d.error(f.span(), format!("stir.x5u_roots: no PEM certificate in {}", path.display())),
+            Ok(r) if r.is_empty() => {
+                d.error(f.span(), format!("stir.x5u_roots: no PEM certificate in {}", path.display()))
+            }
             Ok(r) => x5u_roots = r,
             Err(e) => d.error(f.span(), format!("stir.x5u_roots: {}: {e}", path.display())),
         }

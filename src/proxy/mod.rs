@@ -105,7 +105,10 @@ pub enum Action {
     Drop(DropReason),
     Decided(Box<Decided>),
     /// The INVITE waits for a lookup: perform it, then hand `held` to `Proxy::resume`.
-    Lookup { lookup: Lookup, held: Held },
+    Lookup {
+        lookup: Lookup,
+        held: Held,
+    },
 }
 
 /// An INVITE held while its screening waits for a lookup.
@@ -342,7 +345,8 @@ impl Ctx<'_> {
                 }
                 Some(e) if e.pending == Pending::Cancelled => {
                     // CANCELled while waiting: never forwarded, so it ends here (§9.2).
-                    let terminated = Verdict::Reject { code: 487, reason: "Request Terminated".into(), headers: Vec::new() };
+                    let terminated =
+                        Verdict::Reject { code: 487, reason: "Request Terminated".into(), headers: Vec::new() };
                     self.cache.insert(call, facts_key, Arc::new(terminated), now);
                     return self.reply(msg, &facts.top, from, (487, "Request Terminated"), &[], out);
                 }

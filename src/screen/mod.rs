@@ -128,8 +128,15 @@ impl ExtraHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// `verstat`: the STIR outcome to tag the caller's identity with (`[stir]` on).
-    Forward { headers: Vec<ExtraHeader>, verstat: Option<stir::Verstat> },
-    Reject { code: u16, reason: String, headers: Vec<ExtraHeader> },
+    Forward {
+        headers: Vec<ExtraHeader>,
+        verstat: Option<stir::Verstat>,
+    },
+    Reject {
+        code: u16,
+        reason: String,
+        headers: Vec<ExtraHeader>,
+    },
 }
 
 impl Verdict {

@@ -112,7 +112,10 @@ pub struct Screener {
 
 impl Screener {
     pub fn new(mut cfg: ScreeningConfig, dnc: Arc<ArcSwap<Dnc>>) -> Screener {
-        let stir = StirState { config: arc_swap::ArcSwapOption::new(cfg.stir.take().map(Arc::new)), certs: Default::default() };
+        let stir = StirState {
+            config: arc_swap::ArcSwapOption::new(cfg.stir.take().map(Arc::new)),
+            certs: Default::default(),
+        };
         Screener { policy: ArcSwap::from_pointee(Policy::build(cfg, None)), dnc, stir, reload_lock: Mutex::new(()) }
     }
 
@@ -180,13 +183,9 @@ impl Screener {
                     };
                     Step::Done(tag(d))
                 }
-                UnknownAccount::Reject => Step::Done(fire(
-                    d,
-                    p.mode,
-                    Rule::UnknownAccount,
-                    p.responses.for_rule(Rule::UnknownAccount),
-                    None,
-                )),
+                UnknownAccount::Reject => {
+                    Step::Done(fire(d, p.mode, Rule::UnknownAccount, p.responses.for_rule(Rule::UnknownAccount), None))
+                }
             };
         };
         d.account = Some(acct.id.clone());
@@ -267,7 +266,6 @@ impl Screener {
             None => d,
         })
     }
-
 }
 
 /// The identity rule a verification report fires, if any.

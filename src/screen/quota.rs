@@ -14,10 +14,10 @@ use chrono_tz::Tz;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Limits of one account (defaults from `[screening.quota]`, overridden per account).

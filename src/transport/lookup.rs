@@ -93,7 +93,10 @@ impl Lookups {
             Err(e) => {
                 tracing::warn!(error = %e, "stir: cannot build the HTTPS client");
                 let _ = complete(&shell, &cfg, &url, Err(e), None);
-                return if resume { self.finish(&shell, &url, true) } else {};
+                return if resume {
+                    self.finish(&shell, &url, true)
+                } else {
+                };
             }
         };
         self.rt.spawn(async move {
@@ -140,7 +143,11 @@ impl Lookups {
     }
 
     fn client(&self, cfg: &StirConfig) -> Result<reqwest::Client, String> {
-        let key = ClientKey { roots: cfg.x5u_roots.clone(), allow_private: cfg.x5u_allow_private, timeout: cfg.fetch_timeout };
+        let key = ClientKey {
+            roots: cfg.x5u_roots.clone(),
+            allow_private: cfg.x5u_allow_private,
+            timeout: cfg.fetch_timeout,
+        };
         let mut slot = lock(&self.client);
         if let Some((k, c)) = slot.as_ref()
             && *k == key
@@ -236,11 +243,8 @@ pub async fn fetch(
         if resp.content_length().is_some_and(|n| n > MAX_CERT_BYTES as u64) {
             return Err(format!("response larger than {MAX_CERT_BYTES} bytes"));
         }
-        let max_age = resp
-            .headers()
-            .get(reqwest::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(max_age);
+        let max_age =
+            resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the body: {e}"))? {
             if body.len() + chunk.len() > MAX_CERT_BYTES {

@@ -274,7 +274,8 @@ fn forward_verdict_headers_are_added() {
         }
         fn screen(&self, _: &Call<'_>, _: SystemTime) -> Decision {
             let mut d = Decision::pass();
-            d.verdict = Arc::new(Verdict::Forward { headers: vec![ExtraHeader::new("X-Screened", "pass")], verstat: None });
+            d.verdict =
+                Arc::new(Verdict::Forward { headers: vec![ExtraHeader::new("X-Screened", "pass")], verstat: None });
             d
         }
     }

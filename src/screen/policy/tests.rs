@@ -275,7 +275,10 @@ fn reload_keeps_counters_and_applies_new_limits() {
     }
     let dir = dir("reload2", OWNED);
     let text = BASE.replace("per_day = 3", "per_day = 4");
-    s.reload(Config::parse(&dir.join("sipguard.toml"), &text).unwrap().screening.unwrap(), std::time::SystemTime::now());
+    s.reload(
+        Config::parse(&dir.join("sipguard.toml"), &text).unwrap().screening.unwrap(),
+        std::time::SystemTime::now(),
+    );
     let later = at + Duration::from_secs(60);
     assert!(s.screen(&invite("192.0.2.10", "+12125550100", "+12125550210"), later).verdict.is_forward());
     assert_eq!(s.screen(&invite("192.0.2.10", "+12125550100", "+12125550211"), later).rule, Some(Rule::Quota));

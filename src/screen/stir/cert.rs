@@ -15,14 +15,14 @@ pub const OID_TN_AUTH_LIST: &str = "1.3.6.1.5.5.7.1.26";
 
 /// Extensions this check understands; any other critical one fails the path.
 const KNOWN: [&str; 10] = [
-    "2.5.29.19", // basicConstraints
-    "2.5.29.15", // keyUsage
-    "2.5.29.32", // certificatePolicies
-    "2.5.29.14", // subjectKeyIdentifier
-    "2.5.29.35", // authorityKeyIdentifier
-    "2.5.29.31", // cRLDistributionPoints
-    "2.5.29.37", // extKeyUsage
-    "2.5.29.17", // subjectAltName
+    "2.5.29.19",         // basicConstraints
+    "2.5.29.15",         // keyUsage
+    "2.5.29.32",         // certificatePolicies
+    "2.5.29.14",         // subjectKeyIdentifier
+    "2.5.29.35",         // authorityKeyIdentifier
+    "2.5.29.31",         // cRLDistributionPoints
+    "2.5.29.37",         // extKeyUsage
+    "2.5.29.17",         // subjectAltName
     "1.3.6.1.5.5.7.1.1", // authorityInfoAccess
     OID_TN_AUTH_LIST,
 ];
@@ -115,7 +115,8 @@ impl TrustStore {
 
         let spc = check_leaf(&leaf)?;
         let public_key = leaf.public_key().subject_public_key.data.to_vec();
-        let (mut not_before, mut not_after) = (leaf.validity().not_before.timestamp(), leaf.validity().not_after.timestamp());
+        let (mut not_before, mut not_after) =
+            (leaf.validity().not_before.timestamp(), leaf.validity().not_after.timestamp());
         let mut current = &leaf;
         for _ in 0..MAX_DEPTH {
             check_cert(current, &at)?;

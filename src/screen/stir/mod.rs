@@ -271,7 +271,8 @@ mod tests {
         // ppt unquoted or quoted, and a PASSporT whose JSON is laid out differently: the
         // signature covers the bytes received, whatever their layout.
         let header = r#"{ "x5u" : "https://cert.example.com/sp.pem", "ppt":"shaken", "typ":"passport","alg":"ES256" }"#;
-        let claims = r#"{"orig":{"tn":"12155550123"},"origid":"x","iat":1780000000,"dest":{"tn":["13105550199"]},"attest":"B"}"#;
+        let claims =
+            r#"{"orig":{"tn":"12155550123"},"origid":"x","iat":1780000000,"dest":{"tn":["13105550199"]},"attest":"B"}"#;
         let v = format!("{};info=<{X5U}>;ppt=\"shaken\"", p.sign(header, claims));
         let r = check(&cfg, &certs, &v, IAT);
         assert_eq!((r.outcome, r.attestation), (Outcome::Passed, Some(Attestation::B)), "{r:?}");
@@ -307,7 +308,12 @@ mod tests {
         assert_eq!(check(&cfg, &certs, &v.replace("ppt=shaken", "ppt=div"), IAT).outcome, Outcome::Invalid);
         let compact = format!("{}..{};info=<{X5U}>", parts[0], parts[2]);
         assert!(check(&cfg, &certs, &compact, IAT).check.unwrap().contains("compact"));
-        let r = check(&cfg, &certs, &v.replace("info=<https://cert.example.com/sp.pem>", "info=<https://x.example/a>"), IAT);
+        let r = check(
+            &cfg,
+            &certs,
+            &v.replace("info=<https://cert.example.com/sp.pem>", "info=<https://x.example/a>"),
+            IAT,
+        );
         assert_eq!(r.outcome, Outcome::Invalid);
         let http = p.identity("http://cert.example.com/sp.pem", "A", "12155550123", "13105550199", IAT);
         assert_eq!(check(&cfg, &certs, &http, IAT).outcome, Outcome::Untrusted);

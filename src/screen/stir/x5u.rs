@@ -2,7 +2,8 @@
 //! fragment, and (unless `x5u_allow_private`) no host that is or resolves to a loopback,
 //! private, link-local or otherwise non-public address, so a PASSporT cannot make the proxy
 //! probe the operator's own network (SSRF). Literal addresses are checked here; names are
-//! checked again after resolution by the fetcher.
+//! checked again after resolution by the fetcher. `x5u_allow_private` is for private PKIs
+//! and labs, and lifts the port rule too.
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +35,7 @@ pub fn check_url(s: &str, allow_private: bool) -> Result<url::Url, UrlError> {
         return Err(UrlError::Extra);
     }
     let port = u.port().unwrap_or(443);
-    if port != 443 && port != 8443 {
+    if port != 443 && port != 8443 && !allow_private {
         return Err(UrlError::Port(port));
     }
     let ip = match u.host() {
@@ -95,12 +96,20 @@ mod tests {
         assert!(check_url("https://cert.example.com:8443/sp.pem", false).is_ok());
         assert_eq!(check_url("http://cert.example.com/sp.pem", false).unwrap_err(), UrlError::Scheme);
         assert_eq!(check_url("https://cert.example.com:444/a", false).unwrap_err(), UrlError::Port(444));
+        assert!(check_url("https://127.0.0.1:4443/a", true).is_ok());
         assert_eq!(check_url("https://u:p@cert.example.com/a", false).unwrap_err(), UrlError::Extra);
         assert_eq!(check_url("https://cert.example.com/a?x=1", false).unwrap_err(), UrlError::Extra);
         assert_eq!(check_url("https://cert.example.com/a#f", false).unwrap_err(), UrlError::Extra);
-        for private in ["https://127.0.0.1/a", "https://10.1.2.3/a", "https://[::1]/a", "https://169.254.169.254/a",
-            "https://localhost/a", "https://[fd00::1]/a", "https://[::ffff:127.0.0.1]/a", "https://100.64.0.1/a"]
-        {
+        for private in [
+            "https://127.0.0.1/a",
+            "https://10.1.2.3/a",
+            "https://[::1]/a",
+            "https://169.254.169.254/a",
+            "https://localhost/a",
+            "https://[fd00::1]/a",
+            "https://[::ffff:127.0.0.1]/a",
+            "https://100.64.0.1/a",
+        ] {
             assert!(matches!(check_url(private, false), Err(UrlError::Private(_))), "{private}");
             assert!(check_url(private, true).is_ok(), "{private}");
         }
