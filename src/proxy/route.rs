@@ -97,8 +97,19 @@ fn choose(
     let strict = ruri.is_some_and(|u| is_local(cfg, u)) && !routes.is_empty();
     if strict {
         let last = routes.len() - 1;
+        // It becomes the request line's URI: only a well-formed SIP URI may (fuzzing found
+        // `Route: <sip:: <sip:...;lr>` written into the request line as is).
+        let v = value(last);
+        if uri::parse(v).is_none() || v.iter().any(|&c| c <= b' ' || matches!(c, b'<' | b'>' | b'"' | 0x7f)) {
+            return Err(Problem {
+                code: 400,
+                reason: "Bad Request",
+                warning: "the last Route value is not a SIP URI".into(),
+                unsupported: None,
+            });
+        }
         if let StartLine::Request { uri: r, .. } = &msg.start {
-            s.replace(r.clone(), value(last));
+            s.replace(r.clone(), v);
         }
         removed[last] = true;
     }

@@ -76,3 +76,27 @@ fn rr_proxy_cfg() -> ProxyConfig {
     c.record_route = true;
     c
 }
+
+/// Fuzzing found a strict-router repair that wrote a malformed last Route value into the
+/// request line (`BYE sip:: <sip:...;lr SIP/2.0`): such a request is refused, not relayed.
+#[test]
+fn a_malformed_route_never_reaches_the_request_line() {
+    let mut p = pass();
+    let bye = "BYE sip:+13125552000@192.0.2.10:5060;user=phone SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK-1\r\n\
+From: <sip:+12125550100@10.0.0.1>;tag=a\r\n\
+To: <sip:+13125552000@192.0.2.10>;tag=b\r\n\
+Call-ID: strict-1\r\n\
+CSeq: 2 BYE\r\n\
+Route: <sip:: <sip:192.0.2.10:5060;lr>\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n";
+    let out = run(&mut p, udp(), bye);
+    let (_, _, reply) = sent(&out);
+    assert!(reply.starts_with("SIP/2.0 400 "), "{reply}");
+    // A well-formed strict route is still repaired: the last Route becomes the target.
+    let ok = bye.replace("Route: <sip:: <sip:192.0.2.10:5060;lr>", "Route: <sip:10.0.0.9:5090>");
+    let (_, dest, fwd) = sent(&run(&mut p, udp(), &ok));
+    assert_eq!(dest, "10.0.0.9:5090".parse().unwrap());
+    assert!(fwd.starts_with("BYE sip:10.0.0.9:5090 SIP/2.0\r\n"), "{fwd}");
+}
