@@ -48,3 +48,40 @@ fn the_commented_dnc_block_is_valid_when_uncommented() {
     assert_eq!(dnc.lists.len(), 2);
     assert_eq!(dnc.consent.len(), 1);
 }
+
+#[test]
+fn the_commented_stir_block_is_valid_when_uncommented() {
+    let text = example();
+    let start = text.find("# [stir]").expect("a commented [stir] block");
+    let end = start + text[start..].find("\n\n").expect("the block ends with a blank line");
+    let block: Vec<&str> = text[start..end].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
+    let config = format!("{}{}\n{}", &text[..start], block.join("\n"), &text[end..]);
+    let dir = tempfile::tempdir().unwrap();
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root = ca.self_signed(&key).unwrap();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2030, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&rcgen::Issuer::from_params(&ca, &key))
+    .unwrap();
+    for (name, contents) in
+        [("stir/ca/root.pem", root.pem()), ("stir/crl.pem", crl.pem().unwrap()), ("stir/tls-roots.pem", root.pem())]
+    {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    let cfg = Config::parse(&dir.path().join("sipguard.toml"), &config).unwrap_or_else(|e| panic!("{e}"));
+    let stir = cfg.screening.unwrap().stir.unwrap();
+    assert_eq!(stir.mode, sipguard::screen::stir::StirMode::Verify);
+    assert_eq!((stir.freshness.as_secs(), stir.max_pending), (60, 10_000));
+    assert_eq!(cfg.stir_files.crl, Some(dir.path().join("stir/crl.pem")));
+}

@@ -330,3 +330,30 @@ fn sipp_a_signed_call_reaches_the_uas_with_verstat_passed() {
     }
     assert!(uas.errors().contains("regexp"), "UAS errors: {}", uas.errors());
 }
+
+#[test]
+fn check_config_names_the_line_of_each_stir_mistake() {
+    let config = "[server]\nlisten = [\"udp:127.0.0.1:{udp_port}\"]\n\n[screening]\nunknown_account = \"forward\"\n\n\
+[stir]\nmode = \"strict\"\ntrust_anchors = \"nowhere\"\nfreshness_seconds = 0\non_unavailable = \"maybe\"\ncrl = \"missing.crl\"\n\
+\n[[account]]\nid = \"a\"\nmin_attestation = \"D\"\n";
+    let (code, out, _dir) = common::check_config(config, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    for (line, what) in [
+        (8, "stir.mode"),
+        (9, "stir.trust_anchors"),
+        (10, "freshness_seconds"),
+        (11, "on_unavailable"),
+        (12, "stir.crl"),
+        (16, "min_attestation"),
+    ] {
+        assert!(out.contains(&format!("sipguard.toml:{line}: ")) && out.contains(what), "line {line} ({what}):\n{out}");
+    }
+    // A trust anchor directory with no certificate, and [stir] without [screening].
+    let (code, out, _dir) = common::check_config(
+        "[server]\nlisten = [\"udp:127.0.0.1:{udp_port}\"]\n\n[stir]\nmode = \"verify\"\ntrust_anchors = \".\"\n",
+        &[("junk.pem", "not a certificate")],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("sipguard.toml:6: stir.trust_anchors"), "{out}");
+    assert!(out.contains("needs a [screening] section"), "{out}");
+}

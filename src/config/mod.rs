@@ -170,7 +170,8 @@ impl Config {
         let state = state::validate(&raw.state, &mut d);
         let security = raw.security.as_ref().map(|s| security::validate(s, &mut d));
         let stir = raw.stir.as_ref().and_then(|s| stir::validate(s, &mut d));
-        if raw.screening.is_none() && stir.as_ref().is_some_and(|(c, _)| c.mode != crate::screen::stir::StirMode::Off) {
+        let stir_on = raw.stir.as_ref().and_then(|s| s.mode.as_ref()).is_some_and(|m| m.get_ref() != "off");
+        if raw.screening.is_none() && stir_on {
             let at = text.find("[stir]").unwrap_or(0);
             d.error(at..at, "[stir] needs a [screening] section: verification is a screening step");
         }
