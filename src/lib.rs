@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dnc_cli;
+pub mod identity_cli;
 pub mod proxy;
 pub mod screen;
 pub mod security;

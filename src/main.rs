@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         cmd: sipguard::dnc_cli::DncCommand,
     },
+    /// STIR/SHAKEN: check an Identity header step by step.
+    Identity {
+        #[command(subcommand)]
+        cmd: sipguard::identity_cli::IdentityCommand,
+    },
     /// Live view of a running sipguard: calls/s, verdicts by rule and the accounts with the
     /// most rejects, redrawn every --interval from the admin listener's /metrics.
     Top {
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Command::Identity { cmd }) => ExitCode::from(u8::try_from(sipguard::identity_cli::run(cmd)).unwrap_or(2)),
         Some(Command::Top { admin, token, interval, accounts, once }) => {
             match top(admin, token.as_deref(), interval, accounts, once) {
                 Ok(()) => ExitCode::SUCCESS,

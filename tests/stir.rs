@@ -357,3 +357,46 @@ fn check_config_names_the_line_of_each_stir_mistake() {
     assert!(out.contains("sipguard.toml:6: stir.trust_anchors"), "{out}");
     assert!(out.contains("needs a [screening] section"), "{out}");
 }
+
+#[test]
+fn identity_verify_cli_prints_each_check_and_exits_0_only_when_all_pass() {
+    let p = pki(Opts::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    std::fs::write(dir.path().join("ca/root.pem"), &p.root_pem).unwrap();
+    std::fs::write(dir.path().join("chain.pem"), &p.chain_pem).unwrap();
+    let iat = 1_780_000_000u64;
+    let header =
+        format!("Identity: {}", p.identity("https://cert.example.com/sp.pem", "A", "12155550123", "13105550199", iat));
+    let run = |header: &str, extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipguard"))
+            .args(["identity", "verify", "--header", header, "--cert"])
+            .arg(dir.path().join("chain.pem"))
+            .arg("--ca-dir")
+            .arg(dir.path().join("ca"))
+            .args(["--now", &(iat + 10).to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run(&header, &["--from", "+1 215 555 0123", "--to", "+13105550199"]);
+    assert_eq!(code, Some(0), "{out}");
+    for check in ["parse", "claims", "freshness", "signature", "orig", "dest", "chain", "tnauthlist"] {
+        assert!(out.lines().any(|l| l.starts_with("PASS") && l.contains(check)), "{check}:\n{out}");
+    }
+    assert!(out.contains("SPC 709J") && out.contains("verdict: VERIFIED"), "{out}");
+    // Wrong callee, and a signature from another key: each named, exit 1.
+    let (code, out) = run(&header, &["--to", "+13105550100"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("dest")), "{out}");
+    let other = pki(Opts::default());
+    let forged = other.identity("https://cert.example.com/sp.pem", "A", "12155550123", "13105550199", iat);
+    let (code, out) = run(&forged, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("signature")), "{out}");
+    // Not a PASSporT at all.
+    let (code, out) = run("Identity: garbage", &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("FAIL  parse"), "{out}");
+}

@@ -263,6 +263,14 @@ pub async fn fetch(
         .map_err(|_| format!("no answer within {} ms", cfg.fetch_timeout.as_millis()))?
 }
 
+/// One fetch outside the proxy (the operator CLI), with the same URL policy and limits.
+pub async fn fetch_once(url: &str, cfg: &StirConfig) -> Result<Vec<Vec<u8>>, String> {
+    let key =
+        ClientKey { roots: cfg.x5u_roots.clone(), allow_private: cfg.x5u_allow_private, timeout: cfg.fetch_timeout };
+    let client = build_client(&key)?;
+    fetch(&client, url, cfg).await.map(|f| f.0)
+}
+
 /// `max-age=N` of a Cache-Control value (`no-store`/`no-cache` give none).
 fn max_age(v: &str) -> Option<Duration> {
     let mut age = None;

@@ -145,6 +145,14 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ChainError> {
     X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| ChainError::Parse(e.to_string()))
 }
 
+/// The leaf's public key and SPC, without any path check (the operator CLI checks the
+/// signature and the chain separately).
+pub fn leaf_key(der: &[u8]) -> Result<(Vec<u8>, Option<String>), ChainError> {
+    let leaf = parse(der)?;
+    let spc = check_leaf(&leaf)?;
+    Ok((leaf.public_key().subject_public_key.data.to_vec(), spc))
+}
+
 /// `issuer` names and signed `cert`.
 fn issued_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
     cert.issuer().as_raw() == issuer.subject().as_raw()
