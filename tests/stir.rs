@@ -400,3 +400,60 @@ fn identity_verify_cli_prints_each_check_and_exits_0_only_when_all_pass() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("FAIL  parse"), "{out}");
 }
+
+#[test]
+fn beyond_max_pending_calls_are_decided_at_once_by_on_unavailable() {
+    let p = pki(Opts::default());
+    let server = X5uServer::start(p.chain_pem.clone(), true);
+    let sg = start("verify", &p, &server, "max_pending = 5\n");
+    let hop = NextHop::bind(sg.ports().upstream);
+    let peer = UdpPeer::bind();
+    let iat = now();
+    for i in 0..10 {
+        let callee = format!("+1310555{:04}", 2000 + i);
+        peer.send_to(
+            &invite(&peer, &format!("m{i}"), &callee, &signed(&p, &server.url(), "A", &callee, iat)),
+            sg.udp_addr(),
+        );
+    }
+    // Five wait; the other five get 436 (on_unavailable = "reject") without waiting.
+    let mut rejected = 0;
+    while let Some(d) = peer.recv(Duration::from_secs(2)) {
+        assert_eq!(d.msg().status(), Some(436), "{:?}", d.msg());
+        rejected += 1;
+        if rejected == 5 {
+            break;
+        }
+    }
+    assert_eq!(rejected, 5);
+    assert!(hop.received().is_empty());
+    server.release();
+    let got = hop.wait_for(5, WAIT);
+    assert!(got.iter().all(|d| from_of(d).contains("verstat=TN-Validation-Passed@")));
+    assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn a_trusted_p_asserted_identity_carries_the_verstat() {
+    let p = pki(Opts::default());
+    let server = X5uServer::start(p.chain_pem.clone(), false);
+    let sg = start("verify", &p, &server, "");
+    let hop = NextHop::bind(sg.ports().upstream);
+    let peer = UdpPeer::bind();
+    let id = signed(&p, &server.url(), "A", "+13105550400", now());
+    let pai = "P-Asserted-Identity: <tel:+12125550100;verstat=TN-Validation-Failed>";
+    peer.send_to(&invite(&peer, "pai1", "+13105550400", &format!("{pai}\r\n{id}")), sg.udp_addr());
+    let got = hop.wait_for(1, WAIT);
+    let m = got[0].msg();
+    assert_eq!(
+        m.header("p-asserted-identity"),
+        Some("<tel:+12125550100;verstat=TN-Validation-Passed>"),
+        "{}",
+        sg.log()
+    );
+    assert_eq!(
+        from_of(&got[0]),
+        "<sip:+12125550100@127.0.0.1;user=phone>;tag=f-pai1",
+        "From untouched when PAI carries it"
+    );
+}

@@ -315,3 +315,4 @@ fn trailing_bytes_after_content_length_are_not_forwarded() {
 mod attack;
 mod bypass;
 mod edge_trust;
+mod waiting;
