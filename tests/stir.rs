@@ -457,3 +457,66 @@ fn a_trusted_p_asserted_identity_carries_the_verstat() {
         "From untouched when PAI carries it"
     );
 }
+
+#[test]
+fn metrics_decision_log_and_a_crl_read_again_on_sighup() {
+    let p = pki(Opts::default());
+    let server = X5uServer::start(p.chain_pem.clone(), false);
+    let admin = "\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n";
+    let log = "\n[log]\nlevel = \"warn\"\ndecisions = \"decisions.jsonl\"\n";
+    let base = CONFIG.replace("MODE", "verify").replace("\n[log]\nlevel = \"warn\"\n", log);
+    let config = format!("{base}{admin}");
+    let files = [("owned.csv", OWNED), ("anchors/root.pem", p.root_pem.as_str()), ("x5u_root.pem", &server.tls_root_pem)];
+    let sg = Sipguard::start_with(&config, common::Ports::allocate(), &files);
+    let hop = NextHop::bind(sg.ports().upstream);
+    let peer = UdpPeer::bind();
+    let call = |id: &str, callee: &str| {
+        peer.send_to(&invite(&peer, id, callee, &signed(&p, &server.url(), "A", callee, now())), sg.udp_addr());
+    };
+    call("c1", "+13105550501");
+    assert!(from_of(&hop.wait_for(1, WAIT)[0]).contains("verstat=TN-Validation-Passed@"));
+    let (_, metrics) = common::http(&sg, "GET", "/metrics", None);
+    assert!(
+        metrics.lines().any(|l| l.starts_with("sipguard_stir_verifications_total")
+            && l.contains("outcome=\"passed\"")
+            && l.contains("attestation=\"A\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(metrics.lines().any(|l| l.starts_with("sipguard_stir_fetches_total") && l.contains("result=\"ok\"")), "{metrics}");
+    // The CRL now revokes the leaf; SIGHUP reads it again and the cached chain is judged anew.
+    std::fs::write(sg.dir().join("revoked.crl"), p.crl(&[1001])).unwrap();
+    sg.rewrite_config(&config.replace("on_unavailable = \"reject\"", "on_unavailable = \"reject\"\ncrl = \"revoked.crl\""));
+    sg.send_signal(common::Signal::Hup);
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    let code = loop {
+        // A new call each time: a retransmission would reuse its first verdict.
+        n += 1;
+        call(&format!("c2-{n}"), &format!("+1310555{:04}", 600 + n));
+        if let Some(d) = peer.recv(Duration::from_millis(300)) {
+            break d.msg().status();
+        }
+        assert!(Instant::now() < deadline, "the revoked chain still passes: {}", sg.log());
+    };
+    assert_eq!(code, Some(437), "revoked: Unsupported Credential");
+    assert_eq!(server.hits(), 1, "no fetch: the cached chain was validated again");
+    // The decision log records attestation, outcome, the failing check and the SPC.
+    let deadline = Instant::now() + WAIT;
+    let lines = loop {
+        let text = std::fs::read_to_string(sg.dir().join("decisions.jsonl")).unwrap_or_default();
+        if text.lines().count() >= 2 && text.contains("untrusted") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "decision log: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["stir"]["outcome"], "passed", "{first}");
+    assert_eq!(first["stir"]["attestation"], "A");
+    assert_eq!(first["stir"]["spc"], "709J");
+    assert_eq!(first["stir"]["verstat"], "TN-Validation-Passed");
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!((last["rule"].as_str(), last["code"].as_u64()), (Some("identity_untrusted"), Some(437)), "{last}");
+    assert!(last["stir"]["check"].as_str().unwrap().contains("revoked"), "{last}");
+}
