@@ -466,7 +466,8 @@ fn metrics_decision_log_and_a_crl_read_again_on_sighup() {
     let log = "\n[log]\nlevel = \"warn\"\ndecisions = \"decisions.jsonl\"\n";
     let base = CONFIG.replace("MODE", "verify").replace("\n[log]\nlevel = \"warn\"\n", log);
     let config = format!("{base}{admin}");
-    let files = [("owned.csv", OWNED), ("anchors/root.pem", p.root_pem.as_str()), ("x5u_root.pem", &server.tls_root_pem)];
+    let files =
+        [("owned.csv", OWNED), ("anchors/root.pem", p.root_pem.as_str()), ("x5u_root.pem", &server.tls_root_pem)];
     let sg = Sipguard::start_with(&config, common::Ports::allocate(), &files);
     let hop = NextHop::bind(sg.ports().upstream);
     let peer = UdpPeer::bind();
@@ -483,10 +484,15 @@ fn metrics_decision_log_and_a_crl_read_again_on_sighup() {
             && l.ends_with(" 1")),
         "{metrics}"
     );
-    assert!(metrics.lines().any(|l| l.starts_with("sipguard_stir_fetches_total") && l.contains("result=\"ok\"")), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("sipguard_stir_fetches_total") && l.contains("result=\"ok\"")),
+        "{metrics}"
+    );
     // The CRL now revokes the leaf; SIGHUP reads it again and the cached chain is judged anew.
     std::fs::write(sg.dir().join("revoked.crl"), p.crl(&[1001])).unwrap();
-    sg.rewrite_config(&config.replace("on_unavailable = \"reject\"", "on_unavailable = \"reject\"\ncrl = \"revoked.crl\""));
+    sg.rewrite_config(
+        &config.replace("on_unavailable = \"reject\"", "on_unavailable = \"reject\"\ncrl = \"revoked.crl\""),
+    );
     sg.send_signal(common::Signal::Hup);
     let deadline = Instant::now() + WAIT;
     let mut n = 0;

@@ -196,7 +196,7 @@ pub struct Decision {
     /// when the call is not forwarded after all.
     pub charge: Option<Charge>,
     /// STIR/SHAKEN verification, when `[stir]` is on.
-    pub stir: Option<stir::StirReport>,
+    pub stir: Option<Box<stir::StirReport>>,
 }
 
 /// The counters one forwarded call took: an account's windows at screening time and the

@@ -260,7 +260,7 @@ impl Screener {
         let report = stir::verify(cfg, &self.stir.certs, call.identity.as_deref(), d.caller, d.callee, now, wait)
             .map_err(|need| Step::Need(Lookup::Certificate { url: need.0 }))?;
         let rule = stir_rule(&report, cfg, min_attestation);
-        d.stir = Some(report);
+        d.stir = Some(Box::new(report));
         Ok(match rule {
             Some(rule) => fire(d, mode, rule, p.responses.for_rule(rule), None),
             None => d,

@@ -29,7 +29,7 @@ pub struct DecisionLine {
     pub code: Option<u16>,
     pub list: Option<Arc<str>>,
     pub counters: Vec<CounterReading>,
-    pub stir: Option<StirReport>,
+    pub stir: Option<Box<StirReport>>,
 }
 
 impl DecisionLine {
