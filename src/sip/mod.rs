@@ -5,6 +5,8 @@ pub mod addr;
 pub mod branch;
 pub mod check;
 pub mod reply;
+#[cfg(test)]
+mod roundtrip;
 pub mod scan;
 pub mod splice;
 pub mod uri;

@@ -206,11 +206,16 @@ fn calls_screened_during_reloads_always_see_a_whole_list() {
     let cfg = DncConfig { lists: vec![list("national", &snap)], ..DncConfig::default() };
     let target = Arc::new(ArcSwap::from_pointee(Dnc::load(&cfg).unwrap()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Reloads start once both readers are screening (on a loaded machine a reader thread
+    // may otherwise not run at all before the reloads are over).
+    let started = Arc::new(std::sync::Barrier::new(3));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (target, stop) = (Arc::clone(&target), Arc::clone(&stop));
+            let (target, stop, started) = (Arc::clone(&target), Arc::clone(&stop), Arc::clone(&started));
             std::thread::spawn(move || {
-                let mut screened = 0u64;
+                assert!(target.load().check(12125550100, "acme", None).is_some());
+                let mut screened = 1u64;
+                started.wait();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // On every generation of the list: a missing list would let it through.
                     assert!(target.load().check(12125550100, "acme", None).is_some());
@@ -220,6 +225,7 @@ fn calls_screened_during_reloads_always_see_a_whole_list() {
             })
         })
         .collect();
+    started.wait();
     for i in 0..10 {
         write(12125550200 + i);
         let now = reload(&cfg, &target).unwrap();
