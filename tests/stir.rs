@@ -526,3 +526,28 @@ fn metrics_decision_log_and_a_crl_read_again_on_sighup() {
     assert_eq!((last["rule"].as_str(), last["code"].as_u64()), (Some("identity_untrusted"), Some(437)), "{last}");
     assert!(last["stir"]["check"].as_str().unwrap().contains("revoked"), "{last}");
 }
+
+#[test]
+fn of_two_identity_headers_the_good_one_passes_the_call() {
+    let p = pki(Opts::default());
+    let server = X5uServer::start(p.chain_pem.clone(), false);
+    let sg = start("require", &p, &server, "");
+    let hop = NextHop::bind(sg.ports().upstream);
+    let peer = UdpPeer::bind();
+    let callee = "+13105550700";
+    let other = pki(Opts::default());
+    let bad = signed(&other, &server.url(), "A", callee, now());
+    let good = signed(&p, &server.url(), "A", callee, now());
+    peer.send_to(&invite(&peer, "two1", callee, &format!("{bad}\r\n{good}")), sg.udp_addr());
+    let got = hop.wait_for(1, WAIT);
+    assert!(from_of(&got[0]).contains("verstat=TN-Validation-Passed@"), "{}", sg.log());
+    // Both relayed as they came.
+    let text = String::from_utf8_lossy(&got[0].bytes).into_owned();
+    assert!(text.contains(&bad) && text.contains(&good));
+    // The bad one alone is refused.
+    peer.send_to(
+        &invite(&peer, "two2", "+13105550701", &signed(&other, &server.url(), "A", "+13105550701", now())),
+        sg.udp_addr(),
+    );
+    assert_eq!(peer.expect("two2", WAIT).msg().status(), Some(438));
+}
