@@ -157,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
     let screen = Arc::new(Screener::new(w.cfg.screening.clone().expect("[screening]"), w.dnc.clone()));
     let pcfg = ProxyConfig::from_config(&w.cfg, Key::derive(b"fuzz"));
     let limit = pcfg.max_message_bytes;
-    let mut proxy = Proxy::new(pcfg, screen);
+    let proxy = Proxy::new(pcfg, screen);
     // 12:00 in New York: within calling hours.
     let mut now = UNIX_EPOCH + Duration::from_secs(1_772_643_600);
     let mut out = Vec::new();

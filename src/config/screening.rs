@@ -241,17 +241,16 @@ pub fn validate(
         };
         let category = a.category.as_ref().map(|c| Arc::from(c.get_ref().trim()));
         let account_mode = a.mode.as_ref().map_or(mode, |m| parse_mode(m, d));
-        let min_attestation =
-            a.min_attestation.as_ref().and_then(|m| match Attestation::from_str(m.get_ref().trim()) {
-                Some(att) => Some(att),
-                None => {
-                    d.error(
-                        m.span(),
-                        format!("account `{id}` min_attestation = {:?}: must be \"A\", \"B\" or \"C\"", m.get_ref()),
-                    );
-                    None
-                }
-            });
+        let min_attestation = a.min_attestation.as_ref().and_then(|m| match Attestation::parse(m.get_ref().trim()) {
+            Some(att) => Some(att),
+            None => {
+                d.error(
+                    m.span(),
+                    format!("account `{id}` min_attestation = {:?}: must be \"A\", \"B\" or \"C\"", m.get_ref()),
+                );
+                None
+            }
+        });
         ids.insert(id.clone(), out.len());
         out.push(AccountConfig { id, sources, owned, quota, mode: account_mode, category, min_attestation });
     }

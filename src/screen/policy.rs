@@ -241,8 +241,8 @@ impl Screener {
     }
 
     /// The STIR step: verify, record the report, and fire the identity rule it calls for.
-    /// `Err` carries the lookup to make first.
-    #[allow(clippy::too_many_arguments)]
+    /// `Err` carries the lookup to make first (a `Step::Need`, so its size is the Step's).
+    #[allow(clippy::too_many_arguments, clippy::result_large_err)]
     fn verify(
         &self,
         p: &Policy,

@@ -93,10 +93,10 @@ impl Lookups {
             Err(e) => {
                 tracing::warn!(error = %e, "stir: cannot build the HTTPS client");
                 let _ = complete(&shell, &cfg, &url, Err(e), None);
-                return if resume {
-                    self.finish(&shell, &url, true)
-                } else {
-                };
+                if resume {
+                    self.finish(&shell, &url, true);
+                }
+                return;
             }
         };
         self.rt.spawn(async move {

@@ -134,7 +134,8 @@ impl CertCache {
     pub fn due_for_refresh(&self, now: SystemTime) -> Vec<String> {
         self.lock()
             .iter()
-            .filter_map(|(u, s)| matches!(s, Slot::Ready { refresh_at, .. } if *refresh_at <= now).then(|| u.clone()))
+            .filter(|(_, s)| matches!(s, Slot::Ready { refresh_at, .. } if *refresh_at <= now))
+            .map(|(u, _)| u.clone())
             .collect()
     }
 

@@ -366,10 +366,13 @@ mod tests {
             .validate(&[p.leaf_der.clone(), p.inter_der.clone()], now)
             .unwrap_err();
         assert!(matches!(e, cert::ChainError::NoPath(_)), "{e}");
-        let e = TrustStore::new(vec![p.root_der.clone()], vec![]).unwrap().validate(&[p.leaf_der.clone()], now);
+        let e =
+            TrustStore::new(vec![p.root_der.clone()], vec![]).unwrap().validate(std::slice::from_ref(&p.leaf_der), now);
         assert!(matches!(e, Err(cert::ChainError::NoPath(_))));
         // The intermediate presented as the leaf: not a SHAKEN leaf.
-        let e = TrustStore::new(vec![p.root_der.clone()], vec![]).unwrap().validate(&[p.inter_der.clone()], now);
+        let e = TrustStore::new(vec![p.root_der.clone()], vec![])
+            .unwrap()
+            .validate(std::slice::from_ref(&p.inter_der), now);
         assert!(matches!(e, Err(cert::ChainError::Leaf(_))), "{e:?}");
     }
 

@@ -16,7 +16,7 @@ pub enum Attestation {
 }
 
 impl Attestation {
-    pub fn from_str(s: &str) -> Option<Attestation> {
+    pub fn parse(s: &str) -> Option<Attestation> {
         match s {
             "A" => Some(Attestation::A),
             "B" => Some(Attestation::B),
@@ -118,7 +118,7 @@ pub fn decode_passport(jws: &str, ppt_param: Option<&str>) -> Result<Passport, P
     let attest = claims
         .attest
         .as_deref()
-        .and_then(Attestation::from_str)
+        .and_then(Attestation::parse)
         .ok_or_else(|| PassportError::Claims("attest is not A, B or C".into()))?;
     // iat is a NumericDate: a JSON number, never a string.
     let iat = match claims.iat {
