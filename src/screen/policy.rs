@@ -40,6 +40,9 @@ struct Policy {
     max_tracked: usize,
     hours: Option<Hours>,
     responses: Responses,
+    /// `[stir]` with a mode other than off: without it no STIR work at all, not even a
+    /// look at its config.
+    stir_on: bool,
 }
 
 impl Policy {
@@ -80,6 +83,7 @@ impl Policy {
             checks: cfg.checks,
             quota_tz: cfg.quota_tz,
             max_tracked: cfg.max_tracked_numbers,
+            stir_on: cfg.stir.as_ref().is_some_and(|s| s.mode != StirMode::Off),
             hours: cfg.hours,
             responses: cfg.responses,
         }
@@ -111,9 +115,9 @@ pub struct Screener {
 }
 
 impl Screener {
-    pub fn new(mut cfg: ScreeningConfig, dnc: Arc<ArcSwap<Dnc>>) -> Screener {
+    pub fn new(cfg: ScreeningConfig, dnc: Arc<ArcSwap<Dnc>>) -> Screener {
         let stir = StirState {
-            config: arc_swap::ArcSwapOption::new(cfg.stir.take().map(Arc::new)),
+            config: arc_swap::ArcSwapOption::new(cfg.stir.clone().map(Arc::new)),
             certs: Default::default(),
         };
         Screener { policy: ArcSwap::from_pointee(Policy::build(cfg, None)), dnc, stir, reload_lock: Mutex::new(()) }
@@ -121,9 +125,9 @@ impl Screener {
 
     /// Swap in a new policy; counters of accounts that still exist carry over, and cached
     /// certificate chains are validated again against the new trust anchors and CRL.
-    pub fn reload(&self, mut cfg: ScreeningConfig, now: SystemTime) {
+    pub fn reload(&self, cfg: ScreeningConfig, now: SystemTime) {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let stir = cfg.stir.take().map(Arc::new);
+        let stir = cfg.stir.clone().map(Arc::new);
         if let Some(s) = &stir {
             self.stir.certs.revalidate(&s.trust, now);
         }
@@ -176,13 +180,11 @@ impl Screener {
         }
         let Some(acct) = p.table.identify(call).and_then(|i| p.accounts.get(i)) else {
             return match p.unknown_account {
-                UnknownAccount::Forward => {
-                    let d = match self.verify(&p, d, call, None, p.mode, now, wait) {
-                        Ok(d) => d,
-                        Err(need) => return need,
-                    };
-                    Step::Done(tag(d))
-                }
+                UnknownAccount::Forward if p.stir_on => match self.verify(&p, d, call, None, p.mode, now, wait) {
+                    Ok(d) => Step::Done(tag(d)),
+                    Err(need) => need,
+                },
+                UnknownAccount::Forward => Step::Done(d),
                 UnknownAccount::Reject => {
                     Step::Done(fire(d, p.mode, Rule::UnknownAccount, p.responses.for_rule(Rule::UnknownAccount), None))
                 }
@@ -207,11 +209,14 @@ impl Screener {
             return Step::Done(fire(d, mode, rule, p.responses.for_rule(rule), None));
         }
         // Before the quota, so that a call waiting for its certificate has taken nothing.
-        let mut d = match self.verify(&p, d, call, acct.min_attestation, mode, now, wait) {
-            Ok(d) if d.rule.is_some() && !d.would_reject => return Step::Done(d),
-            Ok(d) => d,
-            Err(need) => return need,
-        };
+        let mut d = d;
+        if p.stir_on {
+            d = match self.verify(&p, d, call, acct.min_attestation, mode, now, wait) {
+                Ok(d) if d.rule.is_some() && !d.would_reject => return Step::Done(d),
+                Ok(d) => d,
+                Err(need) => return need,
+            };
+        }
         if let Some(hours) = &p.hours
             && let Err(wait) = hours.check(callee, now)
         {
