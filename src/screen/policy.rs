@@ -209,7 +209,6 @@ impl Screener {
             return Step::Done(fire(d, mode, rule, p.responses.for_rule(rule), None));
         }
         // Before the quota, so that a call waiting for its certificate has taken nothing.
-        let mut d = d;
         if p.stir_on {
             d = match self.verify(&p, d, call, acct.min_attestation, mode, now, wait) {
                 Ok(d) if d.rule.is_some() && !d.would_reject => return Step::Done(d),
