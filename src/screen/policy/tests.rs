@@ -284,3 +284,47 @@ fn reload_keeps_counters_and_applies_new_limits() {
     assert_eq!(s.screen(&invite("192.0.2.10", "+12125550100", "+12125550211"), later).rule, Some(Rule::Quota));
     assert_eq!(s.account_snapshot("acme", later).unwrap().usage.calls_today, 4);
 }
+
+/// STIR in the policy: a signed call waits for its certificate (nothing charged), then
+/// passes with its verstat; a weaker attestation than the account's minimum is refused;
+/// a call without Identity passes untagged-but-marked in verify mode.
+#[test]
+fn stir_waits_for_the_certificate_then_tags_or_refuses() {
+    use crate::screen::stir::testpki::{Opts, pki};
+    use crate::screen::stir::{Outcome, Verstat};
+    let p = pki(Opts::default());
+    let dir = dir("stir", OWNED);
+    std::fs::create_dir_all(dir.join("ca")).unwrap();
+    std::fs::write(dir.join("ca/root.pem"), &p.root_pem).unwrap();
+    let text = format!(
+        "{BASE}\n[[account]]\nid = \"strict\"\nsources = [\"198.18.0.0/24\"]\ncaller_ids = [\"+12015550100\"]\nmin_attestation = \"A\"\n\n[stir]\nmode = \"verify\"\ntrust_anchors = \"ca\"\n"
+    );
+    let cfg = Config::parse(&dir.join("sipguard.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let s = Screener::new(cfg.screening.unwrap(), Arc::new(ArcSwap::from_pointee(Dnc::default())));
+    let now = noon();
+    let iat = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let x5u = "https://cert.example.com/sp.pem";
+    let mut c = invite("192.0.2.7", "+12015550100", "+12125550199");
+    let id = p.identity(x5u, "B", "12015550100", "12125550199", iat);
+    c.identity = Some(id.clone().into());
+    let Step::Need(Lookup::Certificate { url }) = s.step(&c, now) else { panic!("expected a lookup") };
+    assert_eq!(url, x5u);
+    assert_eq!(s.account_snapshot("acme", now).unwrap().usage.calls_today, 0, "nothing charged while waiting");
+    let stir = s.stir().unwrap();
+    let trust = stir.config.load_full().unwrap().trust.clone();
+    stir.certs.complete(x5u, Ok(vec![p.leaf_der.clone(), p.inter_der.clone()]), &trust, now, Duration::from_secs(3600));
+    let Step::Done(d) = s.step(&c, now) else { panic!("decided once the certificate is in") };
+    assert_eq!(*d.verdict, *Verdict::shared_forward_verstat(Verstat::Passed));
+    assert_eq!(d.stir.as_ref().map(|r| r.outcome), Some(Outcome::Passed));
+    assert_eq!(s.account_snapshot("acme", now).unwrap().usage.calls_today, 1);
+    // The same B-attested call from the account that wants A: refused by `attestation`.
+    let mut c2 = invite("198.18.0.9", "+12015550100", "+12125550199");
+    c2.identity = Some(id.into());
+    let Step::Done(d) = s.step(&c2, now) else { panic!() };
+    assert_eq!(d.rule, Some(Rule::Attestation));
+    assert!(matches!(&*d.verdict, Verdict::Reject { code: 403, .. }));
+    // No Identity: forwarded (verify mode) with No-TN-Validation.
+    let c3 = invite("192.0.2.7", "+12015550100", "+12125550198");
+    let d = s.screen(&c3, now);
+    assert_eq!(*d.verdict, *Verdict::shared_forward_verstat(Verstat::None));
+}
