@@ -7,9 +7,8 @@ mod testpki;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sipguard::screen::stir::cert::TrustStore;
 use sipguard::screen::stir::certs::CertCache;
-use sipguard::screen::stir::{OnUnavailable, Outcome, StirConfig, StirMode, passport, verify};
+use sipguard::screen::stir::{Outcome, StirConfig, passport, verify};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 const X5U: &str = "https://cert.example.com/sp.pem";
@@ -18,17 +17,7 @@ fn bench(c: &mut Criterion) {
     let p = testpki::pki(testpki::Opts::default());
     let iat = 1_780_000_000;
     let now = UNIX_EPOCH + Duration::from_secs(iat + 5);
-    let cfg = StirConfig {
-        mode: StirMode::Verify,
-        trust: Arc::new(TrustStore::new(vec![p.root_der.clone()], vec![]).unwrap()),
-        freshness: Duration::from_secs(60),
-        fetch_timeout: Duration::from_secs(2),
-        cert_cache: Duration::from_secs(86_400),
-        on_unavailable: OnUnavailable::Forward,
-        x5u_roots: vec![],
-        x5u_allow_private: false,
-        max_pending: 10,
-    };
+    let cfg = StirConfig::verify_with(TrustStore::new(vec![p.root_der.clone()], vec![]).unwrap());
     let certs = CertCache::default();
     certs.complete(X5U, Ok(vec![p.leaf_der.clone(), p.inter_der.clone()]), &cfg.trust, now, cfg.cert_cache);
     let identity = p.identity(X5U, "A", "+12155550123", "13105550199", iat);

@@ -2,10 +2,9 @@
 //! step, for a voice engineer holding a header copied out of a packet capture.
 use crate::screen::stir::cert::{TrustStore, leaf_key, pem_blocks};
 use crate::screen::stir::passport::{self, canonical_tn};
-use crate::screen::stir::{OnUnavailable, StirConfig, StirMode, identity};
+use crate::screen::stir::{StirConfig, identity};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, clap::Subcommand)]
@@ -242,17 +241,7 @@ pub fn run_to(cmd: IdentityCommand, out: &mut dyn Write) -> i32 {
     i32::from(r.failed)
 }
 
-/// The fetch settings of the CLI: the proxy's defaults.
+/// The fetch settings of the CLI: the proxy's defaults, a longer timeout.
 fn fetch_config() -> StirConfig {
-    StirConfig {
-        mode: StirMode::Verify,
-        trust: Arc::new(TrustStore::default()),
-        freshness: Duration::from_secs(60),
-        fetch_timeout: Duration::from_secs(5),
-        cert_cache: Duration::from_secs(86_400),
-        on_unavailable: OnUnavailable::Forward,
-        x5u_roots: Vec::new(),
-        x5u_allow_private: false,
-        max_pending: 1,
-    }
+    StirConfig { fetch_timeout: Duration::from_secs(5), ..StirConfig::verify_with(TrustStore::default()) }
 }

@@ -9,23 +9,12 @@
 use libfuzzer_sys::fuzz_target;
 use sipguard::screen::stir::cert::TrustStore;
 use sipguard::screen::stir::certs::CertCache;
-use sipguard::screen::stir::{OnUnavailable, StirConfig, StirMode, verify, x5u};
-use std::sync::Arc;
+use sipguard::screen::stir::{StirConfig, verify, x5u};
 use std::time::{Duration, UNIX_EPOCH};
 
 fuzz_target!(|data: &[u8]| {
     let value = String::from_utf8_lossy(data);
-    let cfg = StirConfig {
-        mode: StirMode::Verify,
-        trust: Arc::new(TrustStore::default()),
-        freshness: Duration::from_secs(60),
-        fetch_timeout: Duration::from_secs(2),
-        cert_cache: Duration::from_secs(86_400),
-        on_unavailable: OnUnavailable::Forward,
-        x5u_roots: Vec::new(),
-        x5u_allow_private: false,
-        max_pending: 10,
-    };
+    let cfg = StirConfig::verify_with(TrustStore::default());
     let certs = CertCache::default();
     let now = UNIX_EPOCH + Duration::from_secs(1_780_000_000);
     let (caller, callee) = (Some(12155550123), Some(13105550199));

@@ -34,32 +34,45 @@ pub const MAX_VALUES: usize = 4;
 /// Split a header value (all Identity headers joined by commas) into values, at commas
 /// outside `<...>` and quotes.
 pub fn split(value: &str) -> impl Iterator<Item = &str> {
-    let b = value.as_bytes();
+    split_outside(value, b',')
+}
+
+/// Pieces of `s` between `sep`s outside `<...>` and quoted strings, trimmed, empty ones
+/// skipped. One pass, linear in the length.
+fn split_outside(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let b = s.as_bytes();
     let (mut start, mut i, mut angle, mut quote) = (0usize, 0usize, false, false);
     std::iter::from_fn(move || {
         while i <= b.len() {
             let c = b.get(i).copied();
             i += 1;
-            match c {
-                Some(b'"') if !angle => quote = !quote,
-                Some(b'\\') if quote => i += 1,
-                Some(b'<') if !quote => angle = true,
-                Some(b'>') if !quote => angle = false,
-                Some(b',') if !quote && !angle => {
-                    let v = value.get(start..i - 1).unwrap_or("").trim();
-                    start = i;
-                    if !v.is_empty() {
-                        return Some(v);
-                    }
+            let end = match c {
+                Some(b'"') if !angle => {
+                    quote = !quote;
+                    false
                 }
-                None => {
-                    let v = value.get(start..).unwrap_or("").trim();
-                    start = b.len();
-                    if !v.is_empty() {
-                        return Some(v);
-                    }
+                Some(b'\\') if quote => {
+                    i = (i + 1).min(b.len());
+                    false
                 }
-                _ => {}
+                Some(b'<') if !quote => {
+                    angle = true;
+                    false
+                }
+                Some(b'>') if !quote => {
+                    angle = false;
+                    false
+                }
+                Some(x) => x == sep && !quote && !angle,
+                None => true,
+            };
+            if end {
+                let stop = if c.is_some() { i - 1 } else { b.len() };
+                let v = s.get(start..stop).unwrap_or("").trim();
+                start = i.min(b.len());
+                if !v.is_empty() {
+                    return Some(v);
+                }
             }
         }
         None
@@ -106,40 +119,7 @@ pub fn parse(v: &str) -> Result<IdentityValue<'_>, IdentityError> {
 
 /// Parameters separated by `;` outside `<...>` and quotes.
 fn split_params(s: &str) -> impl Iterator<Item = &str> {
-    let b = s.as_bytes();
-    let (mut start, mut i, mut angle, mut quote) = (0usize, 0usize, false, false);
-    std::iter::from_fn(move || {
-        while i <= b.len() {
-            let c = b.get(i).copied();
-            i += 1;
-            let end = match c {
-                Some(b'"') if !angle => {
-                    quote = !quote;
-                    false
-                }
-                Some(b'<') if !quote => {
-                    angle = true;
-                    false
-                }
-                Some(b'>') if !quote => {
-                    angle = false;
-                    false
-                }
-                Some(b';') => !quote && !angle,
-                None => true,
-                _ => false,
-            };
-            if end {
-                let stop = if c.is_some() { i - 1 } else { b.len() };
-                let v = s.get(start..stop).unwrap_or("").trim();
-                start = i.min(b.len());
-                if !v.is_empty() {
-                    return Some(v);
-                }
-            }
-        }
-        None
-    })
+    split_outside(s, b';')
 }
 
 #[cfg(test)]

@@ -47,6 +47,23 @@ pub struct StirConfig {
     pub max_pending: usize,
 }
 
+impl StirConfig {
+    /// `[stir] mode = "verify"` with every other key at its documented default, over `trust`.
+    pub fn verify_with(trust: TrustStore) -> StirConfig {
+        StirConfig {
+            mode: StirMode::Verify,
+            trust: Arc::new(trust),
+            freshness: Duration::from_secs(60),
+            fetch_timeout: Duration::from_millis(2000),
+            cert_cache: Duration::from_secs(86_400),
+            on_unavailable: OnUnavailable::Forward,
+            x5u_roots: Vec::new(),
+            x5u_allow_private: false,
+            max_pending: 10_000,
+        }
+    }
+}
+
 /// The verification outcome of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,18 +251,7 @@ mod tests {
     }
 
     fn setup(p: &Pki, crls: Vec<Vec<u8>>) -> (StirConfig, CertCache) {
-        let trust = TrustStore::new(vec![p.root_der.clone()], crls).unwrap();
-        let cfg = StirConfig {
-            mode: StirMode::Verify,
-            trust: Arc::new(trust),
-            freshness: Duration::from_secs(60),
-            fetch_timeout: Duration::from_secs(2),
-            cert_cache: Duration::from_secs(86_400),
-            on_unavailable: OnUnavailable::Forward,
-            x5u_roots: Vec::new(),
-            x5u_allow_private: false,
-            max_pending: 10,
-        };
+        let cfg = StirConfig::verify_with(TrustStore::new(vec![p.root_der.clone()], crls).unwrap());
         let certs = CertCache::default();
         let chain = vec![p.leaf_der.clone(), p.inter_der.clone()];
         certs.complete(X5U, Ok(chain), &cfg.trust, at(IAT), cfg.cert_cache);
