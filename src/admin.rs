@@ -120,7 +120,7 @@ async fn bans(State(s): State<Arc<Admin>>) -> Response {
 }
 
 async fn account(State(s): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
-    match s.control.account(&id) {
+    match s.control.account_everywhere(&id).await {
         Some(a) => Json(a).into_response(),
         None => {
             (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no account `{id}`") }))).into_response()

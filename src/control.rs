@@ -175,7 +175,7 @@ impl Control {
         let now = SystemTime::now();
         let at = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let status = match Config::load(&file) {
-            Ok(new) => match self.screening.load_lists(&new) {
+            Ok(mut new) => match self.screening.load_lists(&new) {
                 Err(e) => {
                     tracing::error!(error = %e, "reload refused: do-not-call lists did not load; keeping the running configuration and lists");
                     let msg = format!("{}: dnc: {e}", file.display());
@@ -190,6 +190,11 @@ impl Control {
                     let restart_needed = restart_needed(&current, &new);
                     for key in &restart_needed {
                         tracing::warn!("{key} changed: takes effect on restart only");
+                    }
+                    // The counters' backend is the one the process started with.
+                    new.cluster = current.cluster.clone();
+                    if let Some(s) = new.screening.as_mut() {
+                        s.cluster = new.cluster.as_ref().map(crate::config::cluster::RedisConfig::shared);
                     }
                     self.apply(&new);
                     tracing::info!(file = %file.display(), "configuration reloaded");
@@ -257,6 +262,18 @@ impl Control {
         let now = self.shell.clock.now();
         self.screening.current()?.account_snapshot(id, now)
     }
+
+    /// As `account`, with the cluster-wide counts when the counters are shared.
+    pub async fn account_everywhere(&self, id: &str) -> Option<AccountStatus> {
+        let now = self.shell.clock.now();
+        let mut status = self.account(id)?;
+        if let (Some(cluster), Some(w)) = (&self.shell.cluster, self.shell.proxy.screen().windows(now))
+            && let Ok(u) = cluster.usage(id, &w).await
+        {
+            status.add_cluster(&u);
+        }
+        Some(status)
+    }
 }
 
 fn failed(at: u64, e: &ConfigErrors) -> ReloadStatus {
@@ -277,6 +294,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
         ("log.decisions", old.log.decisions != new.log.decisions),
+        ("[cluster]", old.cluster != new.cluster),
     ];
     checks.into_iter().filter_map(|(key, changed)| changed.then_some(key)).collect()
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dnc_cli;

@@ -156,6 +156,8 @@ fn run(file: &std::path::Path) -> anyhow::Result<()> {
         }
     };
     init_logging(&cfg);
+    // TLS to Redis (rediss://) uses the process's default provider: ring, as for x5u.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

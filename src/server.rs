@@ -132,9 +132,40 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         guard: Arc::new(crate::security::Guard::new(crate::security::GuardConfig::from_config(&cfg), &key)),
         stopped: AtomicBool::new(false),
         lookups: crate::transport::lookup::Lookups::new(rt.clone()),
+        cluster: cfg.cluster.clone().map(|c| Arc::new(crate::cluster::Cluster::new(c))),
     });
     shell.tcp.attach(&shell);
     shell.lookups.attach(&shell);
+    restore_counters(&shell, &cfg.state.dir);
+    if let Some(cluster) = shell.cluster.clone() {
+        let (a, b, c) = (shell.clone(), shell.clone(), shell.clone());
+        tokio::spawn(cluster.supervise(
+            move || a.proxy.screen().local_counts(a.clock.now(), true),
+            move |left| {
+                b.proxy.screen().merge_counts(&left, b.clock.now());
+            },
+            move || {
+                c.proxy
+                    .screen()
+                    .windows(c.clock.now())
+                    .unwrap_or(crate::screen::quota::Windows::at(chrono_tz::UTC, c.clock.now()))
+            },
+        ));
+    }
+    {
+        let shell = shell.clone();
+        let dir = cfg.state.dir.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut tick = tokio::time::interval(crate::state::counters::SAVE_EVERY);
+            loop {
+                tick.tick().await;
+                let (s, d) = (shell.clone(), dir.clone());
+                let l = last;
+                last = tokio::task::spawn_blocking(move || save_counters(&s, &d, l)).await.unwrap_or(last);
+            }
+        });
+    }
     {
         // Chains near the end of their cache lifetime are fetched again in the background.
         let shell = shell.clone();
@@ -172,6 +203,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         lists = %list_sizes.join(","),
         "sipguard started"
     );
+    let cfg_state_dir = cfg.state.dir.clone();
     let control = Arc::new(Control::new(shell.clone(), screening, cfg));
     control.export_lists();
     let admin_task = admin.map(|(listener, handle, token)| {
@@ -205,6 +237,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     // No message is handled after this, so the flush below writes every decision made.
     shell.stop();
+    save_counters(&shell, &cfg_state_dir, None);
     if let Some(log) = &decisions {
         log.flush();
     }
@@ -214,4 +247,43 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     tracing::info!(open_tcp = shell.tcp.open_connections(), "sipguard stopped");
     Ok(())
+}
+
+/// Add the counts saved by the last run (those of windows still current).
+fn restore_counters(shell: &Shell, dir: &std::path::Path) {
+    let screen = shell.proxy.screen();
+    match crate::state::counters::load(dir) {
+        Ok(saved) if saved.is_empty() => {}
+        Ok(saved) => {
+            let calls = screen.merge_counts(&saved, shell.clock.now());
+            tracing::info!(calls_today = calls, accounts = saved.len(), "counters restored from the last run");
+        }
+        Err(e) => {
+            // Keep the file for a look; counting starts again from zero.
+            let path = crate::state::counters::path(dir);
+            let aside = path.with_extension("json.unreadable");
+            let _ = std::fs::rename(&path, &aside);
+            tracing::error!(error = %e, moved_to = %aside.display(), "counters not restored: the file is unreadable");
+        }
+    }
+}
+
+/// Save this node's counts when they changed since `last` (a fingerprint); returns the new
+/// fingerprint. `None` saves whatever there is (shutdown).
+type Fingerprint = Option<(usize, u64, u64, usize)>;
+fn save_counters(shell: &Shell, dir: &std::path::Path, last: Fingerprint) -> Fingerprint {
+    let now = shell.clock.now();
+    let counts = shell.proxy.screen().local_counts(now, false);
+    let fp = Some(crate::state::counters::fingerprint(&counts));
+    if last.is_some() && fp == last {
+        return last;
+    }
+    let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    match crate::state::counters::save(dir, &counts, unix) {
+        Ok(()) => fp,
+        Err(e) => {
+            tracing::warn!(error = %e, "counters not saved");
+            last
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! Each section lives in its own file and exposes `Raw*` (what serde reads, with spans) and a
 //! `validate` that turns it into the runtime type while pushing diagnostics.
 
+pub mod cluster;
 pub mod dnc;
 pub mod ops;
 pub mod screening;
@@ -111,6 +112,7 @@ pub struct RawConfig {
     pub state: state::RawState,
     pub security: Option<security::RawSecurity>,
     pub stir: Option<stir::RawStir>,
+    pub cluster: Option<cluster::RawCluster>,
 }
 
 /// The validated configuration the running proxy uses; swapped whole on reload.
@@ -126,6 +128,8 @@ pub struct Config {
     pub security: Option<security::SecurityConfig>,
     /// The `[stir]` files, read again on SIGHUP.
     pub stir_files: stir::StirFiles,
+    /// `[cluster]`: None for the local backend. Fixed at start (a change needs a restart).
+    pub cluster: cluster::ClusterConfig,
 }
 
 impl Config {
@@ -170,6 +174,7 @@ impl Config {
         let state = state::validate(&raw.state, &mut d);
         let security = raw.security.as_ref().map(|s| security::validate(s, &mut d));
         let stir = raw.stir.as_ref().and_then(|s| stir::validate(s, &mut d));
+        let cluster = raw.cluster.as_ref().map_or(Some(None), |c| cluster::validate(c, &mut d));
         let stir_on = raw.stir.as_ref().and_then(|s| s.mode.as_ref()).is_some_and(|m| m.get_ref() != "off");
         if raw.screening.is_none() && stir_on {
             let at = text.find("[stir]").unwrap_or(0);
@@ -184,10 +189,23 @@ impl Config {
         match (parts, security.transpose_all()) {
             ((Some(server), Some(mut screening), Some(dnc), Some(log), Some(admin), Some(state)), Some(security)) => {
                 let (stir, stir_files) = stir.map_or((None, Default::default()), |(c, f)| (Some(c), f));
+                let cluster = cluster.flatten();
                 if let Some(sc) = screening.as_mut() {
                     sc.stir = stir;
+                    sc.cluster = cluster.as_ref().map(cluster::RedisConfig::shared);
                 }
-                Ok(Config { file: file.to_path_buf(), server, screening, dnc, log, admin, state, security, stir_files })
+                Ok(Config {
+                    file: file.to_path_buf(),
+                    server,
+                    screening,
+                    dnc,
+                    log,
+                    admin,
+                    state,
+                    security,
+                    stir_files,
+                    cluster,
+                })
             }
             _ => {
                 Err(ConfigErrors(vec![Diag { file: file.to_path_buf(), line: 0, msg: "invalid configuration".into() }]))

@@ -153,6 +153,8 @@ pub struct ScreeningConfig {
     pub accounts: Vec<AccountConfig>,
     /// `[stir]`, set by `Config::parse` (the section is validated on its own).
     pub stir: Option<StirConfig>,
+    /// `[cluster]` with the Redis backend, set by `Config::parse`.
+    pub cluster: Option<crate::screen::quota::shared::SharedCounters>,
 }
 
 /// Default cap on numbers tracked per account and window (per-callee / per-caller-ID maps).
@@ -276,6 +278,7 @@ pub fn validate(
         responses,
         accounts: out,
         stir: None,
+        cluster: None,
     })
 }
 

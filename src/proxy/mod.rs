@@ -14,6 +14,7 @@ mod route;
 pub use config::{Advert, ProxyConfig};
 
 use crate::config::server::Transport;
+use crate::screen::quota::shared::Reservation;
 use crate::screen::stir::Verstat;
 use crate::screen::{Call, Decision, ExtraHeader, Lookup, Screen, Step, Verdict};
 use crate::sip::addr::{party_of, tag_of};
@@ -28,6 +29,7 @@ use arc_swap::ArcSwap;
 use cache::{Pending, SharedCache};
 use smallvec::SmallVec;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,11 +106,15 @@ pub enum Action {
     },
     Drop(DropReason),
     Decided(Box<Decided>),
-    /// The INVITE waits for a lookup: perform it, then hand `held` to `Proxy::resume`.
+    /// The INVITE waits for a lookup: perform it, then hand `held` to `Proxy::resume`
+    /// (a certificate) or `Proxy::resume_counted` (the cluster store's answer).
     Lookup {
         lookup: Lookup,
         held: Held,
     },
+    /// Take back a call's counts in the cluster store: it was reserved there but not
+    /// forwarded after all.
+    Release(Box<Reservation>),
 }
 
 /// An INVITE held while its screening waits for a lookup.
@@ -163,6 +169,8 @@ struct Ctx<'a> {
     record_decisions: bool,
     load: Load,
     resume: Resume,
+    /// The decision of a call that waited for the cluster store (taken by the screening).
+    decided: Cell<Option<Decision>>,
 }
 
 /// The end of a dialog a request came from.
@@ -228,12 +236,32 @@ impl Proxy {
         self.run(now, held.from, &held.bytes, held.load, resume, out)
     }
 
+    /// Handle an INVITE held by `Action::Lookup` for the cluster store, with the decision
+    /// its answer gave (`Screen::counted`).
+    pub fn resume_counted(&self, now: SystemTime, held: &Held, decision: Decision, out: &mut Vec<Action>) {
+        self.run_with(now, held.from, &held.bytes, held.load, Resume::Wait, Some(decision), out)
+    }
+
     /// The screen in use (the shell reads its STIR state to fetch certificates).
     pub fn screen(&self) -> Arc<dyn Screen> {
         self.screen.load().0.clone()
     }
 
     fn run(&self, now: SystemTime, from: Inbound, bytes: &[u8], load: Load, resume: Resume, out: &mut Vec<Action>) {
+        self.run_with(now, from, bytes, load, resume, None, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        &self,
+        now: SystemTime,
+        from: Inbound,
+        bytes: &[u8],
+        load: Load,
+        resume: Resume,
+        decided: Option<Decision>,
+        out: &mut Vec<Action>,
+    ) {
         let cfg = self.cfg.load();
         let screen = self.screen.load();
         let ctx = Ctx {
@@ -243,8 +271,14 @@ impl Proxy {
             record_decisions: self.record_decisions.load(Ordering::Relaxed),
             load,
             resume,
+            decided: Cell::new(decided),
         };
-        ctx.handle(now, from, bytes, out)
+        ctx.handle(now, from, bytes, out);
+        // A decision the message did not use (CANCELled while it waited, or answered from
+        // the cache meanwhile) gives its charge back.
+        if let Some(d) = ctx.decided.take() {
+            ctx.release(&d, out);
+        }
     }
 }
 
@@ -395,7 +429,7 @@ impl Ctx<'_> {
         {
             // Not forwarded after all: the call is not charged, and a retransmission is
             // screened again rather than taking a verdict that was never acted on.
-            self.screen.release(&s.decision);
+            self.release(&s.decision, out);
             self.cache.remove(s.call);
         }
         self.decided(now, msg, screened.map(|s| s.decision), out);
@@ -455,6 +489,13 @@ impl Ctx<'_> {
     }
 
     /// Run the screen for an INVITE.
+    /// Take back the charge of a decision whose call was not forwarded.
+    fn release(&self, d: &Decision, out: &mut Vec<Action>) {
+        if let Some(r) = self.screen.release(d) {
+            out.push(Action::Release(r));
+        }
+    }
+
     fn screen_call<'a>(&self, now: SystemTime, from: Inbound, msg: &Message<'a>, ruri: &'a [u8]) -> Step {
         // Borrowed from the message; only a value that is not valid UTF-8 is copied. (The
         // strict check first: it is several times faster than the lossy one on valid text.)
@@ -479,9 +520,9 @@ impl Ctx<'_> {
             call_id: msg.value(Kind::CallId).map(text).unwrap_or_default(),
         };
         let started = Instant::now();
-        let decision = match self.resume {
-            Resume::NoWait => self.screen.screen(&call, now),
-            _ => match self.screen.step(&call, now) {
+        let decision = match self.decided.take() {
+            Some(d) => d,
+            None => match self.screen.step(&call, now, self.resume != Resume::NoWait) {
                 Step::Done(d) => d,
                 need => return need,
             },

@@ -207,6 +207,8 @@ pub struct Charge {
     pub windows: quota::Windows,
     pub caller: u64,
     pub callee: u64,
+    /// Counted in the cluster store (taking it back is the shell's round trip), not here.
+    pub shared: Option<Box<quota::shared::Reservation>>,
 }
 
 impl Decision {
@@ -231,10 +233,21 @@ impl Decision {
 pub enum Lookup {
     /// The certificate chain at this x5u URL (STIR).
     Certificate { url: String },
+    /// Reserve the call's counters in the cluster store; every other rule has passed.
+    Counters(Box<Counting>),
+}
+
+/// A call whose screening waits for the cluster store: the decision so far, and what to
+/// reserve. The shell hands it back with the store's answer to `Screen::counted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counting {
+    pub reservation: quota::shared::Reservation,
+    pub decision: Decision,
 }
 
 /// The result of a screening step: decided, or waiting for a lookup. The caller performs
-/// the lookup (it lands in the screen's shared caches) and screens the call again.
+/// the lookup: a certificate lands in the screen's shared caches and the call is screened
+/// again; a counter reservation's answer goes to `Screen::counted`.
 #[derive(Debug)]
 pub enum Step {
     Done(Decision),
@@ -254,15 +267,42 @@ pub trait Screen: Send + Sync {
     /// unavailable).
     fn screen(&self, call: &Call<'_>, now: SystemTime) -> Decision;
     /// Screen one call, or say what must be looked up first (nothing is charged then).
-    fn step(&self, call: &Call<'_>, now: SystemTime) -> Step {
+    /// `certificates`: whether it may wait for a certificate (false when the call waited
+    /// already and the certificate did not come); it may always wait for the cluster store.
+    fn step(&self, call: &Call<'_>, now: SystemTime, _certificates: bool) -> Step {
         Step::Done(self.screen(call, now))
     }
     /// The STIR side of the screen, for the shell that fetches certificates.
     fn stir(&self) -> Option<&StirState> {
         None
     }
+    /// The decision for a call that waited for the cluster store, given its answer.
+    fn counted(
+        &self,
+        counting: Counting,
+        _answer: Result<quota::shared::Tally, quota::shared::StoreFailure>,
+        _now: SystemTime,
+    ) -> Decision {
+        counting.decision
+    }
+    /// The counts this node holds per account (`take`: and empty them), for the state
+    /// file and the write-back to the cluster store.
+    fn local_counts(&self, _now: SystemTime, _take: bool) -> Vec<(Arc<str>, quota::CountersSnapshot)> {
+        Vec::new()
+    }
+    /// Add counts back (a restart, or a write-back that failed). Returns the calls added.
+    fn merge_counts(&self, _counts: &[(Arc<str>, quota::CountersSnapshot)], _now: SystemTime) -> u64 {
+        0
+    }
+    /// The quota windows at `now`, when there are quotas.
+    fn windows(&self, _now: SystemTime) -> Option<quota::Windows> {
+        None
+    }
     /// Take back the charge of a decision whose call was not forwarded after all (no route).
-    fn release(&self, _decision: &Decision) {}
+    /// A charge in the cluster store comes back for the shell to release there.
+    fn release(&self, decision: &Decision) -> Option<Box<quota::shared::Reservation>> {
+        decision.charge.as_ref().and_then(|c| c.shared.clone())
+    }
 }
 
 /// The STIR configuration and certificate cache a screen shares with the shell.

@@ -6,10 +6,11 @@ use super::account::AccountTable;
 use super::caller_id::{self, Checks, OwnedNumbers};
 use super::dnc::Dnc;
 use super::hours::Hours;
-use super::quota::{AccountCounters, Pacing, QuotaLimits, Usage, Windows};
+use super::quota::shared::{self, OnFailure, Reservation, SharedCounters, StoreFailure, Tally};
+use super::quota::{AccountCounters, CountersSnapshot, Pacing, QuotaLimits, Usage, Windows};
 use super::responses::{Response, Responses};
 use super::stir::{self, OnUnavailable, Outcome, StirConfig, StirMode, StirReport};
-use super::{Call, Charge, Decision, Lookup, Rule, Screen, Step, StirState, Verdict};
+use super::{Call, Charge, CounterReading, Counting, Decision, Lookup, Rule, Screen, Step, StirState, Verdict};
 use crate::config::screening::{Mode, ScreeningConfig, UnknownAccount};
 use crate::screen::number::NumberPlan;
 use arc_swap::ArcSwap;
@@ -43,6 +44,8 @@ struct Policy {
     /// `[stir]` with a mode other than off: without it no STIR work at all, not even a
     /// look at its config.
     stir_on: bool,
+    /// `[cluster] backend = "redis"`: window counters live in the cluster store.
+    shared: Option<SharedCounters>,
 }
 
 impl Policy {
@@ -84,6 +87,7 @@ impl Policy {
             quota_tz: cfg.quota_tz,
             max_tracked: cfg.max_tracked_numbers,
             stir_on: cfg.stir.as_ref().is_some_and(|s| s.mode != StirMode::Off),
+            shared: cfg.cluster,
             hours: cfg.hours,
             responses: cfg.responses,
         }
@@ -103,6 +107,25 @@ pub struct AccountStatus {
     pub remaining_this_hour: Option<u64>,
     pub remaining_today: Option<u64>,
     pub owned_numbers: usize,
+    /// Where the counts come from: "local" (this node), "cluster" (Redis, with this node's
+    /// counts not yet written back), or "local_only" (Redis configured but unreachable).
+    pub counters: &'static str,
+}
+
+impl AccountStatus {
+    /// Add the cluster's counts to this node's and say so.
+    pub fn add_cluster(&mut self, u: &Usage) {
+        let l = &mut self.usage;
+        l.calls_this_hour += u.calls_this_hour;
+        l.calls_today += u.calls_today;
+        // Distinct numbers: the cluster's, at least this node's (they overlap).
+        l.caller_ids_today = l.caller_ids_today.max(u.caller_ids_today);
+        l.callees_today = l.callees_today.max(u.callees_today);
+        l.callees_this_week = l.callees_this_week.max(u.callees_this_week);
+        self.remaining_this_hour = self.per_hour.map(|c| c.saturating_sub(self.usage.calls_this_hour));
+        self.remaining_today = self.per_day.map(|c| c.saturating_sub(self.usage.calls_today));
+        self.counters = "cluster";
+    }
 }
 
 /// The screening engine the proxy calls for every initial INVITE.
@@ -150,6 +173,7 @@ impl Screener {
             remaining_this_hour: a.limits.per_hour.map(|l| l.saturating_sub(usage.calls_this_hour)),
             remaining_today: a.limits.per_day.map(|l| l.saturating_sub(usage.calls_today)),
             owned_numbers: a.owned.len(),
+            counters: if p.shared.is_some() { "local_only" } else { "local" },
         })
     }
 }
@@ -227,21 +251,118 @@ impl Screener {
             return Step::Done(tag(fire(d, mode, Rule::Dnc, response, None)));
         }
         let windows = Windows::at(p.quota_tz, now);
+        if p.shared.is_some() {
+            // Pacing is this node's own; the window counters are the cluster's.
+            if let Some(refused) = acct.pacing.refusal(&acct.limits, now) {
+                d.counters.push(refused);
+                return Step::Done(tag(fire(d, mode, Rule::Quota, p.responses.for_rule(Rule::Quota), None)));
+            }
+            let reservation = Reservation::new(acct.id.clone(), &acct.limits, windows, pr.caller, callee);
+            return Step::Need(Lookup::Counters(Box::new(Counting { reservation, decision: d })));
+        }
         let within = acct.counters.check_and_count(
             &acct.limits,
-            &acct.pacing,
+            Some((&acct.pacing, now)),
             &windows,
             pr.caller,
             callee,
-            now,
             p.max_tracked,
             &mut d.counters,
         );
         if !within {
             return Step::Done(tag(fire(d, mode, Rule::Quota, p.responses.for_rule(Rule::Quota), None)));
         }
-        d.charge = Some(Charge { account: acct.id.clone(), windows, caller: pr.caller, callee });
+        d.charge = Some(Charge { account: acct.id.clone(), windows, caller: pr.caller, callee, shared: None });
         Step::Done(tag(d))
+    }
+
+    /// Decide a call that waited for the cluster store, from its answer or, when there is
+    /// none, by `[cluster] on_failure`.
+    fn decide_counted(&self, c: Counting, answer: Result<Tally, StoreFailure>) -> Decision {
+        let p = self.policy.load();
+        let Counting { reservation: r, decision: mut d } = c;
+        // An account removed by a reload while its call waited: nothing left to count for.
+        let Some(acct) = p.table.by_id(&r.account).and_then(|i| p.accounts.get(i)) else { return tag(d) };
+        let quota = p.responses.for_rule(Rule::Quota);
+        let w = r.windows;
+        let local = |d: &mut Decision| {
+            d.charge =
+                Some(Charge { account: acct.id.clone(), windows: w, caller: r.caller, callee: r.callee, shared: None })
+        };
+        match answer {
+            Ok(t) => {
+                let step = u64::from(t.admitted);
+                acct.counters.saw(&w, t.values[shared::HOUR] + step, t.values[shared::DAY] + step);
+                r.readings(&t, &mut d.counters);
+                if !t.admitted {
+                    return tag(fire(d, acct.mode, Rule::Quota, quota, None));
+                }
+                d.charge = Some(Charge {
+                    account: acct.id.clone(),
+                    windows: w,
+                    caller: r.caller,
+                    callee: r.callee,
+                    shared: Some(Box::new(r)),
+                });
+                tag(d)
+            }
+            Err(_) => match p.shared.map_or(OnFailure::Open, |s| s.on_failure) {
+                OnFailure::Open => {
+                    acct.counters.add(&acct.limits, &w, r.caller, r.callee);
+                    d.counters.push(CounterReading { name: "cluster_unavailable", value: 0, limit: 0 });
+                    local(&mut d);
+                    tag(d)
+                }
+                OnFailure::Closed => {
+                    d.counters.push(CounterReading { name: "cluster_unavailable", value: 0, limit: 0 });
+                    tag(fire(d, acct.mode, Rule::Quota, quota, None))
+                }
+                OnFailure::Local => {
+                    let (seen_hour, seen_day) = acct.counters.seen(&w);
+                    let nodes = p.shared.map_or(1, |s| s.nodes);
+                    let limits = shared::local_share(&acct.limits, nodes, seen_hour, seen_day);
+                    // Pacing was applied before the store was asked.
+                    let within = acct.counters.check_and_count(
+                        &limits,
+                        None,
+                        &w,
+                        r.caller,
+                        r.callee,
+                        p.max_tracked,
+                        &mut d.counters,
+                    );
+                    if !within {
+                        return tag(fire(d, acct.mode, Rule::Quota, quota, None));
+                    }
+                    local(&mut d);
+                    tag(d)
+                }
+            },
+        }
+    }
+
+    /// The counts this node holds for each account (its counters with the local backend;
+    /// the calls counted during an outage of the cluster store otherwise). `take` empties
+    /// them (to write them back to the store).
+    fn counts_here(&self, now: SystemTime, take: bool) -> Vec<(Arc<str>, CountersSnapshot)> {
+        let p = self.policy.load();
+        let w = Windows::at(p.quota_tz, now);
+        p.accounts
+            .iter()
+            .map(|a| (a.id.clone(), if take { a.counters.take(&w) } else { a.counters.snapshot(&w) }))
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+
+    /// Add saved counts (a restart, or a write-back that failed); windows that have ended
+    /// and accounts that no longer exist are left out. Returns the calls added (day counts).
+    fn merge_here(&self, counts: &[(Arc<str>, CountersSnapshot)], now: SystemTime) -> u64 {
+        let p = self.policy.load();
+        let w = Windows::at(p.quota_tz, now);
+        counts
+            .iter()
+            .filter_map(|(id, s)| p.table.by_id(id).and_then(|i| p.accounts.get(i)).map(|a| a.counters.merge(s, &w)))
+            .sum()
     }
 
     /// The STIR step: verify, record the report, and fire the identity rule it calls for.
@@ -301,27 +422,49 @@ impl Screen for Screener {
     }
 
     fn screen(&self, call: &Call, now: SystemTime) -> Decision {
-        // Without waiting, verification never asks for a lookup.
+        // Without waiting, verification never asks for a lookup; the cluster store is
+        // counted as out of reach.
         match self.run(call, now, false) {
             Step::Done(d) => d,
-            Step::Need(_) => Decision::pass(),
+            Step::Need(Lookup::Counters(c)) => self.decide_counted(*c, Err(StoreFailure::Down)),
+            Step::Need(Lookup::Certificate { .. }) => Decision::pass(),
         }
     }
 
-    fn step(&self, call: &Call, now: SystemTime) -> Step {
-        self.run(call, now, true)
+    fn step(&self, call: &Call, now: SystemTime, certificates: bool) -> Step {
+        self.run(call, now, certificates)
+    }
+
+    fn counted(&self, counting: Counting, answer: Result<Tally, StoreFailure>, _now: SystemTime) -> Decision {
+        self.decide_counted(counting, answer)
+    }
+
+    fn local_counts(&self, now: SystemTime, take: bool) -> Vec<(Arc<str>, CountersSnapshot)> {
+        self.counts_here(now, take)
+    }
+
+    fn merge_counts(&self, counts: &[(Arc<str>, CountersSnapshot)], now: SystemTime) -> u64 {
+        self.merge_here(counts, now)
+    }
+
+    fn windows(&self, now: SystemTime) -> Option<Windows> {
+        Some(Windows::at(self.policy.load().quota_tz, now))
     }
 
     fn stir(&self) -> Option<&StirState> {
         Some(&self.stir)
     }
 
-    fn release(&self, decision: &Decision) {
-        let Some(c) = &decision.charge else { return };
+    fn release(&self, decision: &Decision) -> Option<Box<Reservation>> {
+        let c = decision.charge.as_ref()?;
+        if c.shared.is_some() {
+            return c.shared.clone();
+        }
         let p = self.policy.load();
         if let Some(a) = p.table.by_id(&c.account).and_then(|i| p.accounts.get(i)) {
             a.counters.uncount(&a.limits, &c.windows, c.caller, c.callee);
         }
+        None
     }
 }
 

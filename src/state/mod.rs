@@ -2,6 +2,7 @@
 //! temporary name, fsynced and renamed over the old one (then the directory is fsynced), so
 //! a crash leaves either the old file or the new one, never a torn one.
 
+pub mod counters;
 pub mod secret;
 
 use std::fs::{self, File, OpenOptions};

@@ -171,6 +171,23 @@ pub fn stir_pending(n: usize) {
     metrics::gauge!("sipguard_stir_pending_calls").set(n as f64);
 }
 
+/// Whether the cluster's Redis answers (1) or not (0).
+pub fn cluster_up(up: bool) {
+    metrics::gauge!("sipguard_cluster_backend_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// A call, release or write-back the cluster's Redis did not serve, by kind.
+pub fn cluster_failure(kind: &'static str) {
+    counter!("sipguard_cluster_failures_total", "kind" => kind).increment(1);
+}
+
+/// Round trips to the cluster's Redis for calls, by outcome (admitted / refused).
+pub fn cluster_reservation(admitted: bool, seconds: f64) {
+    counter!("sipguard_cluster_reservations_total", "result" => if admitted { "admitted" } else { "refused" })
+        .increment(1);
+    metrics::histogram!("sipguard_cluster_reserve_seconds").record(seconds);
+}
+
 pub fn dropped(reason: &'static str) {
     counter!("sipguard_drops_total", "reason" => reason).increment(1);
 }

@@ -5,9 +5,10 @@
 //! unavailable). Nothing here blocks a thread that handles messages: fetches run on tokio.
 use super::Shell;
 use crate::proxy::{Action, Held};
+use crate::screen::quota::shared::{Reservation, StoreFailure};
 use crate::screen::stir::x5u::{check_url, is_public};
 use crate::screen::stir::{StirConfig, cert::pem_blocks};
-use crate::screen::{Lookup, StirState};
+use crate::screen::{Counting, Decision, Lookup, StirState};
 use crate::telemetry::metrics as m;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,10 +58,13 @@ impl Lookups {
     /// Take on a lookup for a held INVITE.
     pub fn submit(&self, lookup: Lookup, held: Held) {
         let Some(shell) = lock(&self.shell).upgrade() else { return };
+        let url = match lookup {
+            Lookup::Certificate { url } => url,
+            Lookup::Counters(counting) => return self.count(shell, *counting, held),
+        };
         let screen = shell.proxy.screen();
         let Some(stir) = screen.stir() else { return shell.resume(&held, false) };
         let Some(cfg) = stir.config.load_full() else { return shell.resume(&held, false) };
-        let Lookup::Certificate { url } = lookup;
         let now = shell.clock.now();
         let first = {
             let mut w = lock(&self.waiting);
@@ -84,6 +88,30 @@ impl Lookups {
             return self.finish(&shell, &url, false);
         }
         self.spawn_fetch(shell, cfg, url, true);
+    }
+
+    /// Reserve the call's counters in the cluster store, then decide and resume it.
+    fn count(&self, shell: Arc<Shell>, counting: Counting, held: Held) {
+        let Some(cluster) = shell.cluster.clone() else {
+            let d = shell.proxy.screen().counted(counting, Err(StoreFailure::Down), shell.clock.now());
+            return shell.resume_counted(&held, d);
+        };
+        self.rt.spawn(async move {
+            let started = Instant::now();
+            let answer = cluster.reserve(&counting.reservation).await;
+            if let Ok(t) = &answer {
+                m::cluster_reservation(t.admitted, started.elapsed().as_secs_f64());
+            }
+            let d = shell.proxy.screen().counted(counting, answer, shell.clock.now());
+            shell.resume_counted(&held, d);
+        });
+    }
+
+    /// Take back a reservation in the cluster store (the call was not forwarded).
+    pub fn release(&self, r: Box<Reservation>) {
+        let Some(shell) = lock(&self.shell).upgrade() else { return };
+        let Some(cluster) = shell.cluster.clone() else { return };
+        self.rt.spawn(async move { cluster.release(&r).await });
     }
 
     /// Fetch `url`, store the outcome and (when `resume`) hand its waiting calls back.
@@ -288,13 +316,40 @@ fn max_age(v: &str) -> Option<Duration> {
 impl Shell {
     /// Hand a held INVITE back to the core and carry out what it returns.
     pub fn resume(&self, held: &Held, wait: bool) {
+        self.resume_with(|now, out| self.proxy.resume(now, held, wait, out), None);
+    }
+
+    /// Hand back an INVITE that waited for the cluster store, with its decision.
+    pub fn resume_counted(&self, held: &Held, decision: Decision) {
+        let charge = decision.charge.as_ref().and_then(|c| c.shared.clone());
+        let mut decision = Some(decision);
+        self.resume_with(
+            |now, out| {
+                if let Some(d) = decision.take() {
+                    self.proxy.resume_counted(now, held, d, out)
+                }
+            },
+            charge,
+        );
+    }
+
+    /// Run `core` on a held INVITE (unless stopping: then a reservation made for it is
+    /// taken back), record its decisions and carry out its actions.
+    fn resume_with(
+        &self,
+        core: impl FnOnce(std::time::SystemTime, &mut Vec<Action>),
+        charge: Option<Box<Reservation>>,
+    ) {
         let mut actions = Vec::new();
         {
             let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
             if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(r) = charge {
+                    self.lookups.release(r);
+                }
                 return;
             }
-            self.proxy.resume(self.clock.now(), held, wait, &mut actions);
+            core(self.clock.now(), &mut actions);
             if let Some(sink) = &self.decisions {
                 for a in &actions {
                     if let Action::Decided(d) = a {

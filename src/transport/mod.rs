@@ -34,8 +34,10 @@ pub struct Shell {
     pub guard: Arc<crate::security::Guard>,
     /// Set by [`Shell::stop`]: messages are dropped from then on.
     pub stopped: AtomicBool,
-    /// Certificate fetches for calls whose screening waits for one.
+    /// Certificate fetches and counter reservations for calls whose screening waits.
     pub lookups: lookup::Lookups,
+    /// The shared counters (`[cluster] backend = "redis"`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shell {
@@ -105,6 +107,7 @@ impl Shell {
             // Recorded in `process`.
             Action::Decided(_) => {}
             Action::Lookup { lookup, held } => self.lookups.submit(lookup, held),
+            Action::Release(r) => self.lookups.release(r),
         }
     }
 }

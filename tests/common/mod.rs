@@ -11,6 +11,7 @@
 
 pub mod ports;
 pub mod raw;
+pub mod redis;
 pub mod sipp;
 
 pub use ports::Ports;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::screen::Charge;
 use crate::screen::quota::Windows;
+use crate::screen::quota::shared::Reservation;
 use std::sync::Mutex;
 
 /// Forwards every call, counting screenings, and records charges taken back.
@@ -21,16 +22,18 @@ impl Screen for Ledger {
         let mut d = Decision::pass();
         d.charge = Some(Charge {
             account: call.call_id.to_string().into(),
-            windows: Windows { hour: 0, day: 0, week: 0 },
+            windows: Windows { hour: 0, day: 0, week: 0, day_start: 0 },
             caller: 1,
             callee: 2,
+            shared: None,
         });
         d
     }
-    fn release(&self, d: &Decision) {
+    fn release(&self, d: &Decision) -> Option<Box<Reservation>> {
         if let Some(c) = &d.charge {
             self.released.lock().unwrap().push(c.account.to_string());
         }
+        None
     }
 }
 

@@ -314,5 +314,6 @@ fn trailing_bytes_after_content_length_are_not_forwarded() {
 
 mod attack;
 mod bypass;
+mod counting;
 mod edge_trust;
 mod waiting;

@@ -21,7 +21,10 @@ impl Screen for Waits {
         d.verdict = Verdict::shared_forward_verstat(Verstat::None);
         d
     }
-    fn step(&self, call: &Call<'_>, now: SystemTime) -> Step {
+    fn step(&self, call: &Call<'_>, now: SystemTime, certificates: bool) -> Step {
+        if !certificates {
+            return Step::Done(self.screen(call, now));
+        }
         self.steps.fetch_add(1, Ordering::SeqCst);
         if !self.ready.load(Ordering::SeqCst) {
             return Step::Need(Lookup::Certificate { url: "https://cert.example/x.pem".into() });

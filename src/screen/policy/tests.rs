@@ -307,20 +307,20 @@ fn stir_waits_for_the_certificate_then_tags_or_refuses() {
     let mut c = invite("192.0.2.7", "+12015550100", "+12125550199");
     let id = p.identity(x5u, "B", "12015550100", "12125550199", iat);
     c.identity = Some(id.clone().into());
-    let Step::Need(Lookup::Certificate { url }) = s.step(&c, now) else { panic!("expected a lookup") };
+    let Step::Need(Lookup::Certificate { url }) = s.step(&c, now, true) else { panic!("expected a lookup") };
     assert_eq!(url, x5u);
     assert_eq!(s.account_snapshot("acme", now).unwrap().usage.calls_today, 0, "nothing charged while waiting");
     let stir = s.stir().unwrap();
     let trust = stir.config.load_full().unwrap().trust.clone();
     stir.certs.complete(x5u, Ok(vec![p.leaf_der.clone(), p.inter_der.clone()]), &trust, now, Duration::from_secs(3600));
-    let Step::Done(d) = s.step(&c, now) else { panic!("decided once the certificate is in") };
+    let Step::Done(d) = s.step(&c, now, true) else { panic!("decided once the certificate is in") };
     assert_eq!(*d.verdict, *Verdict::shared_forward_verstat(Verstat::Passed));
     assert_eq!(d.stir.as_ref().map(|r| r.outcome), Some(Outcome::Passed));
     assert_eq!(s.account_snapshot("acme", now).unwrap().usage.calls_today, 1);
     // The same B-attested call from the account that wants A: refused by `attestation`.
     let mut c2 = invite("198.18.0.9", "+12015550100", "+12125550199");
     c2.identity = Some(id.into());
-    let Step::Done(d) = s.step(&c2, now) else { panic!() };
+    let Step::Done(d) = s.step(&c2, now, true) else { panic!() };
     assert_eq!(d.rule, Some(Rule::Attestation));
     assert!(matches!(&*d.verdict, Verdict::Reject { code: 403, .. }));
     // No Identity: forwarded (verify mode) with No-TN-Validation.

@@ -1,0 +1,288 @@
+//! The shared counters of a cluster (`[cluster] backend = "redis"`), on the shell's side:
+//! reservations run on tokio against Redis with a deadline of `timeout_ms`, so no thread
+//! that handles messages ever waits for Redis.
+//!
+//! Failures: a call whose reservation fails or times out is decided by `on_failure` (in
+//! the policy). A connection error, or three timeouts in a row, marks Redis down: calls go
+//! straight to `on_failure` without waiting, and a supervisor reconnects with backoff
+//! (100 ms doubling to 5 s). The outage and the recovery are logged once each and exported
+//! (`sipguard_cluster_backend_up`, `sipguard_cluster_failures_total{kind}`). Calls counted
+//! on this node meanwhile are written back to Redis when it answers again, so the day's
+//! totals stay right. A reservation that timed out but is counted by Redis later is taken
+//! back (its call was decided without it); one whose answer never comes (the connection
+//! died with it in flight) may stay counted, which errs on the strict side.
+pub mod redis;
+
+use crate::config::cluster::RedisConfig;
+use crate::screen::quota::shared::{Reservation, StoreFailure, Tally};
+use crate::screen::quota::{CountersSnapshot, Usage, Windows};
+use crate::telemetry::metrics as m;
+use arc_swap::ArcSwapOption;
+use redis::{Pool, Scripts};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Timeouts in a row that mark Redis down.
+const TIMEOUTS_FOR_DOWN: u32 = 3;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the supervisor looks for counts to write back while Redis is up (counts made
+/// after a single failed call, without an outage).
+const WRITE_BACK_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Cluster {
+    cfg: RedisConfig,
+    pool: ArcSwapOption<Pool>,
+    scripts: Scripts,
+    up: AtomicBool,
+    /// Whether an outage has been logged (so that it is logged once, and its end too).
+    outage: AtomicBool,
+    timeouts: AtomicU32,
+    pending: AtomicUsize,
+}
+
+/// Releases a pending slot when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+/// How long a reservation may run in the background after its call was decided without
+/// it (Redis stalled): the connection gives up on it then.
+pub const LATE_ANSWER: Duration = Duration::from_secs(10);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Cluster {
+    pub fn new(cfg: RedisConfig) -> Cluster {
+        m::cluster_up(false);
+        Cluster {
+            cfg,
+            pool: ArcSwapOption::empty(),
+            scripts: Scripts::default(),
+            up: AtomicBool::new(false),
+            outage: AtomicBool::new(false),
+            timeouts: AtomicU32::new(0),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.cfg
+    }
+
+    /// Check every cap and count the call, within `timeout_ms`. A reservation that misses
+    /// the deadline still runs to its end in the background: if Redis then counts the call
+    /// (it was decided without it), the count is taken back, so a slow Redis neither
+    /// double-counts nor charges refused calls.
+    pub async fn reserve(self: &Arc<Self>, r: &Reservation) -> Result<Tally, StoreFailure> {
+        let pool = self.usable()?;
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.failed(StoreFailure::Overloaded));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        let late = r.clone();
+        tokio::spawn(async move {
+            let _slot = Slot(&me.pending);
+            let result = pool.reserve(&me.scripts, &me.cfg.key_prefix, &late).await;
+            let admitted = matches!(result, Ok(t) if t.admitted);
+            // Decided without it: take the count back on the same connection, up or not.
+            if tx.send(result).is_err() && admitted {
+                let release = pool.release(&me.scripts, &me.cfg.key_prefix, &late);
+                if !matches!(tokio::time::timeout(LATE_ANSWER, release).await, Ok(Ok(()))) {
+                    m::cluster_failure(StoreFailure::Timeout.label());
+                }
+            }
+        });
+        match tokio::time::timeout(self.cfg.timeout, rx).await {
+            Ok(Ok(Ok(t))) => {
+                self.timeouts.store(0, Ordering::Relaxed);
+                Ok(t)
+            }
+            Ok(Ok(Err(e))) => Err(self.failed(classify(&e))),
+            Ok(Err(_)) => Err(self.failed(StoreFailure::Connection)),
+            Err(_) => Err(self.failed(StoreFailure::Timeout)),
+        }
+    }
+
+    /// Take back a reserved call that was not forwarded. Best effort: a failure is
+    /// counted, and errs on the strict side (the call stays counted).
+    pub async fn release(&self, r: &Reservation) {
+        let Ok(pool) = self.usable() else { return };
+        let result =
+            tokio::time::timeout(self.cfg.timeout * 4, pool.release(&self.scripts, &self.cfg.key_prefix, r)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.failed(classify(&e));
+            }
+            Err(_) => {
+                self.failed(StoreFailure::Timeout);
+            }
+        }
+    }
+
+    /// An account's counts across the cluster.
+    pub async fn usage(&self, account: &str, w: &Windows) -> Result<Usage, StoreFailure> {
+        let pool = self.usable()?;
+        match tokio::time::timeout(self.cfg.timeout * 4, pool.usage(&self.cfg.key_prefix, account, w)).await {
+            Ok(Ok(u)) => Ok(u),
+            Ok(Err(e)) => Err(self.failed(classify(&e))),
+            Err(_) => Err(self.failed(StoreFailure::Timeout)),
+        }
+    }
+
+    /// Write counts made on this node to Redis. Returns those that could not be written.
+    pub async fn write_back(
+        &self,
+        counts: Vec<(Arc<str>, CountersSnapshot)>,
+        w: &Windows,
+    ) -> Vec<(Arc<str>, CountersSnapshot)> {
+        let Ok(pool) = self.usable() else { return counts };
+        let mut left = Vec::new();
+        let mut written = 0u64;
+        for (account, snap) in counts {
+            let add = pool.add(&self.scripts, &self.cfg.key_prefix, &account, &snap, w);
+            match tokio::time::timeout(Duration::from_secs(5), add).await {
+                Ok(Ok(())) => written += snap.day.1,
+                Ok(Err(e)) => {
+                    self.failed(classify(&e));
+                    left.push((account, snap));
+                }
+                Err(_) => {
+                    self.failed(StoreFailure::Timeout);
+                    left.push((account, snap));
+                }
+            }
+        }
+        if written > 0 {
+            tracing::info!(
+                calls = written,
+                "cluster: wrote back the calls counted on this node while Redis was unreachable"
+            );
+        }
+        left
+    }
+
+    fn usable(&self) -> Result<Arc<Pool>, StoreFailure> {
+        if !self.is_up() {
+            m::cluster_failure(StoreFailure::Down.label());
+            return Err(StoreFailure::Down);
+        }
+        self.pool.load_full().ok_or(StoreFailure::Down)
+    }
+
+    /// Count a failure; mark Redis down when it says the connection is gone.
+    fn failed(&self, f: StoreFailure) -> StoreFailure {
+        m::cluster_failure(f.label());
+        let down = match f {
+            StoreFailure::Connection => true,
+            StoreFailure::Timeout => self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_FOR_DOWN,
+            _ => false,
+        };
+        if down && self.up.swap(false, Ordering::Relaxed) {
+            m::cluster_up(false);
+            if !self.outage.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    failure = f.label(),
+                    on_failure = ?self.cfg.on_failure,
+                    "cluster: Redis unreachable; calls are decided by on_failure until it returns"
+                );
+            }
+        }
+        f
+    }
+
+    /// Connect, ping and mark up. `Err` when Redis does not answer.
+    async fn connect(&self) -> Result<(), ::redis::RedisError> {
+        let connect = async {
+            let pool = Pool::connect(&self.cfg).await?;
+            pool.ping().await?;
+            Ok::<_, ::redis::RedisError>(pool)
+        };
+        let pool = tokio::time::timeout(BACKOFF_MAX, connect)
+            .await
+            .map_err(|_| ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        self.pool.store(Some(Arc::new(pool)));
+        Ok(())
+    }
+
+    /// Keep Redis connected and the local counts written back, until the process ends.
+    /// `take_local` hands over (and empties) the counts made on this node; `restore` takes
+    /// back those that could not be written; `windows` gives the current windows.
+    pub async fn supervise<T, R, W>(self: Arc<Self>, take_local: T, restore: R, windows: W)
+    where
+        T: Fn() -> Vec<(Arc<str>, CountersSnapshot)>,
+        R: Fn(Vec<(Arc<str>, CountersSnapshot)>),
+        W: Fn() -> Windows,
+    {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if self.is_up() {
+                backoff = BACKOFF_MIN;
+                self.flush(&take_local, &restore, &windows).await;
+                tokio::time::sleep(WRITE_BACK_EVERY).await;
+                continue;
+            }
+            match self.connect().await {
+                Ok(()) => {
+                    self.timeouts.store(0, Ordering::Relaxed);
+                    self.up.store(true, Ordering::Relaxed);
+                    self.flush(&take_local, &restore, &windows).await;
+                    m::cluster_up(true);
+                    if self.outage.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("cluster: Redis reachable again; shared counters in use");
+                    } else {
+                        tracing::info!(redis = %self.cfg.urls.join(","), "cluster: connected to Redis");
+                    }
+                }
+                Err(e) => {
+                    m::cluster_failure(classify(&e).label());
+                    if !self.outage.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %e,
+                            on_failure = ?self.cfg.on_failure,
+                            "cluster: Redis unreachable; calls are decided by on_failure until it returns"
+                        );
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn flush<T, R, W>(&self, take_local: &T, restore: &R, windows: &W)
+    where
+        T: Fn() -> Vec<(Arc<str>, CountersSnapshot)>,
+        R: Fn(Vec<(Arc<str>, CountersSnapshot)>),
+        W: Fn() -> Windows,
+    {
+        let counts = take_local();
+        if counts.is_empty() {
+            return;
+        }
+        let left = self.write_back(counts, &windows()).await;
+        if !left.is_empty() {
+            restore(left);
+        }
+    }
+}
+
+fn classify(e: &::redis::RedisError) -> StoreFailure {
+    if e.is_timeout() {
+        StoreFailure::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_cluster_error() {
+        StoreFailure::Connection
+    } else {
+        StoreFailure::Script
+    }
+}

@@ -1,0 +1,149 @@
+//! A redis-server of the test's own on a free loopback port, in a temp dir, with an
+//! append-only file fsynced on every write so that a restart keeps what it had.
+use super::ports::free_port;
+use super::{POLL, kill_group};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub fn redis_available() -> bool {
+    Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Whether Redis tests can run: true when redis-server is installed. Without it the test
+/// is skipped loudly, or fails when SIPGUARD_REQUIRE_REDIS=1 (CI).
+pub fn require_redis() -> bool {
+    if redis_available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("SIPGUARD_REQUIRE_REDIS").is_none(),
+        "SIPGUARD_REQUIRE_REDIS is set but redis-server is not installed"
+    );
+    eprintln!("SKIP: redis-server is not installed (apt-get install redis-server)");
+    false
+}
+
+pub struct Redis {
+    child: Option<Child>,
+    dir: TempDir,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = match tempfile::Builder::new().prefix("sipguard-redis.").tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temp dir: {e}"),
+        };
+        let mut r = Redis { child: None, dir, port: free_port() };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Start (again) on the same port and files; returns once it answers PING.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Kill it (SIGKILL): connections drop, nothing answers on the port.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_group(&mut c);
+        }
+    }
+
+    /// Freeze it (SIGSTOP): connections stay open and nothing is answered, as a Redis
+    /// that is overloaded or stalled on disk. `resume` thaws it.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args([&format!("-{sig}"), &c.id().to_string()]).status();
+        }
+    }
+
+    /// One command in the inline protocol; the first reply line (for a bulk string, its
+    /// value), None when Redis does not answer.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let line = line.trim_end().to_string();
+        if let Some(n) = line.strip_prefix('$') {
+            let n: i64 = n.parse().ok()?;
+            if n < 0 {
+                return Some(String::new());
+            }
+            let mut buf = vec![0; n as usize + 2];
+            r.read_exact(&mut buf).ok()?;
+            return Some(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
+        }
+        Some(line)
+    }
+
+    /// The sum of the string counters whose keys match `pattern` (0 when none).
+    pub fn sum(&self, pattern: &str) -> u64 {
+        let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+                      n = n + tonumber(redis.call('GET', k)) end return n";
+        self.command(&["EVAL", script, "0", pattern])
+            .and_then(|l| l.strip_prefix(':').and_then(|n| n.parse().ok()))
+            .unwrap_or_else(|| panic!("EVAL on Redis {} failed", self.port))
+    }
+
+    /// Fields of the hashes whose keys match `pattern`, summed over the hashes.
+    pub fn fields(&self, pattern: &str) -> u64 {
+        let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+                      n = n + redis.call('HLEN', k) end return n";
+        self.command(&["EVAL", script, "0", pattern])
+            .and_then(|l| l.strip_prefix(':').and_then(|n| n.parse().ok()))
+            .unwrap_or_else(|| panic!("EVAL on Redis {} failed", self.port))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.resume();
+        self.stop();
+    }
+}
