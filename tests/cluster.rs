@@ -6,7 +6,7 @@
 mod common;
 
 use common::raw::sip;
-use common::redis::{Redis, require_redis};
+use common::redis::{Redis, RedisCluster, require_redis};
 use common::{NextHop, Ports, Signal, Sipguard, Sipp, UdpPeer, http, require_sipp};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -355,4 +355,31 @@ fn check_config_names_bad_cluster_keys_with_their_lines() {
         common::check_config(&config("backend = \"redis\"", "per_day = 1"), &[("owned.csv", OWNED)]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("needs redis = "), "{out}");
+}
+
+#[test]
+fn a_redis_cluster_of_three_masters_shares_the_caps_of_two_nodes() {
+    if !require_redis() {
+        return;
+    }
+    let rc = RedisCluster::start();
+    let cluster = format!("backend = \"redis\"\nredis = {}\ntimeout_ms = 200\nnodes = 2", rc.urls());
+    let cfg = config(&cluster, "per_day = 7\nper_callee_per_day = 1");
+    let first = Ports::allocate();
+    let (a, b) = (node(&cfg, first), node(&cfg, same_hop(first)));
+    let hop = NextHop::bind(first.upstream);
+    for sg in [&a, &b] {
+        wait_until("connected", WAIT, || metric(sg, "sipguard_cluster_backend_up") == 1.0);
+    }
+    // The same callee on both nodes: once. Then 10 more callees: the day cap holds.
+    assert!(place(&a, &hop, "a", 0, 1).is_empty());
+    assert_eq!(place(&b, &hop, "b", 0, 1), vec![403]);
+    let refused = [place(&a, &hop, "a", 1, 5), place(&b, &hop, "b", 6, 5)].concat();
+    assert_eq!((hop.received().len(), refused.len()), (7, 4));
+    // Every counter of the account lives on one master (one hash slot).
+    let holding: Vec<u64> = rc.nodes.iter().map(|n| n.sum("sipguard:{acct0001}:day:*")).collect();
+    assert_eq!(holding.iter().sum::<u64>(), 7, "{holding:?}");
+    assert_eq!(holding.iter().filter(|&&n| n > 0).count(), 1, "{holding:?}");
+    let s = account(&b);
+    assert_eq!((s["calls_today"].as_u64(), s["callees_today"].as_u64()), (Some(7), Some(7)), "{s}");
 }

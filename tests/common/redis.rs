@@ -31,17 +31,29 @@ pub struct Redis {
     child: Option<Child>,
     dir: TempDir,
     pub port: u16,
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra redis-server arguments.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let dir = match tempfile::Builder::new().prefix("sipguard-redis.").tempdir() {
             Ok(d) => d,
             Err(e) => panic!("temp dir: {e}"),
         };
-        let mut r = Redis { child: None, dir, port: free_port() };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut r = Redis { child: None, dir, port: free_port(), extra };
         r.restart();
         r
+    }
+
+    /// Whether the bulk reply of `cmd sub` contains `needle` (e.g. CLUSTER INFO).
+    pub fn info_has(&self, cmd: &str, needle: &str) -> bool {
+        self.command(&[cmd, "INFO"]).is_some_and(|t| t.contains(needle))
     }
 
     pub fn url(&self) -> String {
@@ -59,6 +71,7 @@ impl Redis {
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -138,6 +151,38 @@ impl Redis {
         self.command(&["EVAL", script, "0", pattern])
             .and_then(|l| l.strip_prefix(':').and_then(|n| n.parse().ok()))
             .unwrap_or_else(|| panic!("EVAL on Redis {} failed", self.port))
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) on free loopback ports.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<Redis> = (0..3).map(|_| Redis::start_with(&["--cluster-enabled", "yes"])).collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !nodes.iter().all(|n| n.info_has("CLUSTER", "cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the cluster did not become ready");
+            std::thread::sleep(POLL);
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The `redis = [...]` value for the config.
+    pub fn urls(&self) -> String {
+        let list: Vec<String> = self.nodes.iter().map(|n| format!("\"redis://127.0.0.1:{}\"", n.port)).collect();
+        format!("[{}]", list.join(", "))
     }
 }
 

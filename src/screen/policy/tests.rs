@@ -328,3 +328,96 @@ fn stir_waits_for_the_certificate_then_tags_or_refuses() {
     let d = s.screen(&c3, now);
     assert_eq!(*d.verdict, *Verdict::shared_forward_verstat(Verstat::None));
 }
+
+/// With the Redis backend the quota step asks the store (after every other rule and the
+/// local pacing); its answer decides, and each on_failure policy applies when it has none.
+fn shared_screener(name: &str, on_failure: &str, nodes: u32) -> Screener {
+    let extra = format!(
+        "\n[cluster]\nbackend = \"redis\"\nredis = \"redis://127.0.0.1:1/0\"\non_failure = \"{on_failure}\"\nnodes = {nodes}\n"
+    );
+    screener(name, &extra)
+}
+
+fn counting(s: &Screener, to: &str, at: SystemTime) -> Counting {
+    match s.step(&invite("192.0.2.10", "+12125550100", to), at, true) {
+        Step::Need(Lookup::Counters(c)) => *c,
+        other => panic!("expected a counters lookup, got {other:?}"),
+    }
+}
+
+#[test]
+fn shared_counters_are_asked_for_after_every_other_rule() {
+    let s = shared_screener("shared-ask", "open", 1);
+    let at = noon();
+    // Refused before the quota step: no round trip to the store.
+    let d = s.step(&invite("192.0.2.10", "+13125550100", "+12125550199"), at, true);
+    assert!(matches!(d, Step::Done(ref d) if d.rule == Some(Rule::CallerIdUnowned)), "{d:?}");
+    let c = counting(&s, "+12125550199", at);
+    let r = &c.reservation;
+    assert_eq!((&*r.account, r.caller, r.callee), ("acme", 12125550100, 12125550199));
+    assert_eq!(r.caps, [None, Some(3), None, None, None]);
+    assert_eq!(r.windows, Windows::at(NY, at));
+    // Admitted: forwarded, charged in the store (its release is the shell's), readings
+    // include this call.
+    let d = s.counted(c, Ok(Tally { admitted: true, values: [5, 2, 0, 0, 0] }), at);
+    assert!(d.verdict.is_forward());
+    assert!(d.charge.as_ref().is_some_and(|c| c.shared.is_some()));
+    assert_eq!(d.counters, vec![CounterReading { name: "account_per_day", value: 3, limit: 3 }]);
+    assert_eq!(s.release(&d).map(|r| r.callee), Some(12125550199));
+    assert_eq!(s.account_snapshot("acme", at).unwrap().usage.calls_today, 0, "nothing counted on this node");
+    // Refused by the store: the quota response, nothing charged.
+    let c = counting(&s, "+12125550198", at);
+    let d = s.counted(c, Ok(Tally { admitted: false, values: [5, 3, 0, 0, 0] }), at);
+    assert_eq!((d.rule, code(&d), d.charge.is_none()), (Some(Rule::Quota), Some(403), true));
+}
+
+#[test]
+fn each_failure_policy_decides_a_call_the_store_could_not_count() {
+    let at = noon();
+    let fail = Err(StoreFailure::Timeout);
+    // open: forwarded and counted here, for the write-back.
+    let s = shared_screener("shared-open", "open", 2);
+    for i in 0..5 {
+        let d = s.counted(counting(&s, &format!("+1212555030{i}"), at), fail, at);
+        assert!(d.verdict.is_forward(), "{d:?}");
+        assert!(d.counters.iter().any(|c| c.name == "cluster_unavailable"));
+    }
+    let taken = s.local_counts(at, true);
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].1.day.1, 5, "all five are written back");
+    assert!(s.local_counts(at, false).is_empty(), "taken: nothing left to write twice");
+    // closed: refused with the quota rule's response.
+    let s = shared_screener("shared-closed", "closed", 2);
+    let d = s.counted(counting(&s, "+12125550301", at), fail, at);
+    assert_eq!((d.rule, code(&d)), (Some(Rule::Quota), Some(403)));
+    // local: this node's share of what the store last said was left (3 - 1 = 2, over
+    // two nodes: 1 call).
+    let s = shared_screener("shared-local", "local", 2);
+    let c = counting(&s, "+12125550301", at);
+    assert!(s.counted(c, Ok(Tally { admitted: true, values: [0, 0, 0, 0, 0] }), at).verdict.is_forward());
+    assert!(s.counted(counting(&s, "+12125550302", at), fail, at).verdict.is_forward());
+    let d = s.counted(counting(&s, "+12125550303", at), fail, at);
+    assert_eq!(d.rule, Some(Rule::Quota), "the node's share is used up");
+    // The next day starts from a fresh share (3 / 2 = 1).
+    let tomorrow = at + Duration::from_secs(86_400);
+    assert!(s.counted(counting(&s, "+12125550304", tomorrow), fail, tomorrow).verdict.is_forward());
+    assert_eq!(s.counted(counting(&s, "+12125550305", tomorrow), fail, tomorrow).rule, Some(Rule::Quota));
+}
+
+#[test]
+fn saved_counts_of_ended_windows_are_not_restored() {
+    let s = screener("restore", "");
+    let at = noon();
+    for i in 0..2 {
+        assert!(s.screen(&invite("192.0.2.10", "+12125550100", &format!("+1212555040{i}")), at).verdict.is_forward());
+    }
+    let saved = s.local_counts(at, false);
+    let fresh = screener("restore2", "");
+    assert_eq!(fresh.merge_counts(&saved, at), 2);
+    assert_eq!(fresh.account_snapshot("acme", at).unwrap().usage.calls_today, 2);
+    let next_day = screener("restore3", "");
+    assert_eq!(next_day.merge_counts(&saved, at + Duration::from_secs(86_400)), 0, "yesterday's counts");
+    // An account that no longer exists is skipped.
+    let gone = vec![(Arc::from("nobody"), saved[0].1.clone())];
+    assert_eq!(screener("restore4", "").merge_counts(&gone, at), 0);
+}
