@@ -27,6 +27,7 @@ const UPKEEP: Duration = Duration::from_secs(5);
 pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full("sipguard_screen_seconds".into()), &m::SCREEN_SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("sipguard_cluster_reserve_seconds".into()), &m::SCREEN_SECONDS_BUCKETS)?
         .install_recorder()?;
     m::register();
     Ok(handle)
