@@ -139,10 +139,11 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     restore_counters(&shell, &cfg.state.dir);
     if let Some(cluster) = shell.cluster.clone() {
         let (a, b, c) = (shell.clone(), shell.clone(), shell.clone());
+        let dir = cfg.state.dir.clone();
         tokio::spawn(cluster.supervise(
             move || a.proxy.screen().local_counts(a.clock.now(), true),
-            move |left| {
-                b.proxy.screen().merge_counts(&left, b.clock.now());
+            move || {
+                tokio::task::block_in_place(|| save_counters(&b, &dir, None));
             },
             move || {
                 c.proxy
@@ -151,8 +152,14 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
                     .unwrap_or(crate::screen::quota::Windows::at(chrono_tz::UTC, c.clock.now()))
             },
         ));
+        // Give Redis a moment before the listeners open, so the first calls after a start
+        // are counted there rather than decided by on_failure.
+        let deadline = Instant::now() + FIRST_CONNECT;
+        while !cluster_ref(&shell).is_some_and(|c| c.is_up()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
-    {
+    let saver = {
         let shell = shell.clone();
         let dir = cfg.state.dir.clone();
         tokio::spawn(async move {
@@ -164,8 +171,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
                 let l = last;
                 last = tokio::task::spawn_blocking(move || save_counters(&s, &d, l)).await.unwrap_or(last);
             }
-        });
-    }
+        })
+    };
     {
         // Chains near the end of their cache lifetime are fetched again in the background.
         let shell = shell.clone();
@@ -237,6 +244,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     // No message is handled after this, so the flush below writes every decision made.
     shell.stop();
+    saver.abort();
+    let _ = saver.await;
     save_counters(&shell, &cfg_state_dir, None);
     if let Some(log) = &decisions {
         log.flush();
@@ -247,6 +256,13 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     tracing::info!(open_tcp = shell.tcp.open_connections(), "sipguard stopped");
     Ok(())
+}
+
+/// How long start-up waits for the first connection to Redis.
+const FIRST_CONNECT: Duration = Duration::from_secs(2);
+
+fn cluster_ref(shell: &Shell) -> Option<&crate::cluster::Cluster> {
+    shell.cluster.as_deref()
 }
 
 /// Add the counts saved by the last run (those of windows still current).
@@ -273,7 +289,11 @@ fn restore_counters(shell: &Shell, dir: &std::path::Path) {
 type Fingerprint = Option<(usize, u64, u64, usize)>;
 fn save_counters(shell: &Shell, dir: &std::path::Path, last: Fingerprint) -> Fingerprint {
     let now = shell.clock.now();
-    let counts = shell.proxy.screen().local_counts(now, false);
+    let mut counts = shell.proxy.screen().local_counts(now, false);
+    // Counts on their way to Redis are still this node's until written.
+    if let Some(c) = &shell.cluster {
+        counts.extend(c.unwritten());
+    }
     let fp = Some(crate::state::counters::fingerprint(&counts));
     if last.is_some() && fp == last {
         return last;

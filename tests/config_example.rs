@@ -85,3 +85,18 @@ fn the_commented_stir_block_is_valid_when_uncommented() {
     assert_eq!((stir.freshness.as_secs(), stir.max_pending), (60, 10_000));
     assert_eq!(cfg.stir_files.crl, Some(dir.path().join("stir/crl.pem")));
 }
+
+#[test]
+fn the_commented_cluster_block_is_valid_when_uncommented() {
+    let text = example();
+    let start = text.find("# [cluster]").expect("a commented [cluster] block");
+    let end = start + text[start..].find("\n\n").expect("the block ends with a blank line");
+    let block: Vec<&str> = text[start..end].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
+    let config = format!("{}{}\n{}", &text[..start], block.join("\n"), &text[end..]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::parse(&dir.path().join("sipguard.toml"), &config).unwrap_or_else(|e| panic!("{e}"));
+    let c = cfg.cluster.expect("the redis backend");
+    assert_eq!(c.urls, ["redis://127.0.0.1:6379/0"]);
+    assert_eq!((c.key_prefix.as_str(), c.timeout.as_millis(), c.nodes, c.connections), ("sipguard:", 50, 1, 2));
+    assert!(cfg.screening.unwrap().cluster.is_some(), "screening uses the shared counters");
+}

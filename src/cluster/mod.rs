@@ -19,8 +19,8 @@ use crate::screen::quota::{CountersSnapshot, Usage, Windows};
 use crate::telemetry::metrics as m;
 use arc_swap::ArcSwapOption;
 use redis::{Pool, Scripts};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Timeouts in a row that mark Redis down.
@@ -30,6 +30,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the supervisor looks for counts to write back while Redis is up (counts made
 /// after a single failed call, without an outage).
 const WRITE_BACK_EVERY: Duration = Duration::from_secs(1);
+/// How long Redis must stay up before its recovery is logged.
+const STABLE: Duration = Duration::from_secs(2);
 
 pub struct Cluster {
     cfg: RedisConfig,
@@ -40,6 +42,11 @@ pub struct Cluster {
     outage: AtomicBool,
     timeouts: AtomicU32,
     pending: AtomicUsize,
+    /// Write-back chunks that did not go through, tried again under the same ids.
+    unwritten: Mutex<Vec<redis::Chunk>>,
+    /// Names this process's write-back chunks (with `batches`).
+    nonce: u64,
+    batches: AtomicU64,
 }
 
 /// Releases a pending slot when dropped.
@@ -66,6 +73,13 @@ impl Cluster {
             outage: AtomicBool::new(false),
             timeouts: AtomicU32::new(0),
             pending: AtomicUsize::new(0),
+            unwritten: Mutex::new(Vec::new()),
+            nonce: {
+                let mut b = [0u8; 8];
+                let _ = getrandom::fill(&mut b);
+                u64::from_le_bytes(b)
+            },
+            batches: AtomicU64::new(0),
         }
     }
 
@@ -130,46 +144,54 @@ impl Cluster {
         }
     }
 
-    /// An account's counts across the cluster.
+    /// An account's counts across the cluster. (A slow answer here does not count
+    /// towards marking Redis down: only calls do.)
     pub async fn usage(&self, account: &str, w: &Windows) -> Result<Usage, StoreFailure> {
         let pool = self.usable()?;
         match tokio::time::timeout(self.cfg.timeout * 4, pool.usage(&self.cfg.key_prefix, account, w)).await {
             Ok(Ok(u)) => Ok(u),
-            Ok(Err(e)) => Err(self.failed(classify(&e))),
-            Err(_) => Err(self.failed(StoreFailure::Timeout)),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(StoreFailure::Timeout),
         }
     }
 
-    /// Write counts made on this node to Redis. Returns those that could not be written.
-    pub async fn write_back(
-        &self,
-        counts: Vec<(Arc<str>, CountersSnapshot)>,
-        w: &Windows,
-    ) -> Vec<(Arc<str>, CountersSnapshot)> {
-        let Ok(pool) = self.usable() else { return counts };
+    /// Counts waiting to be written back (kept in the state file meanwhile).
+    pub fn unwritten(&self) -> Vec<(Arc<str>, CountersSnapshot)> {
+        lock(&self.unwritten).iter().map(|c| (c.account.clone(), c.snapshot())).collect()
+    }
+
+    /// Write the chunks waiting and `counts` through `pool`; those that fail wait for the
+    /// next try, under the same ids (so a chunk whose reply was lost is not added twice).
+    async fn write_back(&self, pool: &Pool, counts: Vec<(Arc<str>, CountersSnapshot)>, w: &Windows) -> bool {
+        let mut todo = std::mem::take(&mut *lock(&self.unwritten));
+        for (account, snap) in &counts {
+            let id = format!("{}-{}", self.nonce, self.batches.fetch_add(1, Ordering::Relaxed));
+            todo.extend(redis::chunks(&id, account, snap, w));
+        }
+        // Chunks of windows that have ended since are dropped: nothing reads them.
+        todo.retain(|c| c.windows.day == w.day || c.windows.week == w.week);
         let mut left = Vec::new();
         let mut written = 0u64;
-        for (account, snap) in counts {
-            let add = pool.add(&self.scripts, &self.cfg.key_prefix, &account, &snap, w);
-            match tokio::time::timeout(Duration::from_secs(5), add).await {
-                Ok(Ok(())) => written += snap.day.1,
+        for c in todo {
+            match tokio::time::timeout(Duration::from_secs(5), pool.add(&self.scripts, &self.cfg.key_prefix, &c)).await
+            {
+                Ok(Ok(())) => written += c.day,
                 Ok(Err(e)) => {
-                    self.failed(classify(&e));
-                    left.push((account, snap));
+                    m::cluster_failure(classify(&e).label());
+                    left.push(c);
                 }
                 Err(_) => {
-                    self.failed(StoreFailure::Timeout);
-                    left.push((account, snap));
+                    m::cluster_failure(StoreFailure::Timeout.label());
+                    left.push(c);
                 }
             }
         }
         if written > 0 {
-            tracing::info!(
-                calls = written,
-                "cluster: wrote back the calls counted on this node while Redis was unreachable"
-            );
+            tracing::info!(calls = written, "cluster: wrote back the calls counted on this node");
         }
-        left
+        let ok = left.is_empty();
+        lock(&self.unwritten).extend(left);
+        ok
     }
 
     fn usable(&self) -> Result<Arc<Pool>, StoreFailure> {
@@ -201,46 +223,54 @@ impl Cluster {
         f
     }
 
-    /// Connect, ping and mark up. `Err` when Redis does not answer.
-    async fn connect(&self) -> Result<(), ::redis::RedisError> {
-        let connect = async {
-            let pool = Pool::connect(&self.cfg).await?;
-            pool.ping().await?;
-            Ok::<_, ::redis::RedisError>(pool)
-        };
-        let pool = tokio::time::timeout(BACKOFF_MAX, connect)
-            .await
-            .map_err(|_| ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
-        self.pool.store(Some(Arc::new(pool)));
-        Ok(())
+    /// Connect and check that Redis answers within `timeout_ms`, several times in a row: a
+    /// Redis that answers, but slower than calls may wait, stays down.
+    async fn connect(&self) -> Result<Pool, ::redis::RedisError> {
+        let slow = || ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let pool = tokio::time::timeout(BACKOFF_MAX, Pool::connect(&self.cfg)).await.map_err(|_| slow())??;
+        for _ in 0..TIMEOUTS_FOR_DOWN {
+            tokio::time::timeout(self.cfg.timeout, pool.ping()).await.map_err(|_| slow())??;
+        }
+        Ok(pool)
     }
 
-    /// Keep Redis connected and the local counts written back, until the process ends.
-    /// `take_local` hands over (and empties) the counts made on this node; `restore` takes
-    /// back those that could not be written; `windows` gives the current windows.
-    pub async fn supervise<T, R, W>(self: Arc<Self>, take_local: T, restore: R, windows: W)
+    /// Keep Redis connected and this node's counts written back, until the process ends.
+    /// `take_local` hands over (and empties) the counts made on this node; `save` writes
+    /// the state file (called once they are taken, so that a crash after the write-back
+    /// cannot count them again at the next start); `windows` gives the current windows.
+    pub async fn supervise<T, S, W>(self: Arc<Self>, take_local: T, save: S, windows: W)
     where
         T: Fn() -> Vec<(Arc<str>, CountersSnapshot)>,
-        R: Fn(Vec<(Arc<str>, CountersSnapshot)>),
+        S: Fn(),
         W: Fn() -> Windows,
     {
         let mut backoff = BACKOFF_MIN;
+        let mut up_since: Option<tokio::time::Instant> = None;
         loop {
             if self.is_up() {
                 backoff = BACKOFF_MIN;
-                self.flush(&take_local, &restore, &windows).await;
+                if let Some(pool) = self.pool.load_full() {
+                    self.flush(&pool, &take_local, &save, &windows).await;
+                }
+                // The recovery is logged once Redis has stayed up a while, so a flapping
+                // Redis gives one outage line and one recovery line.
+                if up_since.is_some_and(|t| t.elapsed() >= STABLE) && self.outage.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("cluster: Redis reachable again; shared counters in use");
+                }
                 tokio::time::sleep(WRITE_BACK_EVERY).await;
                 continue;
             }
+            up_since = None;
             match self.connect().await {
-                Ok(()) => {
+                Ok(pool) => {
+                    // The counts made meanwhile go in before any call is counted there.
+                    self.flush(&pool, &take_local, &save, &windows).await;
+                    self.pool.store(Some(Arc::new(pool)));
                     self.timeouts.store(0, Ordering::Relaxed);
                     self.up.store(true, Ordering::Relaxed);
-                    self.flush(&take_local, &restore, &windows).await;
+                    up_since = Some(tokio::time::Instant::now());
                     m::cluster_up(true);
-                    if self.outage.swap(false, Ordering::Relaxed) {
-                        tracing::warn!("cluster: Redis reachable again; shared counters in use");
-                    } else {
+                    if !self.outage.load(Ordering::Relaxed) {
                         tracing::info!(redis = %self.cfg.urls.join(","), "cluster: connected to Redis");
                     }
                 }
@@ -260,27 +290,32 @@ impl Cluster {
         }
     }
 
-    async fn flush<T, R, W>(&self, take_local: &T, restore: &R, windows: &W)
+    async fn flush<T, S, W>(&self, pool: &Pool, take_local: &T, save: &S, windows: &W)
     where
         T: Fn() -> Vec<(Arc<str>, CountersSnapshot)>,
-        R: Fn(Vec<(Arc<str>, CountersSnapshot)>),
+        S: Fn(),
         W: Fn() -> Windows,
     {
         let counts = take_local();
-        if counts.is_empty() {
+        if counts.is_empty() && lock(&self.unwritten).is_empty() {
             return;
         }
-        let left = self.write_back(counts, &windows()).await;
-        if !left.is_empty() {
-            restore(left);
+        save();
+        if !self.write_back(pool, counts, &windows()).await {
+            save();
         }
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn classify(e: &::redis::RedisError) -> StoreFailure {
+    // A cluster error (MOVED, ASK, TRYAGAIN left after the retries) fails that call only.
     if e.is_timeout() {
         StoreFailure::Timeout
-    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_cluster_error() {
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         StoreFailure::Connection
     } else {
         StoreFailure::Script

@@ -12,12 +12,14 @@ use crate::screen::quota::{CountersSnapshot, Usage, Windows};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisResult, Script, ScriptInvocation};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Check every cap; when all hold, count the call (INCR / HINCRBY + EXPIREAT).
 /// KEYS: hour, day, caller-ID/day hash, callee/day hash, callee/week hash.
 /// ARGV: five caps (-1: none; a per-number counter without a cap is not kept), caller,
-/// callee, expiry of hour, day and week keys. Returns {admitted, five values before it}.
+/// callee, expiry of hour, day and week keys, the most numbers a hash may hold. Returns
+/// {admitted, five values before it, 1 when a hash was full}.
 const RESERVE: &str = r"
 local caps = {}
 for i = 1, 5 do caps[i] = tonumber(ARGV[i]) end
@@ -28,8 +30,15 @@ for i = 3, 5 do
   if caps[i] >= 0 then cur[i] = tonumber(redis.call('HGET', KEYS[i], field[i]) or '0') end
 end
 local ok = 1
+local full = 0
 for i = 1, 5 do
   if caps[i] >= 0 and cur[i] >= caps[i] then ok = 0 end
+end
+for i = 3, 5 do
+  if caps[i] >= 0 and cur[i] == 0 and redis.call('HLEN', KEYS[i]) >= tonumber(ARGV[11]) then
+    ok = 0
+    full = 1
+  end
 end
 if ok == 1 then
   for i = 1, 2 do
@@ -43,7 +52,7 @@ if ok == 1 then
     end
   end
 end
-return {ok, cur[1], cur[2], cur[3], cur[4], cur[5]}
+return {ok, cur[1], cur[2], cur[3], cur[4], cur[5], full}
 ";
 
 /// Take back one call: each kept counter goes down by one, never below zero.
@@ -61,10 +70,12 @@ end
 return 1
 ";
 
-/// Add counts made on this node while Redis was out of reach (atomically per chunk).
-/// KEYS as RESERVE; ARGV: hour count, day count, expiry of hour, day, week, then for each
-/// of the three hashes: n, then n (number, count) pairs.
+/// Add counts made on this node while Redis was out of reach, atomically and once per
+/// chunk: KEYS[6] marks the chunk as written (a retry after a lost reply adds nothing).
+/// KEYS as RESERVE plus the marker; ARGV: hour count, day count, expiry of hour, day,
+/// week, then for each of the three hashes: n, then n (number, count) pairs.
 const ADD: &str = r"
+if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', 172800) then return 0 end
 local exp = {ARGV[3], ARGV[4], ARGV[4], ARGV[4], ARGV[5]}
 for i = 1, 2 do
   local n = tonumber(ARGV[i])
@@ -88,6 +99,56 @@ return 1
 
 /// Numbers per ADD script call: keeps each call (and the time Redis spends in it) short.
 const ADD_CHUNK: usize = 2000;
+
+/// Part of an account's counts to write back, under an id of its own so that writing it
+/// twice (a retry after a lost reply) counts it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub id: String,
+    pub account: Arc<str>,
+    pub windows: Windows,
+    pub hour: u64,
+    pub day: u64,
+    pub lists: [Vec<(u64, u32)>; 3],
+}
+
+impl Chunk {
+    /// Back to counts (to keep them in the state file while they wait for a retry).
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let w = &self.windows;
+        CountersSnapshot {
+            hour: (w.hour, self.hour),
+            day: (w.day, self.day),
+            caller_day: (w.day, self.lists[0].clone()),
+            callee_day: (w.day, self.lists[1].clone()),
+            callee_week: (w.week, self.lists[2].clone()),
+            seen: (0, 0),
+        }
+    }
+}
+
+/// An account's counts of the windows `w` cut into chunks named `<id>-<n>`; counts of
+/// other windows are stale and left out.
+pub fn chunks(id: &str, account: &Arc<str>, c: &CountersSnapshot, w: &Windows) -> Vec<Chunk> {
+    let hour = if c.hour.0 == w.hour { c.hour.1 } else { 0 };
+    let day = if c.day.0 == w.day { c.day.1 } else { 0 };
+    fn pick(t: &(i64, Vec<(u64, u32)>), now: i64) -> &[(u64, u32)] {
+        if t.0 == now { &t.1 } else { &[] }
+    }
+    let lists = [pick(&c.caller_day, w.day), pick(&c.callee_day, w.day), pick(&c.callee_week, w.week)];
+    let n = lists.iter().map(|l| l.len().div_ceil(ADD_CHUNK)).max().unwrap_or(0).max(1);
+    (0..n)
+        .map(|i| Chunk {
+            id: format!("{id}-{i}"),
+            account: account.clone(),
+            windows: *w,
+            // The window totals go with the first chunk only.
+            hour: if i == 0 { hour } else { 0 },
+            day: if i == 0 { day } else { 0 },
+            lists: lists.map(|l| l.chunks(ADD_CHUNK).nth(i).unwrap_or_default().to_vec()),
+        })
+        .collect()
+}
 
 pub struct Scripts {
     reserve: Script,
@@ -173,7 +234,11 @@ impl Pool {
             let client = redis::cluster::ClusterClientBuilder::new(cfg.urls.clone())
                 .connection_timeout(cfg.timeout.max(std::time::Duration::from_millis(200)))
                 .response_timeout(super::LATE_ANSWER)
-                .retries(0)
+                // MOVED / ASK during a resharding or failover are followed within the
+                // call's deadline; `Cluster::reserve` bounds the whole.
+                .retries(2)
+                .min_retry_wait(5)
+                .max_retry_wait(20)
                 .build()?;
             vec![Conn::Cluster(client.get_async_connection().await?)]
         } else {
@@ -218,9 +283,10 @@ impl Pool {
         for e in r.windows.expiry() {
             inv.arg(e);
         }
+        inv.arg(r.max_tracked);
         let v: Vec<i64> = self.conn().invoke(&inv).await?;
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
-        Ok(Tally { admitted: at(0) == 1, values: [at(1), at(2), at(3), at(4), at(5)] })
+        Ok(Tally { admitted: at(0) == 1, values: [at(1), at(2), at(3), at(4), at(5)], full: at(6) == 1 })
     }
 
     pub async fn release(&self, s: &Scripts, prefix: &str, r: &Reservation) -> RedisResult<()> {
@@ -236,44 +302,23 @@ impl Pool {
         Ok(())
     }
 
-    /// Add an account's counts of windows `w` (counted here during an outage).
-    pub async fn add(
-        &self,
-        s: &Scripts,
-        prefix: &str,
-        account: &str,
-        c: &CountersSnapshot,
-        w: &Windows,
-    ) -> RedisResult<()> {
-        let keys = keys(prefix, account, w);
-        let expiry = w.expiry();
-        let current = |window: i64, now: i64| window == now;
-        let hour = if current(c.hour.0, w.hour) { c.hour.1 } else { 0 };
-        let day = if current(c.day.0, w.day) { c.day.1 } else { 0 };
-        let empty: &[(u64, u32)] = &[];
-        let lists: [&[(u64, u32)]; 3] = [
-            if current(c.caller_day.0, w.day) { &c.caller_day.1 } else { empty },
-            if current(c.callee_day.0, w.day) { &c.callee_day.1 } else { empty },
-            if current(c.callee_week.0, w.week) { &c.callee_week.1 } else { empty },
-        ];
-        let chunks = lists.iter().map(|l| l.len().div_ceil(ADD_CHUNK)).max().unwrap_or(0).max(1);
-        for chunk in 0..chunks {
-            let mut inv = s.add.prepare_invoke();
-            for k in &keys {
-                inv.key(k);
-            }
-            // The window totals go with the first chunk only.
-            let (h, d) = if chunk == 0 { (hour, day) } else { (0, 0) };
-            inv.arg(h).arg(d).arg(expiry[0]).arg(expiry[1]).arg(expiry[2]);
-            for l in lists {
-                let part = l.chunks(ADD_CHUNK).nth(chunk).unwrap_or_default();
-                inv.arg(part.len());
-                for &(n, k) in part {
-                    inv.arg(n).arg(k);
-                }
-            }
-            let _: i64 = self.conn().invoke(&inv).await?;
+    /// Add one chunk of counts made here (see `chunks`); a chunk already written is not
+    /// added again.
+    pub async fn add(&self, s: &Scripts, prefix: &str, c: &Chunk) -> RedisResult<()> {
+        let mut inv = s.add.prepare_invoke();
+        for k in keys(prefix, &c.account, &c.windows) {
+            inv.key(k);
         }
+        inv.key(format!("{prefix}{{{}}}:written:{}", tag(&c.account), c.id));
+        let expiry = c.windows.expiry();
+        inv.arg(c.hour).arg(c.day).arg(expiry[0]).arg(expiry[1]).arg(expiry[2]);
+        for l in &c.lists {
+            inv.arg(l.len());
+            for &(n, k) in l {
+                inv.arg(n).arg(k);
+            }
+        }
+        let _: i64 = self.conn().invoke(&inv).await?;
         Ok(())
     }
 

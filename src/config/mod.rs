@@ -224,9 +224,19 @@ impl Config {
         if self.screening.is_some() && !self.server.record_route {
             w.push(NO_RECORD_ROUTE_WARNING);
         }
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.on_failure == crate::screen::quota::shared::OnFailure::Local && c.nodes == 1)
+        {
+            w.push(LOCAL_ONE_NODE_WARNING);
+        }
         w
     }
 }
+
+/// `on_failure = "local"` divides the caps by `nodes`: left at 1, each node takes it all.
+pub const LOCAL_ONE_NODE_WARNING: &str = "cluster.on_failure = \"local\" with nodes = 1: during an outage every node may admit the whole remaining cap; set nodes to the number of sipguard nodes";
 
 /// Without our Record-Route no in-dialog INVITE can prove its dialog was screened here.
 pub const NO_RECORD_ROUTE_WARNING: &str = "server.record_route is off: every re-INVITE is screened (and counted) like a new call, since none can prove its dialog was screened here; set record_route = true";

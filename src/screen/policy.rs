@@ -251,13 +251,16 @@ impl Screener {
             return Step::Done(tag(fire(d, mode, Rule::Dnc, response, None)));
         }
         let windows = Windows::at(p.quota_tz, now);
-        if p.shared.is_some() {
+        // Without a window cap there is nothing for the store to refuse: the call is counted
+        // here and written back with the rest, and never waits for (or on) the store.
+        if p.shared.is_some() && acct.limits.has_window_caps() {
             // Pacing is this node's own; the window counters are the cluster's.
             if let Some(refused) = acct.pacing.refusal(&acct.limits, now) {
                 d.counters.push(refused);
                 return Step::Done(tag(fire(d, mode, Rule::Quota, p.responses.for_rule(Rule::Quota), None)));
             }
-            let reservation = Reservation::new(acct.id.clone(), &acct.limits, windows, pr.caller, callee);
+            let reservation = Reservation::new(acct.id.clone(), &acct.limits, windows, pr.caller, callee)
+                .tracking_at_most(p.max_tracked);
             return Step::Need(Lookup::Counters(Box::new(Counting { reservation, decision: d })));
         }
         let within = acct.counters.check_and_count(
@@ -281,8 +284,16 @@ impl Screener {
     fn decide_counted(&self, c: Counting, answer: Result<Tally, StoreFailure>) -> Decision {
         let p = self.policy.load();
         let Counting { reservation: r, decision: mut d } = c;
-        // An account removed by a reload while its call waited: nothing left to count for.
-        let Some(acct) = p.table.by_id(&r.account).and_then(|i| p.accounts.get(i)) else { return tag(d) };
+        // An account removed by a reload while its call waited is now an unknown account.
+        // (A count the store made for it stays: errs on the strict side.)
+        let Some(acct) = p.table.by_id(&r.account).and_then(|i| p.accounts.get(i)) else {
+            return match p.unknown_account {
+                UnknownAccount::Forward => tag(d),
+                UnknownAccount::Reject => {
+                    fire(d, p.mode, Rule::UnknownAccount, p.responses.for_rule(Rule::UnknownAccount), None)
+                }
+            };
+        };
         let quota = p.responses.for_rule(Rule::Quota);
         let w = r.windows;
         let local = |d: &mut Decision| {
@@ -308,7 +319,7 @@ impl Screener {
             }
             Err(_) => match p.shared.map_or(OnFailure::Open, |s| s.on_failure) {
                 OnFailure::Open => {
-                    acct.counters.add(&acct.limits, &w, r.caller, r.callee);
+                    acct.counters.add(&acct.limits, &w, r.caller, r.callee, p.max_tracked);
                     d.counters.push(CounterReading { name: "cluster_unavailable", value: 0, limit: 0 });
                     local(&mut d);
                     tag(d)
@@ -349,8 +360,11 @@ impl Screener {
         let w = Windows::at(p.quota_tz, now);
         p.accounts
             .iter()
-            .map(|a| (a.id.clone(), if take { a.counters.take(&w) } else { a.counters.snapshot(&w) }))
-            .filter(|(_, s)| !s.is_empty())
+            .filter_map(|a| {
+                let s = if take { a.counters.take(&w) } else { a.counters.snapshot(&w) };
+                let keep = if take { s.has_counts() } else { !s.is_empty() };
+                keep.then(|| (a.id.clone(), s))
+            })
             .collect()
     }
 

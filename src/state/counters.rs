@@ -91,6 +91,7 @@ mod tests {
             caller_day: (739_000, vec![(12125550100, 7)]),
             callee_day: (739_000, vec![(13105550001, 1), (13105550002, 2)]),
             callee_week: (738_996, vec![]),
+            seen: (40, 70),
         };
         save(dir.path(), &[("acme".into(), c.clone())], 1).unwrap();
         let back = load(dir.path()).unwrap();

@@ -41,12 +41,16 @@ impl Redis {
 
     /// Start with extra redis-server arguments.
     pub fn start_with(extra: &[&str]) -> Redis {
+        Self::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> Redis {
         let dir = match tempfile::Builder::new().prefix("sipguard-redis.").tempdir() {
             Ok(d) => d,
             Err(e) => panic!("temp dir: {e}"),
         };
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut r = Redis { child: None, dir, port: free_port(), extra };
+        let mut r = Redis { child: None, dir, port, extra };
         r.restart();
         r
     }
@@ -154,6 +158,21 @@ impl Redis {
     }
 }
 
+/// A port below 55536 that is free, and free 10000 above too.
+fn bus_port_pair() -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut seed = u64::from(std::process::id()) ^ u64::from(nanos);
+    for _ in 0..1000 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let p = 20_000 + (seed >> 33) as u16 % 30_000;
+        if free(p) && free(p + 10_000) {
+            return p;
+        }
+    }
+    panic!("no free port pair for a Redis Cluster node");
+}
+
 /// A Redis Cluster of three masters (no replicas) on free loopback ports.
 pub struct RedisCluster {
     pub nodes: Vec<Redis>,
@@ -161,7 +180,9 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<Redis> = (0..3).map(|_| Redis::start_with(&["--cluster-enabled", "yes"])).collect();
+        // A cluster node also listens on its port + 10000 (the cluster bus).
+        let nodes: Vec<Redis> =
+            (0..3).map(|_| Redis::start_on(bus_port_pair(), &["--cluster-enabled", "yes"])).collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])

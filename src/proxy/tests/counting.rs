@@ -58,7 +58,7 @@ fn held(actions: &[Action]) -> (Counting, Held) {
     }
 }
 
-const ADMITTED: Tally = Tally { admitted: true, values: [0; 5] };
+const ADMITTED: Tally = Tally { admitted: true, values: [0; 5], full: false };
 
 #[test]
 fn a_call_waiting_for_the_store_is_forwarded_once_with_its_answer() {

@@ -359,7 +359,7 @@ fn shared_counters_are_asked_for_after_every_other_rule() {
     assert_eq!(r.windows, Windows::at(NY, at));
     // Admitted: forwarded, charged in the store (its release is the shell's), readings
     // include this call.
-    let d = s.counted(c, Ok(Tally { admitted: true, values: [5, 2, 0, 0, 0] }), at);
+    let d = s.counted(c, Ok(Tally { admitted: true, values: [5, 2, 0, 0, 0], full: false }), at);
     assert!(d.verdict.is_forward());
     assert!(d.charge.as_ref().is_some_and(|c| c.shared.is_some()));
     assert_eq!(d.counters, vec![CounterReading { name: "account_per_day", value: 3, limit: 3 }]);
@@ -367,7 +367,7 @@ fn shared_counters_are_asked_for_after_every_other_rule() {
     assert_eq!(s.account_snapshot("acme", at).unwrap().usage.calls_today, 0, "nothing counted on this node");
     // Refused by the store: the quota response, nothing charged.
     let c = counting(&s, "+12125550198", at);
-    let d = s.counted(c, Ok(Tally { admitted: false, values: [5, 3, 0, 0, 0] }), at);
+    let d = s.counted(c, Ok(Tally { admitted: false, values: [5, 3, 0, 0, 0], full: false }), at);
     assert_eq!((d.rule, code(&d), d.charge.is_none()), (Some(Rule::Quota), Some(403), true));
 }
 
@@ -385,7 +385,9 @@ fn each_failure_policy_decides_a_call_the_store_could_not_count() {
     let taken = s.local_counts(at, true);
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].1.day.1, 5, "all five are written back");
-    assert!(s.local_counts(at, false).is_empty(), "taken: nothing left to write twice");
+    let after = s.local_counts(at, false);
+    assert!(after.iter().all(|(_, c)| !c.has_counts()), "taken: nothing left to write twice");
+    assert_eq!(after[0].1.seen, (5, 5), "what went to the store counts as the store's");
     // closed: refused with the quota rule's response.
     let s = shared_screener("shared-closed", "closed", 2);
     let d = s.counted(counting(&s, "+12125550301", at), fail, at);
@@ -394,7 +396,7 @@ fn each_failure_policy_decides_a_call_the_store_could_not_count() {
     // two nodes: 1 call).
     let s = shared_screener("shared-local", "local", 2);
     let c = counting(&s, "+12125550301", at);
-    assert!(s.counted(c, Ok(Tally { admitted: true, values: [0, 0, 0, 0, 0] }), at).verdict.is_forward());
+    assert!(s.counted(c, Ok(Tally { admitted: true, values: [0, 0, 0, 0, 0], full: false }), at).verdict.is_forward());
     assert!(s.counted(counting(&s, "+12125550302", at), fail, at).verdict.is_forward());
     let d = s.counted(counting(&s, "+12125550303", at), fail, at);
     assert_eq!(d.rule, Some(Rule::Quota), "the node's share is used up");

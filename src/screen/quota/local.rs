@@ -124,6 +124,7 @@ impl Counters {
             caller_day: numbers(&self.caller_day),
             callee_day: numbers(&self.callee_day),
             callee_week: numbers(&self.callee_week),
+            seen: (self.seen_hour.count, self.seen_day.count),
         }
     }
 }
@@ -143,16 +144,25 @@ pub struct CountersSnapshot {
     pub caller_day: (i64, Vec<(u64, u32)>),
     pub callee_day: (i64, Vec<(u64, u32)>),
     pub callee_week: (i64, Vec<(u64, u32)>),
+    /// The hour and day counts of the cluster store as last known here (of the windows
+    /// `hour.0` and `day.0`), so a restart during an outage keeps judging shares by them.
+    #[serde(default)]
+    pub seen: (u64, u64),
 }
 
 impl CountersSnapshot {
-    /// Whether it holds no count at all.
+    /// Whether it holds nothing worth keeping (no count, no cluster figure).
     pub fn is_empty(&self) -> bool {
-        self.hour.1 == 0
+        self.seen == (0, 0) && !self.has_counts()
+    }
+
+    /// Whether it holds a count of calls (something to write back).
+    pub fn has_counts(&self) -> bool {
+        !(self.hour.1 == 0
             && self.day.1 == 0
             && self.caller_day.1.is_empty()
             && self.callee_day.1.is_empty()
-            && self.callee_week.1.is_empty()
+            && self.callee_week.1.is_empty())
     }
 }
 
@@ -217,10 +227,19 @@ impl AccountCounters {
 
     /// Count a call without checking any cap (the cluster store admitted it, or is out of
     /// reach with `on_failure = "open"`).
-    pub fn add(&self, limits: &QuotaLimits, w: &Windows, caller: u64, callee: u64) {
+    /// A number map that is full (`max_tracked`) does not take a new number: the call is
+    /// still counted in the hour and day, so memory stays bounded whatever callees arrive.
+    pub fn add(&self, limits: &QuotaLimits, w: &Windows, caller: u64, callee: u64, max_tracked: usize) {
         let mut c = self.lock();
         c.roll(w);
-        c.count(limits, caller, callee);
+        let room = |t: &NumberTally, n| !t.full_for(n, max_tracked);
+        let limits = QuotaLimits {
+            per_caller_id_per_day: limits.per_caller_id_per_day.filter(|_| room(&c.caller_day, caller)),
+            per_callee_per_day: limits.per_callee_per_day.filter(|_| room(&c.callee_day, callee)),
+            per_callee_per_week: limits.per_callee_per_week.filter(|_| room(&c.callee_week, callee)),
+            ..*limits
+        };
+        c.count(&limits, caller, callee);
     }
 
     /// Take back a call counted by `check_and_count` at windows `w` that was not forwarded
@@ -272,7 +291,8 @@ impl AccountCounters {
         let mut c = self.lock();
         c.roll(w);
         let s = c.snapshot();
-        let seen = (c.seen_hour.count, c.seen_day.count);
+        // What is taken goes to the cluster store: it is part of what the store has now.
+        let seen = (c.seen_hour.count + s.hour.1, c.seen_day.count + s.day.1);
         *c = Counters::default();
         c.roll(w);
         (c.seen_hour.count, c.seen_day.count) = seen;
@@ -306,6 +326,12 @@ impl AccountCounters {
         if s.day.0 == w.day {
             c.day.count = c.day.count.saturating_add(s.day.1);
             added = s.day.1;
+        }
+        if s.hour.0 == w.hour {
+            c.seen_hour.count = c.seen_hour.count.max(s.seen.0);
+        }
+        if s.day.0 == w.day {
+            c.seen_day.count = c.seen_day.count.max(s.seen.1);
         }
         for (t, (window, numbers), now) in [
             (&mut c.caller_day, &s.caller_day, w.day),

@@ -51,6 +51,15 @@ impl QuotaLimits {
         }
     }
 
+    /// Whether any hour, day or week counter has a cap (what the cluster store enforces).
+    pub fn has_window_caps(&self) -> bool {
+        self.per_hour.is_some()
+            || self.per_day.is_some()
+            || self.per_caller_id_per_day.is_some()
+            || self.per_callee_per_day.is_some()
+            || self.per_callee_per_week.is_some()
+    }
+
     fn pacing_key(&self) -> (Option<NonZeroU32>, Option<NonZeroU32>, Option<NonZeroU32>) {
         (self.per_second, self.burst, self.per_minute)
     }

@@ -28,6 +28,8 @@ pub struct Reservation {
     pub caller: u64,
     pub callee: u64,
     pub caps: [Option<u64>; 5],
+    /// The most numbers one per-number counter may hold (`max_tracked_numbers`), as locally.
+    pub max_tracked: u64,
 }
 
 impl Reservation {
@@ -39,7 +41,12 @@ impl Reservation {
             limits.per_callee_per_day,
             limits.per_callee_per_week,
         ];
-        Reservation { account, windows, caller, callee, caps }
+        Reservation { account, windows, caller, callee, caps, max_tracked: u64::MAX }
+    }
+
+    pub fn tracking_at_most(mut self, n: usize) -> Self {
+        self.max_tracked = n as u64;
+        self
     }
 
     /// Whether counter `i` is kept for this call.
@@ -50,6 +57,9 @@ impl Reservation {
     /// The readings of the decision log: each capped counter with its value (this call
     /// included when it was admitted).
     pub fn readings(&self, tally: &Tally, out: &mut Vec<CounterReading>) {
+        if tally.full {
+            out.push(CounterReading { name: "tracked_numbers", value: self.max_tracked, limit: self.max_tracked });
+        }
         let step = u64::from(tally.admitted);
         for (i, cap) in self.caps.iter().enumerate() {
             if let (Some(limit), Some(&value), Some(&name)) = (cap, tally.values.get(i), COUNTERS.get(i)) {
@@ -65,6 +75,8 @@ impl Reservation {
 pub struct Tally {
     pub admitted: bool,
     pub values: [u64; 5],
+    /// Refused because a per-number counter holds `max_tracked` numbers already.
+    pub full: bool,
 }
 
 /// Why the store gave no tally.
@@ -160,7 +172,7 @@ mod tests {
         assert!(r.counts(HOUR) && r.counts(DAY) && r.counts(CALLEE_DAY));
         assert!(!r.counts(CALLER_DAY) && !r.counts(CALLEE_WEEK));
         let mut out = Vec::new();
-        r.readings(&Tally { admitted: true, values: [3, 3, 0, 0, 0] }, &mut out);
+        r.readings(&Tally { admitted: true, values: [3, 3, 0, 0, 0], full: false }, &mut out);
         assert_eq!(
             out,
             vec![
