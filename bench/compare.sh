@@ -5,10 +5,16 @@
 # Usage: bench/compare.sh [--policy pass-through|full] [--rate CPS] [--calls N] [--dnc N]
 #                         [--systems sipguard,kamailio,floor] [--scenarios pass,reject]
 #                         [--runs N] [--out DIR] [--workload DIR] [--udp-batch-wait US]
-#                         [--udp-threads N]
+#                         [--udp-threads N] [--cluster local|redis|local,redis]
+#                         [--wait-quiet CPUS]
 #
 # --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500);
-# --udp-threads its server.udp_threads (default: half the CPUs, at least 1).
+# --udp-threads its server.udp_threads (default: half the CPUs, at least 1);
+# --cluster where sipguard keeps its quota counters (default local): with redis, a
+# redis-server of this script's own on a free port and `[cluster] backend = "redis"`;
+# with local,redis both, interleaved like systems ("sipguard" and "sipguard-redis").
+# --wait-quiet: before each run, wait (up to 10 min) until the machine was busy less than
+# CPUS CPUs over 3 s (other tenants' builds), e.g. 0.3.
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.
@@ -28,8 +34,10 @@ out=""
 workload=""
 batch_wait=""
 udp_threads=""
+cluster=local
+quiet=""
 
-usage() { sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -43,6 +51,8 @@ while [[ $# -gt 0 ]]; do
     --workload) workload=$2; shift 2 ;;
     --udp-batch-wait) batch_wait=$2; shift 2 ;;
     --udp-threads) udp_threads=$2; shift 2 ;;
+    --cluster) cluster=$2; shift 2 ;;
+    --wait-quiet) quiet=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -52,12 +62,27 @@ for tool in sipp python3; do
   command -v "$tool" >/dev/null || { echo "$tool not found (apt-get install sip-tester python3)" >&2; exit 1; }
 done
 has() { [[ ",$systems," == *",$1,"* ]]; }
+IFS=, read -r -a cluster_list <<<"$cluster"
+for c in "${cluster_list[@]}"; do
+  case "$c" in local|redis) ;; *) echo "--cluster takes local, redis or local,redis" >&2; exit 2 ;; esac
+done
+redis_on() { has sipguard && [[ ",$cluster," == *",redis,"* ]]; }
+if redis_on; then
+  for tool in redis-server redis-cli; do
+    command -v "$tool" >/dev/null || { echo "$tool not found (apt-get install redis-server)" >&2; exit 1; }
+  done
+fi
 if has kamailio && ! command -v kamailio >/dev/null; then
   echo "kamailio not found (apt-get install kamailio)" >&2; exit 1
 fi
 
 tmp=$(mktemp -d -t sipguard-bench.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+redis_pid=""
+cleanup() {
+  if [[ -n "$redis_pid" ]]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 out=${out:-$ROOT/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -114,9 +139,39 @@ EOF
   cp "$conf" "$out/sipguard.toml"
 fi
 
+# (c2) --cluster redis: a redis-server of our own on a free loopback port (no persistence),
+# and the same configuration plus a [cluster] block (its own [state] dir, so that neither
+# variant restores the other's saved counters). The quota of the full policy (per_minute,
+# pacing) stays on the node with either backend; with redis every passed call also counts
+# its hour and day windows in Redis in one script round trip, and no window has a cap, so
+# neither variant refuses a call.
+if redis_on; then
+  redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$out/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 100); do
+    [[ "$(redis-cli -p "$redis_port" PING 2>/dev/null)" == PONG ]] && break
+    sleep 0.1
+  done
+  [[ "$(redis-cli -p "$redis_port" PING 2>/dev/null)" == PONG ]] || { echo "redis-server did not start" >&2; exit 1; }
+  conf_redis=$tmp/sipguard-redis.toml
+  sed "s|^dir = \"$tmp/state\"\$|dir = \"$tmp/state-redis\"|" "$conf" >"$conf_redis"
+  printf '\n[cluster]\nbackend = "redis"\nredis = "redis://127.0.0.1:%s/0"\n' "$redis_port" >>"$conf_redis"
+  "$sipguard_bin" check-config "$conf_redis" >&2 || { echo "sipguard rejected $conf_redis" >&2; exit 1; }
+  cp "$conf_redis" "$out/sipguard-redis.toml"
+fi
+# CPU seconds (user + system) of redis-server, all its threads.
+redis_cpu() { awk -v t="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / t }' "/proc/$redis_pid/stat"; }
+# Calls counted in Redis: the sum of every account's day counter.
+redis_day_count() {
+  redis-cli -p "$redis_port" --scan --pattern 'sipguard:*:day:*' |
+    while read -r k; do redis-cli -p "$redis_port" GET "$k"; done | awk '{ n += $1 } END { print n + 0 }'
+}
+
 sut_cmd() {
   case "$1" in
     sipguard) printf 'exec %q --config %q' "$sipguard_bin" "$conf" ;;
+    sipguard-redis) printf 'exec %q --config %q' "$sipguard_bin" "$conf_redis" ;;
     kamailio) printf 'exec kamailio -f %q -DD -E -M 2048 -A DBURL=\\"text://%s/kamailio/db\\"' \
                 "$SHARED/kamailio/kamailio.cfg" "$workload" ;;
     floor) printf 'exec %q' "$floor_bin" ;;
@@ -130,37 +185,77 @@ applies() {
   [[ "$scen" == pass ]] && return 0
   case "$sys" in
     kamailio) return 0 ;;
-    sipguard) [[ "$policy" == full ]] ;;
+    sipguard|sipguard-redis) [[ "$policy" == full ]] ;;
     *) return 1 ;;
   esac
 }
 
+# CPU seconds the whole machine has been busy (every CPU; not idle, not iowait).
+machine_busy() { awk -v t="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / t; exit }' /proc/stat; }
+wait_quiet() {
+  [[ -n "$quiet" ]] || return 0
+  local deadline=$((SECONDS + 600)) a b
+  while ((SECONDS < deadline)); do
+    a=$(machine_busy); sleep 3; b=$(machine_busy)
+    awk -v a="$a" -v b="$b" -v q="$quiet" 'BEGIN { exit !((b - a) / 3 < q) }' && return 0
+  done
+  echo "   the machine did not get quiet within 10 minutes; running anyway" >&2
+}
+
 # (d) the runs, systems interleaved inside each run so that drift hits them alike.
 IFS=, read -r -a scen_list <<<"$scenarios"
-IFS=, read -r -a sys_list <<<"$systems"
+IFS=, read -r -a given <<<"$systems"
+sys_list=()
+for sys in "${given[@]}"; do
+  if [[ "$sys" == sipguard ]]; then
+    for c in "${cluster_list[@]}"; do
+      if [[ "$c" == redis ]]; then sys_list+=(sipguard-redis); else sys_list+=(sipguard); fi
+    done
+  else
+    sys_list+=("$sys")
+  fi
+done
 for ((run = 1; run <= runs; run++)); do
   for scen in "${scen_list[@]}"; do
     for sys in "${sys_list[@]}"; do
       applies "$sys" "$scen" || continue
-      echo "== run $run/$runs: $sys, $scen, $calls calls at $rate/s" >&2
+      wait_quiet
+      echo "== run $run/$runs: $sys, $scen, $calls calls at $rate/s (load average $(cut -d' ' -f1 /proc/loadavg))" >&2
+      if redis_on; then
+        redis-cli -p "$redis_port" FLUSHALL >/dev/null
+        r0=$(redis_cpu)
+      fi
+      m0=$(machine_busy) t0=$SECONDS
       # A failed run leaves no JSON; the table reports it as missing rather than stopping here.
       python3 "$SHARED/sipp_load.py" --workload "$workload" --scenario "$scen" \
         --rate "$rate" --calls "$calls" --sut "$(sut_cmd "$sys")" \
         --json "$out/$sys-$scen-$run.json" >&2 || echo "   $sys/$scen failed" >&2
+      # Beside each run: the machine's busy CPUs over it (load generator and system
+      # included; another tenant shows as more) and, with redis, Redis's CPU over the whole
+      # sipp_load run (start-up and stop included, a few idle seconds), which is its own
+      # figure, not in the system's (idle while another system runs), and the calls it counted.
+      busy=$(awk -v a="$m0" -v b="$(machine_busy)" -v s=$((SECONDS - t0)) 'BEGIN { printf "%.2f", (b - a) / (s > 0 ? s : 1) }')
+      if redis_on; then
+        printf '{"machine_busy_cpus": %s, "redis_cpu_s": %s, "redis_day_count": %s}\n' "$busy" \
+          "$(awk -v a="$r0" -v b="$(redis_cpu)" 'BEGIN { printf "%.3f", b - a }')" "$(redis_day_count)" \
+          >"$out/side-$sys-$scen-$run.json"
+      else
+        printf '{"machine_busy_cpus": %s}\n' "$busy" >"$out/side-$sys-$scen-$run.json"
+      fi
     done
   done
 done
 
 # (e) the table (median run by CPU per call when --runs > 1) and the ratios.
 cat >"$out/params.json" <<EOF
-{"policy": "$policy", "rate": $rate, "calls": $calls, "dnc": $dnc, "runs": $runs,
+{"policy": "$policy", "cluster": "$cluster", "rate": $rate, "calls": $calls, "dnc": $dnc, "runs": $runs,
  "nproc": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
 EOF
-python3 - "$out" "$systems" "$scenarios" <<'PY'
+python3 - "$out" "$(IFS=,; echo "${sys_list[*]}")" "$scenarios" <<'PY'
 import glob, json, os, sys
 out, systems, scenarios = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 summary, best = {}, {}
-print(f"{'system':<10} {'scenario':<8} {'runs':>4} {'ok':>7} {'failed':>7} {'user us':>8} {'sys us':>8} {'total us':>9} {'rss MiB':>8}")
+print(f"{'system':<14} {'scenario':<8} {'runs':>4} {'ok':>7} {'failed':>7} {'user us':>8} {'sys us':>8} {'total us':>9} {'rss MiB':>8}  all runs (us/call; redis-server's own)")
 for scen in scenarios:
     for s in systems:
         runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, f"{s}-{scen}-*.json")))]
@@ -169,12 +264,28 @@ for scen in scenarios:
         for r in runs:
             n = max(r["ok"] + r["failed"], 1)
             r["user_us"], r["sys_us"] = r["sut_user_s"] * 1e6 / n, r["sut_sys_s"] * 1e6 / n
+        # In run order, with redis-server's CPU per call (and the calls it counted) beside.
+        by_run = sorted(glob.glob(os.path.join(out, f"{s}-{scen}-*.json")), key=lambda p: int(p.rsplit("-", 1)[1][:-5]))
+        detail = []
+        for p in by_run:
+            r = json.load(open(p))
+            rp = os.path.join(out, "side-" + os.path.basename(p))
+            d = {"run": int(p.rsplit("-", 1)[1][:-5]), "us_per_call": r["sut_cpu_us_per_call"], "failed": r["failed"]}
+            if os.path.exists(rp):
+                x = json.load(open(rp))
+                d["machine_busy_cpus"] = x["machine_busy_cpus"]
+                if "redis_cpu_s" in x:
+                    d["redis_us_per_call"] = round(x["redis_cpu_s"] * 1e6 / max(r["ok"] + r["failed"], 1), 1)
+                    d["redis_day_count"] = x["redis_day_count"]
+            detail.append(d)
         runs.sort(key=lambda r: r["sut_cpu_us_per_call"])
         m = runs[len(runs) // 2]
         best[(s, scen)] = m["sut_cpu_us_per_call"] if m["failed"] == 0 else None
-        summary[f"{s}/{scen}"] = {"median": m, "all_us_per_call": [r["sut_cpu_us_per_call"] for r in runs]}
-        print(f"{s:<10} {scen:<8} {len(runs):>4} {m['ok']:>7} {m['failed']:>7} {m['user_us']:>8.1f} "
-              f"{m['sys_us']:>8.1f} {m['sut_cpu_us_per_call']:>9.1f} {m['sut_rss_mib']:>8.1f}")
+        summary[f"{s}/{scen}"] = {"median": m, "all_us_per_call": [r["sut_cpu_us_per_call"] for r in runs], "runs": detail}
+        cells = ", ".join(f"{d['us_per_call']:.1f}" + (f" ({d['redis_us_per_call']:.1f})" if "redis_us_per_call" in d else "")
+                          for d in detail)
+        print(f"{s:<14} {scen:<8} {len(runs):>4} {m['ok']:>7} {m['failed']:>7} {m['user_us']:>8.1f} "
+              f"{m['sys_us']:>8.1f} {m['sut_cpu_us_per_call']:>9.1f} {m['sut_rss_mib']:>8.1f}  {cells}")
 ratios = {}
 for scen in scenarios:
     sg, ka, fl = (best.get((x, scen)) for x in ("sipguard", "kamailio", "floor"))
@@ -184,6 +295,9 @@ for scen in scenarios:
         ratios[f"kamailio/sipguard {scen}"] = round(ka / sg, 2)
     if ka and fl:
         ratios[f"kamailio/floor {scen}"] = round(ka / fl, 2)
+    sr = best.get(("sipguard-redis", scen))
+    if sr and sg:
+        ratios[f"sipguard-redis/sipguard {scen}"] = round(sr / sg, 2)
 for k, v in ratios.items():
     print(f"{k:<26} {v:>6.2f}x  (total CPU per call; runs with failed calls are left out)")
 json.dump({"params": json.load(open(os.path.join(out, "params.json"))), "results": summary, "ratios": ratios},
