@@ -7,6 +7,16 @@ fn example() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap()
 }
 
+/// The example with the commented block that starts at `marker` uncommented (up to the
+/// blank line that ends it).
+fn uncommented(marker: &str) -> String {
+    let text = example();
+    let start = text.find(marker).unwrap_or_else(|| panic!("a commented block {marker}"));
+    let end = start + text[start..].find("\n\n").expect("the block ends with a blank line");
+    let block: Vec<&str> = text[start..end].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
+    format!("{}{}\n{}", &text[..start], block.join("\n"), &text[end..])
+}
+
 #[test]
 fn the_example_is_valid_as_shipped() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,11 +61,7 @@ fn the_commented_dnc_block_is_valid_when_uncommented() {
 
 #[test]
 fn the_commented_stir_block_is_valid_when_uncommented() {
-    let text = example();
-    let start = text.find("# [stir]").expect("a commented [stir] block");
-    let end = start + text[start..].find("\n\n").expect("the block ends with a blank line");
-    let block: Vec<&str> = text[start..end].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
-    let config = format!("{}{}\n{}", &text[..start], block.join("\n"), &text[end..]);
+    let config = uncommented("# [stir]");
     let dir = tempfile::tempdir().unwrap();
     let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
     let key = rcgen::KeyPair::generate_for(alg).unwrap();
@@ -88,11 +94,7 @@ fn the_commented_stir_block_is_valid_when_uncommented() {
 
 #[test]
 fn the_commented_cluster_block_is_valid_when_uncommented() {
-    let text = example();
-    let start = text.find("# [cluster]").expect("a commented [cluster] block");
-    let end = start + text[start..].find("\n\n").expect("the block ends with a blank line");
-    let block: Vec<&str> = text[start..end].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
-    let config = format!("{}{}\n{}", &text[..start], block.join("\n"), &text[end..]);
+    let config = uncommented("# [cluster]");
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::parse(&dir.path().join("sipguard.toml"), &config).unwrap_or_else(|e| panic!("{e}"));
     let c = cfg.cluster.expect("the redis backend");

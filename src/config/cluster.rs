@@ -59,18 +59,10 @@ pub fn validate(raw: &RawCluster, d: &mut Diagnostics<'_>) -> Option<ClusterConf
             false
         }
     };
-    let mut int = |v: &Option<Spanned<i64>>, key: &str, default: i64, min: i64, max: i64| match v {
-        None => default,
-        Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
-        Some(s) => {
-            d.error(s.span(), format!("cluster.{key} = {}: must be between {min} and {max}", s.get_ref()));
-            default
-        }
-    };
-    let timeout = int(&raw.timeout_ms, "timeout_ms", 50, 1, 10_000);
-    let nodes = int(&raw.nodes, "nodes", 1, 1, 1000);
-    let max_pending = int(&raw.max_pending, "max_pending", 10_000, 1, 1_000_000);
-    let connections = int(&raw.connections, "connections", 2, 1, 64);
+    let timeout = d.int(&raw.timeout_ms, "cluster.timeout_ms", 50, 1, 10_000);
+    let nodes = d.int(&raw.nodes, "cluster.nodes", 1, 1, 1000);
+    let max_pending = d.int(&raw.max_pending, "cluster.max_pending", 10_000, 1, 1_000_000);
+    let connections = d.int(&raw.connections, "cluster.connections", 2, 1, 64);
     let on_failure = match raw.on_failure.as_ref().map(|m| (m, m.get_ref().as_str())) {
         None | Some((_, "open")) => OnFailure::Open,
         Some((_, "closed")) => OnFailure::Closed,

@@ -82,6 +82,19 @@ impl<'a> Diagnostics<'a> {
         self.errors.push(Diag { file: file.to_path_buf(), line, msg: msg.into() });
     }
 
+    /// An integer key within `min..=max` (`key` is its full name, as `stir.max_pending`);
+    /// `default` when absent, and also (after an error naming the range) when out of it.
+    pub fn int(&mut self, v: &Option<Spanned<i64>>, key: &str, default: i64, min: i64, max: i64) -> i64 {
+        match v {
+            None => default,
+            Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                self.error(s.span(), format!("{key} = {}: must be between {min} and {max}", s.get_ref()));
+                default
+            }
+        }
+    }
+
     /// Resolve a path from the config relative to the config file's directory.
     pub fn resolve(&self, p: &str) -> PathBuf {
         let path = Path::new(p);

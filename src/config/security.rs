@@ -29,16 +29,8 @@ pub struct SecurityConfig {
 
 pub fn validate(raw: &RawSecurity, d: &mut Diagnostics<'_>) -> Option<SecurityConfig> {
     let before = d.errors.len();
-    let mut int = |v: &Option<Spanned<i64>>, key: &str, default: i64, max: i64| match v {
-        None => default,
-        Some(s) if (1..=max).contains(s.get_ref()) => *s.get_ref(),
-        Some(s) => {
-            d.error(s.span(), format!("security.{key} = {}: must be between 1 and {max}", s.get_ref()));
-            default
-        }
-    };
-    let rate = int(&raw.per_source_per_second, "per_source_per_second", 100, 1_000_000);
-    let ban = int(&raw.ban_seconds, "ban_seconds", 30, 86_400);
+    let rate = d.int(&raw.per_source_per_second, "security.per_source_per_second", 100, 1, 1_000_000);
+    let ban = d.int(&raw.ban_seconds, "security.ban_seconds", 30, 1, 86_400);
     let exempt = raw.exempt.as_deref().unwrap_or_default().iter().filter_map(|s| super::cidr(s, d)).collect();
     let scanner_user_agents = match &raw.scanner_user_agents {
         None => DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect(),

@@ -41,18 +41,10 @@ pub fn validate(raw: &RawStir, d: &mut Diagnostics<'_>) -> Option<(StirConfig, S
             StirMode::Off
         }
     };
-    let mut int = |v: &Option<Spanned<i64>>, key: &str, default: i64, min: i64, max: i64| match v {
-        None => default,
-        Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
-        Some(s) => {
-            d.error(s.span(), format!("stir.{key} = {}: must be between {min} and {max}", s.get_ref()));
-            default
-        }
-    };
-    let freshness = int(&raw.freshness_seconds, "freshness_seconds", 60, 1, 3600);
-    let fetch_timeout = int(&raw.fetch_timeout_ms, "fetch_timeout_ms", 2000, 10, 30_000);
-    let cert_cache = int(&raw.cert_cache_seconds, "cert_cache_seconds", 86_400, 60, 30 * 86_400);
-    let max_pending = int(&raw.max_pending, "max_pending", 10_000, 1, 1_000_000);
+    let freshness = d.int(&raw.freshness_seconds, "stir.freshness_seconds", 60, 1, 3600);
+    let fetch_timeout = d.int(&raw.fetch_timeout_ms, "stir.fetch_timeout_ms", 2000, 10, 30_000);
+    let cert_cache = d.int(&raw.cert_cache_seconds, "stir.cert_cache_seconds", 86_400, 60, 30 * 86_400);
+    let max_pending = d.int(&raw.max_pending, "stir.max_pending", 10_000, 1, 1_000_000);
     let on_unavailable = match raw.on_unavailable.as_ref().map(|m| (m, m.get_ref().as_str())) {
         None | Some((_, "forward")) => OnUnavailable::Forward,
         Some((_, "reject")) => OnUnavailable::Reject,
