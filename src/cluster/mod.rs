@@ -101,29 +101,40 @@ impl Cluster {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             return Err(self.failed(StoreFailure::Overloaded));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
-        let late = r.clone();
-        tokio::spawn(async move {
-            let _slot = Slot(&me.pending);
-            let result = pool.reserve(&me.scripts, &me.cfg.key_prefix, &late).await;
-            let admitted = matches!(result, Ok(t) if t.admitted);
-            // Decided without it: take the count back on the same connection, up or not.
-            if tx.send(result).is_err() && admitted {
-                let release = pool.release(&me.scripts, &me.cfg.key_prefix, &late);
-                if !matches!(tokio::time::timeout(LATE_ANSWER, release).await, Ok(Ok(()))) {
-                    m::cluster_failure(StoreFailure::Timeout.label());
+        let r = r.clone();
+        let work = async move {
+            let result = {
+                let _slot = Slot(&me.pending);
+                pool.reserve(&me.scripts, &me.cfg.key_prefix, &r).await
+            };
+            (result, me, pool, r)
+        };
+        // Boxed so that, past the deadline, it can go on in the background without a task
+        // (and a channel) per call when it does not.
+        let mut work = Box::pin(work);
+        tokio::select! {
+            (result, ..) = &mut work => match result {
+                Ok(t) => {
+                    self.timeouts.store(0, Ordering::Relaxed);
+                    Ok(t)
                 }
+                Err(e) => Err(self.failed(classify(&e))),
+            },
+            _ = tokio::time::sleep(self.cfg.timeout) => {
+                tokio::spawn(async move {
+                    // Decided without it: take the count back on the same connection, up or not.
+                    if let (Ok(t), me, pool, late) = work.await
+                        && t.admitted
+                    {
+                        let release = pool.release(&me.scripts, &me.cfg.key_prefix, &late);
+                        if !matches!(tokio::time::timeout(LATE_ANSWER, release).await, Ok(Ok(()))) {
+                            m::cluster_failure(StoreFailure::Timeout.label());
+                        }
+                    }
+                });
+                Err(self.failed(StoreFailure::Timeout))
             }
-        });
-        match tokio::time::timeout(self.cfg.timeout, rx).await {
-            Ok(Ok(Ok(t))) => {
-                self.timeouts.store(0, Ordering::Relaxed);
-                Ok(t)
-            }
-            Ok(Ok(Err(e))) => Err(self.failed(classify(&e))),
-            Ok(Err(_)) => Err(self.failed(StoreFailure::Connection)),
-            Err(_) => Err(self.failed(StoreFailure::Timeout)),
         }
     }
 
