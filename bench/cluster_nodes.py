@@ -12,7 +12,9 @@ Variants are BACKEND:NODES. Node i (0-based) listens on UDP 127.0.0.1:507<i> and
 by its own sipp UAC on 506<i> at rate/NODES calls/s (calls/NODES calls); one sipp UAS on 5080
 answers for every node. Each node gets the configuration of `bench/compare.sh --policy full`
 (Record-Route on, relay closed to loopback, bench/sipguard-full.toml.in), an [admin]
-listener on a free TCP port (scraped once, after the load) and, for the redis backend,
+listener on a free TCP port (scraped once, after the load), `per_day = 1000000000` under
+[screening.quota] for every variant (never reached; without a window cap an account's calls
+never wait for Redis, they are counted on the node and written back) and, for the redis backend,
 `[cluster] backend = "redis"` on a redis-server this script starts on a free port
 (`--save "" --appendonly no`, FLUSHALL before each run). Variants are interleaved inside
 each run, their order reversed every other run, so that drift hits them alike.
@@ -233,6 +235,9 @@ def read_pcap(path, nodes):
 
 def node_config(tmp, workload, i, admin_port, redis_port, state):
     tpl = open(os.path.join(HERE, "sipguard-full.toml.in")).read().replace("@WORKLOAD@", workload)
+    if "\n[screening.quota]\n" not in tpl:
+        sys.exit("bench/sipguard-full.toml.in has no [screening.quota] for the day cap")
+    tpl = tpl.replace("\n[screening.quota]\n", "\n[screening.quota]\nper_day = 1000000000\n", 1)
     cluster = f'\n[cluster]\nbackend = "redis"\nredis = "redis://127.0.0.1:{redis_port}/0"\n' if redis_port else ""
     path = os.path.join(tmp, f"node{i}.toml")
     with open(path, "w") as f:
