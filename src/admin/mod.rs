@@ -1,11 +1,13 @@
 //! Admin HTTP listener (`[admin] listen`): `GET /metrics` (Prometheus text), `GET /health`,
 //! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}`, `GET /security/bans`,
-//! `GET /suspensions` and `POST /suspensions/{id}/lift`.
+//! `GET /suspensions`, `POST /suspensions/{id}/lift`, and the decision API `POST /v1/screen`,
+//! `POST /v1/screen/batch`, `GET /v1/openapi.json` (`screen_api`).
 //!
 //! With `[admin] token` set, every endpoint, /health included, needs
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
 
+pub mod screen_api;
 pub mod suspensions;
 
 use crate::control::Control;
@@ -69,6 +71,10 @@ pub async fn serve(
         .route("/security/bans", get(bans))
         .route("/suspensions", get(suspensions::list))
         .route("/suspensions/{id}/lift", post(suspensions::lift))
+        .route("/v1/screen", post(screen_api::screen))
+        .route("/v1/screen/batch", post(screen_api::batch))
+        .route("/v1/openapi.json", get(screen_api::openapi_json))
+        .layer(axum::extract::DefaultBodyLimit::max(screen_api::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     let stopped = async move {

@@ -572,6 +572,7 @@ impl Ctx<'_> {
                 Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
             }),
             call_id: msg.value(Kind::CallId).map(text).unwrap_or_default(),
+            asserted_account: None,
         };
         let started = Instant::now();
         let decision = match self.decided.take() {

@@ -37,10 +37,14 @@ impl AccountTable {
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    /// The account index of a call, None when it belongs to no known account. A header value
+    /// The account index of a call, None when it belongs to no known account. An account
+    /// asserted by an authenticated API client decides alone. A header value
     /// from a trusted source decides alone (an unknown id there is an unknown account); from
     /// anywhere else it is ignored.
     pub fn identify(&self, call: &Call) -> Option<usize> {
+        if let Some(id) = call.asserted_account.as_deref() {
+            return self.by_id(id.trim());
+        }
         let ip = call.source?;
         if self.header.is_some()
             && let Some(value) = call.account_header.as_deref()
@@ -84,5 +88,10 @@ mod tests {
         assert_eq!(t.identify(&call("203.0.113.1", Some("hdr"))), None);
         assert_eq!(t.identify(&call("192.0.2.1", Some("hdr"))), Some(0));
         assert_eq!(t.identify(&Call::default()), None);
+        // An asserted account (the API) decides alone, whatever the source.
+        let asserted =
+            |id: &'static str| Call { asserted_account: Some(id.into()), ..call("203.0.113.1", Some("hdr")) };
+        assert_eq!(t.identify(&asserted("vip")), Some(1));
+        assert_eq!(t.identify(&asserted("nobody")), None);
     }
 }

@@ -97,6 +97,10 @@ pub struct Call<'a> {
     pub p_asserted_identity: Option<Cow<'a, str>>,
     pub identity: Option<Cow<'a, str>>,
     pub call_id: Cow<'a, str>,
+    /// The account named by an authenticated client (the HTTP decision API, an embedding
+    /// program): decides alone, like the account header from a trusted source. Never set
+    /// from a SIP message.
+    pub asserted_account: Option<Cow<'a, str>>,
 }
 
 impl Call<'_> {
@@ -112,6 +116,7 @@ impl Call<'_> {
             p_asserted_identity: self.p_asserted_identity.map(own),
             identity: self.identity.map(own),
             call_id: own(self.call_id),
+            asserted_account: self.asserted_account.map(own),
         }
     }
 }
