@@ -5,6 +5,7 @@
 //! `admin`) that only moves bytes and signals.
 
 pub mod admin;
+pub mod admin_client;
 pub mod clock;
 pub mod cluster;
 pub mod config;

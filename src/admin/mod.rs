@@ -1,9 +1,12 @@
 //! Admin HTTP listener (`[admin] listen`): `GET /metrics` (Prometheus text), `GET /health`,
-//! `POST /reload` (the same reload as SIGHUP) and `GET /accounts/{id}`.
+//! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}` and
+//! `GET /dnc/{number}?account=ID` (`dnc.rs`).
 //!
 //! With `[admin] token` set, every endpoint, /health included, needs
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
+
+mod dnc;
 
 use crate::control::Control;
 use crate::telemetry::metrics as m;
@@ -64,6 +67,7 @@ pub async fn serve(
         .route("/reload", post(reload))
         .route("/accounts/{id}", get(account))
         .route("/security/bans", get(bans))
+        .route("/dnc/{number}", get(dnc::check))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     let stopped = async move {
