@@ -221,13 +221,14 @@ fn check_live(
     token: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<i32, DncError> {
-    use crate::admin_client::{encode, get};
+    use crate::admin_client::{encode, request};
     let mut path = format!("/dnc/{}", encode(n));
     if let Some(a) = account {
         path += &format!("?account={}", encode(a));
     }
-    let (code, body) =
-        get(admin, &path, token, std::time::Duration::from_secs(5)).map_err(|e| DncError::Config(e.to_string()))?;
+    let r = request(admin, token, "GET", &path, None, std::time::Duration::from_secs(5))
+        .map_err(|e| DncError::Config(e.to_string()))?;
+    let (code, body) = (r.status, r.body);
     if code != 200 {
         let reason = serde_json::from_str::<serde_json::Value>(&body)
             .ok()

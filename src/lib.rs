@@ -18,6 +18,7 @@ pub mod security;
 pub mod server;
 pub mod sip;
 pub mod state;
+pub mod suspension_cli;
 pub mod telemetry;
 pub mod top;
 pub mod transport;

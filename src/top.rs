@@ -29,11 +29,11 @@ impl Sample {
 
 /// `GET /metrics` from the admin listener (`HOST:PORT`; names are resolved).
 pub fn scrape(addr: &str, token: Option<&str>, timeout: Duration) -> Result<Vec<Sample>, TopError> {
-    let (code, body) = crate::admin_client::get(addr, "/metrics", token, timeout)?;
-    if code != 200 {
-        return Err(TopError::Status(format!("HTTP {code} {}", body.trim())));
+    let r = crate::admin_client::request(addr, token, "GET", "/metrics", None, timeout)?;
+    if r.status != 200 {
+        return Err(TopError::Status(format!("HTTP {} {}", r.status, r.body.trim())));
     }
-    Ok(parse(&body))
+    Ok(parse(&r.body))
 }
 
 /// Parse the Prometheus text format; comments and lines that do not parse are skipped.

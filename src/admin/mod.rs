@@ -1,12 +1,14 @@
 //! Admin HTTP listener (`[admin] listen`): `GET /metrics` (Prometheus text), `GET /health`,
-//! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}` and
-//! `GET /dnc/{number}?account=ID` (`dnc.rs`).
+//! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}`, `GET /security/bans`,
+//! `GET /suspensions`, `POST /suspensions/{id}/lift` and `GET /dnc/{number}?account=ID`
+//! (`dnc.rs`).
 //!
 //! With `[admin] token` set, every endpoint, /health included, needs
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
 
 mod dnc;
+pub mod suspensions;
 
 use crate::control::Control;
 use crate::telemetry::metrics as m;
@@ -36,8 +38,8 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
-struct Admin {
-    control: Arc<Control>,
+pub struct Admin {
+    pub(crate) control: Arc<Control>,
     metrics: PrometheusHandle,
     token: Option<Arc<str>>,
 }
@@ -67,6 +69,8 @@ pub async fn serve(
         .route("/reload", post(reload))
         .route("/accounts/{id}", get(account))
         .route("/security/bans", get(bans))
+        .route("/suspensions", get(suspensions::list))
+        .route("/suspensions/{id}/lift", post(suspensions::lift))
         .route("/dnc/{number}", get(dnc::check))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
