@@ -1,12 +1,14 @@
 //! Admin HTTP listener (`[admin] listen`): `GET /metrics` (Prometheus text), `GET /health`,
 //! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}`, `GET /security/bans`,
-//! `GET /suspensions`, `POST /suspensions/{id}/lift`, and the decision API `POST /v1/screen`,
-//! `POST /v1/screen/batch`, `GET /v1/openapi.json` (`screen_api`).
+//! `GET /suspensions`, `POST /suspensions/{id}/lift`, `GET /dnc/{number}?account=ID`
+//! (`dnc.rs`), and the decision API `POST /v1/screen`, `POST /v1/screen/batch`,
+//! `GET /v1/openapi.json` (`screen_api.rs`).
 //!
 //! With `[admin] token` set, every endpoint, /health included, needs
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
 
+mod dnc;
 pub mod screen_api;
 pub mod suspensions;
 
@@ -71,6 +73,7 @@ pub async fn serve(
         .route("/security/bans", get(bans))
         .route("/suspensions", get(suspensions::list))
         .route("/suspensions/{id}/lift", post(suspensions::lift))
+        .route("/dnc/{number}", get(dnc::check))
         .route("/v1/screen", post(screen_api::screen))
         .route("/v1/screen/batch", post(screen_api::batch))
         .route("/v1/openapi.json", get(screen_api::openapi_json))
