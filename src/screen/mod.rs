@@ -13,6 +13,7 @@ pub mod prefix;
 pub mod quota;
 pub mod responses;
 pub mod stir;
+pub mod suspension;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -35,10 +36,11 @@ pub enum Rule {
     IdentityUnavailable,
     IdentityUntrusted,
     Attestation,
+    Suspended,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 13] = [
+    pub const ALL: [Rule; 14] = [
         Rule::UnknownAccount,
         Rule::CallerIdInvalid,
         Rule::CallerIdUnowned,
@@ -52,6 +54,7 @@ impl Rule {
         Rule::IdentityUnavailable,
         Rule::IdentityUntrusted,
         Rule::Attestation,
+        Rule::Suspended,
     ];
 
     /// The name used in config keys, metrics labels and the decision log.
@@ -70,6 +73,7 @@ impl Rule {
             Rule::IdentityUnavailable => "identity_unavailable",
             Rule::IdentityUntrusted => "identity_untrusted",
             Rule::Attestation => "attestation",
+            Rule::Suspended => "suspended",
         }
     }
 
@@ -197,6 +201,9 @@ pub struct Decision {
     pub charge: Option<Charge>,
     /// STIR/SHAKEN verification, when `[stir]` is on.
     pub stir: Option<Box<stir::StirReport>>,
+    /// Why the rule fired, for the decision log, when the rule name and counters do not say
+    /// it all (the suspension in force: its source, cause and end).
+    pub detail: Option<Arc<str>>,
 }
 
 /// The counters one forwarded call took: an account's windows at screening time and the
@@ -224,6 +231,7 @@ impl Decision {
             counters: Vec::new(),
             charge: None,
             stir: None,
+            detail: None,
         }
     }
 }
