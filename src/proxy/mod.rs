@@ -14,6 +14,7 @@ mod route;
 pub use config::{Advert, ProxyConfig};
 
 use crate::config::server::Transport;
+use crate::screen::behaviour::{CallEvent, CallRef};
 use crate::screen::quota::shared::Reservation;
 use crate::screen::stir::Verstat;
 use crate::screen::{Call, Decision, ExtraHeader, Lookup, Screen, Step, Verdict};
@@ -300,7 +301,7 @@ impl Ctx<'_> {
         match msg.start {
             StartLine::Response { .. } => {
                 m::message_in(from.transport, "response", "-");
-                self.response(&msg, out)
+                self.response(now, &msg, out)
             }
             StartLine::Request { .. } => {
                 m::message_in(from.transport, "request", m::method_label(msg.method()));
@@ -348,6 +349,15 @@ impl Ctx<'_> {
             return self.reply_problem(msg, &facts.top, from, &p, out);
         }
         let side = self.dialog_side(msg, from, &tags);
+        // The end of a call record-routed here, from either side, for its duration.
+        if let Some(side) = side
+            && msg.method() == b"BYE"
+            && self.screen.tracks_calls()
+        {
+            let caller_tag = if side == Side::Caller { tags.from } else { tags.to };
+            let call = CallRef { call_id: msg.value(Kind::CallId).unwrap_or_default(), caller_tag };
+            self.screen.call_event(CallEvent::Bye { call }, now);
+        }
         let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
         let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
         let mut verdict = None;
@@ -638,7 +648,7 @@ impl Ctx<'_> {
         out.push(Action::Send { transport: from.transport, dest, bytes, connect: false });
     }
 
-    fn response(&self, msg: &Message<'_>, out: &mut Vec<Action>) {
+    fn response(&self, now: SystemTime, msg: &Message<'_>, out: &mut Vec<Action>) {
         let b = msg.bytes;
         let Ok(top) = check::top_via(msg) else {
             return out.push(Action::Drop(DropReason::BadVia));
@@ -679,6 +689,16 @@ impl Ctx<'_> {
         if let StartLine::Response { code: 200..=299, .. } = msg.start {
             self.answered(msg);
         }
+        if let StartLine::Response { code: code @ 200.., .. } = msg.start
+            && self.screen.tracks_calls()
+            && invite_cseq(msg).is_some()
+        {
+            let call = CallRef {
+                call_id: msg.value(Kind::CallId).unwrap_or_default(),
+                caller_tag: msg.value(Kind::From).map(tag_of).unwrap_or_default(),
+            };
+            self.screen.call_event(CallEvent::Final { call, code }, now);
+        }
         m::message_out(transport, "response");
         out.push(Action::Send { transport, dest, bytes: s.apply(b), connect: false });
     }
@@ -688,13 +708,7 @@ impl Ctx<'_> {
     /// and charged), not a retry; a retransmission of the answered one still reuses the
     /// verdict.
     fn answered(&self, msg: &Message<'_>) {
-        let cseq = msg.value(Kind::CSeq).unwrap_or_default();
-        let digits = cseq.iter().take_while(|c| c.is_ascii_digit()).count();
-        let method = &cseq[crate::sip::scan::trim(cseq, digits..cseq.len())];
-        let Some(n) = scan::parse_uint(&cseq[..digits], u64::from(u32::MAX)) else { return };
-        if method != b"INVITE" {
-            return;
-        }
+        let Some(n) = invite_cseq(msg) else { return };
         let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: b"" };
         self.cache.answered(call_key(&self.cfg.key, msg, &tags), n);
     }
@@ -856,6 +870,15 @@ fn record_route(out: &mut Vec<u8>, adv: &Advert, transport: Transport, mac: Opti
         branch::push_hex(out, mac, 16);
     }
     out.extend_from_slice(b">\r\n");
+}
+
+/// The CSeq number of a response to an INVITE (None for other methods or a bad CSeq).
+fn invite_cseq(msg: &Message<'_>) -> Option<u64> {
+    let cseq = msg.value(Kind::CSeq).unwrap_or_default();
+    let digits = cseq.iter().take_while(|c| c.is_ascii_digit()).count();
+    let method = cseq.get(crate::sip::scan::trim(cseq, digits..cseq.len()))?;
+    let n = scan::parse_uint(cseq.get(..digits)?, u64::from(u32::MAX))?;
+    (method == b"INVITE").then_some(n)
 }
 
 /// The From and To tags of a request (empty when absent).

@@ -3,6 +3,7 @@
 //! mode or an HTTP decision API.
 
 pub mod account;
+pub mod behaviour;
 pub mod caller_id;
 pub mod dnc;
 pub mod hash;
@@ -35,10 +36,13 @@ pub enum Rule {
     IdentityUnavailable,
     IdentityUntrusted,
     Attestation,
+    Concurrent,
+    Sequential,
+    Behaviour,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 13] = [
+    pub const ALL: [Rule; 16] = [
         Rule::UnknownAccount,
         Rule::CallerIdInvalid,
         Rule::CallerIdUnowned,
@@ -52,6 +56,9 @@ impl Rule {
         Rule::IdentityUnavailable,
         Rule::IdentityUntrusted,
         Rule::Attestation,
+        Rule::Concurrent,
+        Rule::Sequential,
+        Rule::Behaviour,
     ];
 
     /// The name used in config keys, metrics labels and the decision log.
@@ -70,6 +77,9 @@ impl Rule {
             Rule::IdentityUnavailable => "identity_unavailable",
             Rule::IdentityUntrusted => "identity_untrusted",
             Rule::Attestation => "attestation",
+            Rule::Concurrent => "concurrent",
+            Rule::Sequential => "sequential",
+            Rule::Behaviour => "behaviour",
         }
     }
 
@@ -197,6 +207,9 @@ pub struct Decision {
     pub charge: Option<Charge>,
     /// STIR/SHAKEN verification, when `[stir]` is on.
     pub stir: Option<Box<stir::StirReport>>,
+    /// The call's key in the behaviour tracker, when it was counted there (taken back with
+    /// the charge when the call is not forwarded).
+    pub tracked: Option<behaviour::CallKey>,
 }
 
 /// The counters one forwarded call took: an account's windows at screening time and the
@@ -224,6 +237,7 @@ impl Decision {
             counters: Vec::new(),
             charge: None,
             stir: None,
+            tracked: None,
         }
     }
 }
@@ -298,6 +312,12 @@ pub trait Screen: Send + Sync {
     fn windows(&self, _now: SystemTime) -> Option<quota::Windows> {
         None
     }
+    /// Whether the proxy should hand in `call_event`s (call behaviour is tracked).
+    fn tracks_calls(&self) -> bool {
+        false
+    }
+    /// A final response or a BYE the proxy relayed, for the call behaviour figures.
+    fn call_event(&self, _event: behaviour::CallEvent<'_>, _now: SystemTime) {}
     /// Take back the charge of a decision whose call was not forwarded after all (no route).
     /// A charge in the cluster store comes back for the shell to release there.
     fn release(&self, decision: &Decision) -> Option<Box<quota::shared::Reservation>> {
