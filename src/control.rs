@@ -6,6 +6,7 @@ use crate::proxy::ProxyConfig;
 use crate::screen::dnc::watch::{self, WatcherHandle};
 use crate::screen::dnc::{Dnc, DncError};
 use crate::screen::policy::{AccountStatus, Screener};
+use crate::screen::suspension::Suspensions;
 use crate::screen::{PassThrough, Screen};
 use crate::telemetry::metrics as m;
 use crate::transport::Shell;
@@ -21,19 +22,27 @@ pub struct Screening {
     pub dnc: Arc<ArcSwap<Dnc>>,
     /// Reloads the lists when their files change; replaced when the config changes.
     watcher: Mutex<Option<WatcherHandle>>,
+    /// Suspended caller IDs and accounts, kept whatever the config says.
+    pub suspensions: Arc<Suspensions>,
 }
 
 impl Default for Screening {
     fn default() -> Self {
-        Screening {
-            screener: Mutex::new(None),
-            dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())),
-            watcher: Mutex::new(None),
-        }
+        Screening::with(Arc::default())
     }
 }
 
 impl Screening {
+    /// Screening state around an existing suspension store (replayed from its journal).
+    pub fn with(suspensions: Arc<Suspensions>) -> Screening {
+        Screening {
+            screener: Mutex::new(None),
+            dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())),
+            watcher: Mutex::new(None),
+            suspensions,
+        }
+    }
+
     pub fn current(&self) -> Option<Arc<Screener>> {
         lock(&self.screener).clone()
     }
@@ -47,7 +56,8 @@ impl Screening {
                 existing.clone()
             }
             (Some(sc), None) => {
-                let s = Arc::new(Screener::new(sc.clone(), self.dnc.clone()));
+                let s =
+                    Arc::new(Screener::new(sc.clone(), self.dnc.clone()).with_suspensions(self.suspensions.clone()));
                 *slot = Some(s.clone());
                 s
             }
@@ -249,6 +259,15 @@ impl Control {
             lists: self.lists(),
             last_reload: lock(&self.last_reload).clone(),
         }
+    }
+
+    /// The suspension store (the admin API lists and lifts through it).
+    pub fn suspensions(&self) -> &Arc<Suspensions> {
+        &self.screening.suspensions
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.shell.clock.now()
     }
 
     /// Sources banned by the flood defence now.

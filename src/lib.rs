@@ -5,6 +5,7 @@
 //! `admin`) that only moves bytes and signals.
 
 pub mod admin;
+pub mod admin_client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod security;
 pub mod server;
 pub mod sip;
 pub mod state;
+pub mod suspension_cli;
 pub mod telemetry;
 pub mod top;
 pub mod transport;

@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         cmd: sipguard::identity_cli::IdentityCommand,
     },
+    /// Suspended caller IDs and accounts of a running proxy: list them, lift one early.
+    Suspension {
+        #[command(subcommand)]
+        cmd: sipguard::suspension_cli::SuspensionCommand,
+    },
     /// Live view of a running sipguard: calls/s, verdicts by rule and the accounts with the
     /// most rejects, redrawn every --interval from the admin listener's /metrics.
     Top {
@@ -72,6 +77,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Suspension { cmd }) => match sipguard::suspension_cli::run(cmd, &mut std::io::stdout()) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("sipguard suspension: {e}");
+                ExitCode::from(2)
+            }
+        },
         // `dnc check` exits 1 for a blocked number, so errors use 2.
         Some(Command::Dnc { cmd }) => match sipguard::dnc_cli::run(cmd) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::config::server::Transport;
 use crate::control::{self, Control, Screening};
 use crate::proxy::{Proxy, ProxyConfig};
+use crate::screen::suspension::Suspensions;
 use crate::telemetry::decisions::DecisionLog;
 use crate::telemetry::metrics as m;
 use crate::transport::DecisionSink;
@@ -31,8 +32,29 @@ pub enum ServerError {
     Dnc(#[from] crate::screen::dnc::DncError),
     #[error("secret: {0}")]
     Secret(#[from] crate::state::secret::SecretError),
+    #[error("suspensions journal in {dir}: {source}")]
+    Suspensions { dir: std::path::PathBuf, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Replay `suspensions.journal` and keep writing to it.
+fn open_suspensions(dir: &std::path::Path) -> Result<Arc<Suspensions>, ServerError> {
+    let (replay, journal) = crate::state::suspensions::FileJournal::open(dir, SystemTime::now())
+        .map_err(|source| ServerError::Suspensions { dir: dir.to_path_buf(), source })?;
+    if replay.skipped > 0 {
+        tracing::warn!(
+            file = %crate::state::suspensions::path(dir).display(),
+            skipped = replay.skipped,
+            "suspension journal: skipped unreadable lines (a write torn by a crash)"
+        );
+    }
+    let store = Suspensions::new(replay.table, Some(Box::new(journal)));
+    let n = store.list(SystemTime::now()).len();
+    if n > 0 {
+        tracing::info!(suspensions = n, "suspensions restored");
+    }
+    Ok(Arc::new(store))
 }
 
 impl DecisionSink for DecisionLog {
@@ -95,7 +117,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             }
         }
     }
-    let screening = Screening::default();
+    let screening = Screening::with(open_suspensions(&cfg.state.dir)?);
     screening.load_lists(&cfg)?;
     if cfg.dnc.is_some() && cfg.screening.is_none() {
         tracing::warn!("[dnc] lists are loaded but no call is screened without a [screening] section");

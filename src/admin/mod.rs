@@ -1,9 +1,12 @@
 //! Admin HTTP listener (`[admin] listen`): `GET /metrics` (Prometheus text), `GET /health`,
-//! `POST /reload` (the same reload as SIGHUP) and `GET /accounts/{id}`.
+//! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}`, `GET /security/bans`,
+//! `GET /suspensions` and `POST /suspensions/{id}/lift`.
 //!
 //! With `[admin] token` set, every endpoint, /health included, needs
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
+
+pub mod suspensions;
 
 use crate::control::Control;
 use crate::telemetry::metrics as m;
@@ -33,8 +36,8 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
-struct Admin {
-    control: Arc<Control>,
+pub struct Admin {
+    pub(crate) control: Arc<Control>,
     metrics: PrometheusHandle,
     token: Option<Arc<str>>,
 }
@@ -64,6 +67,8 @@ pub async fn serve(
         .route("/reload", post(reload))
         .route("/accounts/{id}", get(account))
         .route("/security/bans", get(bans))
+        .route("/suspensions", get(suspensions::list))
+        .route("/suspensions/{id}/lift", post(suspensions::lift))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     let stopped = async move {

@@ -14,6 +14,7 @@ pub mod prefix;
 pub mod quota;
 pub mod responses;
 pub mod stir;
+pub mod suspension;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -39,10 +40,11 @@ pub enum Rule {
     Concurrent,
     Sequential,
     Behaviour,
+    Suspended,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 16] = [
+    pub const ALL: [Rule; 17] = [
         Rule::UnknownAccount,
         Rule::CallerIdInvalid,
         Rule::CallerIdUnowned,
@@ -59,6 +61,7 @@ impl Rule {
         Rule::Concurrent,
         Rule::Sequential,
         Rule::Behaviour,
+        Rule::Suspended,
     ];
 
     /// The name used in config keys, metrics labels and the decision log.
@@ -80,6 +83,7 @@ impl Rule {
             Rule::Concurrent => "concurrent",
             Rule::Sequential => "sequential",
             Rule::Behaviour => "behaviour",
+            Rule::Suspended => "suspended",
         }
     }
 
@@ -210,6 +214,9 @@ pub struct Decision {
     /// The call's key in the behaviour tracker, when it was counted there (taken back with
     /// the charge when the call is not forwarded).
     pub tracked: Option<behaviour::CallKey>,
+    /// Why the rule fired, for the decision log, when the rule name and counters do not say
+    /// it all (the suspension in force: its source, cause and end).
+    pub detail: Option<Arc<str>>,
 }
 
 /// The counters one forwarded call took: an account's windows at screening time and the
@@ -238,6 +245,7 @@ impl Decision {
             charge: None,
             stir: None,
             tracked: None,
+            detail: None,
         }
     }
 }

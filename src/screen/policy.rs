@@ -11,6 +11,7 @@ use super::quota::shared::{self, OnFailure, Reservation, SharedCounters, StoreFa
 use super::quota::{AccountCounters, CountersSnapshot, Pacing, QuotaLimits, Usage, Windows};
 use super::responses::{Response, Responses};
 use super::stir::{self, OnUnavailable, Outcome, StirConfig, StirMode, StirReport};
+use super::suspension::{Suspension, Suspensions, rfc3339};
 use super::{Call, Charge, CounterReading, Counting, Decision, Lookup, Rule, Screen, Step, StirState, Verdict};
 use crate::config::screening::{Mode, ScreeningConfig, UnknownAccount};
 use crate::screen::number::NumberPlan;
@@ -155,6 +156,8 @@ pub struct Screener {
     behaviour: Behaviour,
     /// Some account's behaviour is tracked: the proxy hands in responses and BYEs.
     tracking: AtomicBool,
+    /// Caller IDs and accounts barred from calling; outlives reloads (the shell's store).
+    suspensions: Arc<Suspensions>,
 }
 
 impl Screener {
@@ -172,6 +175,7 @@ impl Screener {
             reload_lock: Mutex::new(()),
             behaviour: Behaviour::new(cap),
             tracking,
+            suspensions: Arc::default(),
         }
     }
 
@@ -194,6 +198,16 @@ impl Screener {
         let p = self.policy.load();
         self.behaviour.expire(now);
         p.accounts.iter().filter_map(|a| Some((a.id.clone(), a.behaviour.as_ref()?.figures(now)))).collect()
+    }
+
+    /// Use `store` (replayed from the journal, writing to it) for suspensions.
+    pub fn with_suspensions(mut self, store: Arc<Suspensions>) -> Screener {
+        self.suspensions = store;
+        self
+    }
+
+    pub fn suspensions(&self) -> &Arc<Suspensions> {
+        &self.suspensions
     }
 
     /// Swap in a new policy; counters of accounts that still exist carry over, and cached
@@ -274,6 +288,10 @@ impl Screener {
         };
         d.account = Some(acct.id.clone());
         let mode = acct.mode;
+        // First: a suspended account or caller ID is refused whatever else holds.
+        if let Some(s) = self.suspensions.check(&acct.id, d.caller, now) {
+            return Step::Done(suspended(d, mode, &p.responses, &s));
+        }
         // An unreadable caller ID or callee is a screening error: caller_id_invalid.
         let (pr, callee) = match (presented, d.callee) {
             (Ok(pr), Some(callee)) => (pr, callee),
@@ -548,6 +566,20 @@ fn stir_rule(r: &StirReport, cfg: &StirConfig, min_attestation: Option<stir::Att
         Outcome::Untrusted => Some(Rule::IdentityUntrusted),
         Outcome::Unavailable => (cfg.on_unavailable == OnUnavailable::Reject).then_some(Rule::IdentityUnavailable),
     }
+}
+
+/// The `suspended` rule: the Reason says until when; the decision log also says why.
+fn suspended(mut d: Decision, mode: Mode, responses: &Responses, s: &Suspension) -> Decision {
+    let until = rfc3339(s.until);
+    d.detail = Some(
+        format!("{} suspended by {} since {} until {until}: {}", s.id, s.source, rfc3339(s.since), s.cause).into(),
+    );
+    let response = responses.for_rule(Rule::Suspended);
+    let mut d = fire(d, mode, Rule::Suspended, response, None);
+    if !d.would_reject {
+        d.verdict = response.reject_noting(&format!("until {until}"));
+    }
+    d
 }
 
 /// A forwarded call carries its verstat when it was verified.

@@ -22,21 +22,22 @@ pub struct Response {
     pub reason_header: String,
     /// `Call-Info: <URL>;purpose=jwscard` (RFC 8688, with 608).
     pub call_info: Option<String>,
+    /// The Reason text and form, for a reject that adds to the text (`reject_noting`).
+    text: Arc<str>,
+    form: ReasonForm,
     /// The reject verdict without Retry-After, built once: a reject then allocates nothing.
     verdict: Arc<Verdict>,
 }
 
 impl Response {
     pub fn new(code: u16, phrase: &str, text: &str, form: ReasonForm, call_info: Option<&str>) -> Response {
-        let reason_header = match form {
-            ReasonForm::Sip => format!("SIP;cause={code};text=\"{text}\""),
-            ReasonForm::Q850 => format!("Q.850;cause=21;text=\"{text}\""),
-        };
         let mut r = Response {
             code,
             phrase: phrase.into(),
-            reason_header,
+            reason_header: reason_header(code, text, form),
             call_info: call_info.map(|u| format!("<{u}>;purpose=jwscard")),
+            text: text.into(),
+            form,
             verdict: Verdict::shared_forward(),
         };
         r.verdict = Arc::new(r.build(None));
@@ -51,6 +52,19 @@ impl Response {
         }
     }
 
+    /// The reject verdict with `note` added to the Reason text (`Calling suspended until
+    /// 2026-12-03T10:00:00Z`). The note is ours (no quotes or backslashes), never a caller's.
+    pub fn reject_noting(&self, note: &str) -> Arc<Verdict> {
+        let text = format!("{} {note}", self.text);
+        let mut v = self.build(None);
+        if let Verdict::Reject { headers, .. } = &mut v
+            && let Some(h) = headers.first_mut()
+        {
+            h.value = reason_header(self.code, &text, self.form);
+        }
+        Arc::new(v)
+    }
+
     fn build(&self, retry_after: Option<u32>) -> Verdict {
         let mut headers = Vec::with_capacity(3);
         headers.push(ExtraHeader::new("Reason", self.reason_header.clone()));
@@ -61,6 +75,13 @@ impl Response {
             headers.push(ExtraHeader::new("Call-Info", ci.clone()));
         }
         Verdict::Reject { code: self.code, reason: self.phrase.to_string(), headers }
+    }
+}
+
+fn reason_header(code: u16, text: &str, form: ReasonForm) -> String {
+    match form {
+        ReasonForm::Sip => format!("SIP;cause={code};text=\"{text}\""),
+        ReasonForm::Q850 => format!("Q.850;cause=21;text=\"{text}\""),
     }
 }
 
@@ -118,6 +139,7 @@ pub fn default_code_text(rule: Rule) -> (u16, &'static str) {
         Rule::Concurrent => (403, "Too many concurrent calls for the account"),
         Rule::Sequential => (403, "Sequential dialling of callee numbers"),
         Rule::Behaviour => (403, "Call behaviour outside the account's limits"),
+        Rule::Suspended => (403, "Calling suspended"),
     }
 }
 

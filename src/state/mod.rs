@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod secret;
+pub mod suspensions;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -30,6 +30,7 @@ pub struct DecisionLine {
     pub list: Option<Arc<str>>,
     pub counters: Vec<CounterReading>,
     pub stir: Option<Box<StirReport>>,
+    pub detail: Option<Arc<str>>,
 }
 
 impl DecisionLine {
@@ -51,6 +52,7 @@ impl DecisionLine {
             list: d.list.clone(),
             counters: d.counters.clone(),
             stir: d.stir.clone(),
+            detail: d.detail.clone(),
         }
     }
 
@@ -75,6 +77,8 @@ impl DecisionLine {
             counters: Vec<Counter<'a>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             stir: Option<Stir<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            detail: Option<&'a str>,
         }
         /// Attestation, outcome, the failing check and the SPC of the call's PASSporT.
         #[derive(Serialize)]
@@ -103,6 +107,7 @@ impl DecisionLine {
                 check: r.check.as_deref(),
                 spc: r.spc.as_deref(),
             }),
+            detail: self.detail.as_deref(),
         };
         serde_json::to_writer(&mut *out, &json)?;
         out.write_all(b"\n")
@@ -284,6 +289,7 @@ mod tests {
             charge: None,
             stir: None,
             tracked: None,
+            detail: None,
         }
     }
 

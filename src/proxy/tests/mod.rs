@@ -316,4 +316,5 @@ mod attack;
 mod bypass;
 mod counting;
 mod edge_trust;
+mod redirect;
 mod waiting;

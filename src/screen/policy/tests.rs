@@ -423,3 +423,42 @@ fn saved_counts_of_ended_windows_are_not_restored() {
     let gone = vec![(Arc::from("nobody"), saved[0].1.clone())];
     assert_eq!(screener("restore4", "").merge_counts(&gone, at), 0);
 }
+
+#[test]
+fn a_suspension_refuses_before_every_other_rule_and_report_mode_only_logs_it() {
+    use crate::screen::suspension::{Subject, Suspension};
+    let s = screener("suspended", "");
+    let at = ny(2026, 3, 10, 12, 0, 0);
+    let hour = Duration::from_secs(3600);
+    let suspend = |subject, id: &str, account: &str| {
+        s.suspensions().suspend(Suspension {
+            subject,
+            id: id.into(),
+            account: account.into(),
+            since: at,
+            until: at + hour,
+            source: "behaviour".into(),
+            cause: "asr 0.05 < 0.15".into(),
+        })
+    };
+    assert!(suspend(Subject::CallerId, "+12125550100", "acme"));
+    let d = s.screen(&invite("192.0.2.10", "+12125550100", "+12125550199"), at);
+    assert_eq!((d.rule, code(&d)), (Some(Rule::Suspended), Some(403)));
+    let Verdict::Reject { headers, .. } = &*d.verdict else { unreachable!() };
+    assert_eq!(headers[0].value, "SIP;cause=403;text=\"Calling suspended until 2026-03-10T17:00:00Z\"");
+    assert!(d.detail.as_deref().unwrap().contains("+12125550100 suspended by behaviour"), "{:?}", d.detail);
+    assert!(d.charge.is_none(), "a refused call takes no quota");
+    // Another caller ID of the account passes; at the end of the hour the number does too.
+    assert_eq!(s.screen(&invite("192.0.2.10", "+16465550123", "+12125550199"), at).rule, None);
+    assert_eq!(s.screen(&invite("192.0.2.10", "+12125550100", "+12125550199"), at + hour).rule, None);
+    // Report mode: logged as would_reject, forwarded.
+    assert!(suspend(Subject::Account, "lax", "lax"));
+    let d = s.screen(&invite("203.0.113.5", "+12015550100", "+12125550199"), at);
+    assert_eq!((d.rule, d.would_reject, code(&d)), (Some(Rule::Suspended), true, None));
+    // Survives a reload: the store is not part of the policy.
+    let dir = dir("suspended", OWNED);
+    let cfg = Config::parse(&dir.join("sipguard.toml"), BASE).unwrap();
+    s.reload(cfg.screening.unwrap(), at);
+    let d = s.screen(&invite("192.0.2.10", "+12125550100", "+12125550199"), at);
+    assert_eq!(d.rule, Some(Rule::Suspended));
+}
