@@ -231,10 +231,12 @@ impl Config {
     /// What is valid but probably not meant: said by check-config and at start-up.
     pub fn warnings(&self) -> Vec<&'static str> {
         let mut w = Vec::new();
-        if self.server.upstream.is_none() && self.server.relay_to.is_empty() {
+        // A redirect server forwards nothing: neither warning applies to it.
+        let proxy = self.server.mode == server::ServerMode::Proxy;
+        if proxy && self.server.upstream.is_none() && self.server.relay_to.is_empty() {
             w.push(OPEN_RELAY_WARNING);
         }
-        if self.screening.is_some() && !self.server.record_route {
+        if proxy && self.screening.is_some() && !self.server.record_route {
             w.push(NO_RECORD_ROUTE_WARNING);
         }
         if self

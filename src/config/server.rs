@@ -17,6 +17,7 @@ pub enum OneOrMany {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawServer {
+    pub mode: Option<Spanned<String>>,
     pub listen: Option<Vec<Spanned<String>>>,
     pub advertise: Option<Spanned<OneOrMany>>,
     pub max_message_bytes: Option<Spanned<i64>>,
@@ -52,8 +53,18 @@ pub struct Upstream {
     pub addr: SocketAddr,
 }
 
+/// `[server] mode`: relay calls (the default), or answer each initial INVITE with the
+/// verdict (a 302 to the original Request-URI, or the reject response) and forward nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerMode {
+    #[default]
+    Proxy,
+    Redirect,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    pub mode: ServerMode,
     pub listen: Vec<Listen>,
     /// host:port we put in our Via and Record-Route, per address family (RFC 5118): the
     /// IPv4 one for next hops reached over IPv4, the IPv6 one for IPv6. A family without
@@ -231,6 +242,15 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
             None
         }
     };
+    let mode = match raw.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("proxy", _)) => ServerMode::Proxy,
+        Some(("redirect", _)) => ServerMode::Redirect,
+        Some((other, span)) => {
+            d.error(span, format!("server.mode = \"{other}\": expected \"proxy\" or \"redirect\""));
+            ok = false;
+            ServerMode::Proxy
+        }
+    };
     let upstream = match upstream {
         None => None,
         Some(u) => match parse_upstream(u.uri.get_ref()) {
@@ -246,6 +266,7 @@ pub fn validate(raw: &RawServer, upstream: Option<&RawUpstream>, d: &mut Diagnos
         return None;
     }
     Some(ServerConfig {
+        mode,
         listen,
         advertise_v4,
         advertise_v6,
@@ -430,6 +451,17 @@ mod tests {
             Config::parse(Path::new("c.toml"), "[server]\nrelay_to = [\"nope\"]\nsecret = \"short\"\n").unwrap_err();
         let lines: Vec<usize> = e.0.iter().map(|d| d.line).collect();
         assert_eq!(lines, vec![2, 3], "{e}");
+    }
+
+    #[test]
+    fn mode_values() {
+        assert_eq!(Config::parse(Path::new("c.toml"), "").unwrap().server.mode, ServerMode::Proxy);
+        let c = Config::parse(Path::new("c.toml"), "[server]\nmode = \"redirect\"\n").unwrap();
+        assert_eq!(c.server.mode, ServerMode::Redirect);
+        let e = Config::parse(Path::new("c.toml"), "[server]\n\nmode = \"redirct\"\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].line, 3, "{e}");
+        assert!(e.0[0].msg.contains("expected \"proxy\" or \"redirect\""), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! trust boundaries, and the key. Built once per (re)load.
 
 use crate::config::Config;
-use crate::config::server::{ServerConfig, Upstream};
+use crate::config::server::{ServerConfig, ServerMode, Upstream};
 use crate::sip::addr::HostPort;
 use crate::sip::branch::Key;
 use ipnet::IpNet;
@@ -45,6 +45,8 @@ impl Advert {
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// Proxy (forward) or redirect (answer every initial INVITE, forward nothing).
+    pub mode: ServerMode,
     /// Our address towards IPv4 and IPv6 peers (RFC 5118); at least one is set.
     pub advertise_v4: Option<Advert>,
     pub advertise_v6: Option<Advert>,
@@ -83,6 +85,7 @@ impl ProxyConfig {
         let advert = Advert::new(hp);
         let v6 = advert.hp.ip().is_some_and(|ip| ip.is_ipv6());
         ProxyConfig {
+            mode: ServerMode::Proxy,
             advertise_v4: (!v6).then(|| advert.clone()),
             advertise_v6: v6.then_some(advert),
             local,
@@ -126,6 +129,7 @@ impl ProxyConfig {
         let mut trusted = trusted_sources;
         trusted.extend(upstream_net);
         ProxyConfig {
+            mode: s.mode,
             advertise_v4: s.advertise_v4.clone().map(Advert::new),
             advertise_v6: s.advertise_v6.clone().map(Advert::new),
             local: s.listen.iter().map(|l| l.addr).collect(),

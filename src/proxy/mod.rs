@@ -10,11 +10,12 @@
 pub mod cache;
 mod config;
 pub mod events;
+pub mod redirect;
 mod route;
 
 pub use config::{Advert, ProxyConfig};
 
-use crate::config::server::Transport;
+use crate::config::server::{ServerMode, Transport};
 use crate::screen::quota::shared::Reservation;
 use crate::screen::stir::Verstat;
 use crate::screen::{Call, Decision, ExtraHeader, Lookup, Screen, Step, Verdict};
@@ -344,6 +345,14 @@ impl Ctx<'_> {
             Err(_) if is_ack => return out.push(Action::Drop(DropReason::AckDropped)),
             Err(p) => return self.reply_problem(msg, &top, from, &p, out),
         };
+        // SBCs and trunks ping their next hop this way: answered here, in both modes.
+        if redirect::options_to_us(msg, facts.ruri.as_ref(), self.cfg) {
+            let allow: &[(&str, &str)] = if self.redirecting() { &[("Allow", redirect::ALLOW)] } else { &[] };
+            return self.reply(msg, &facts.top, from, (200, "OK"), allow, out);
+        }
+        if self.redirecting() && msg.method() != b"INVITE" {
+            return self.redirect_other(now, msg, &facts, from, &tags, out);
+        }
         let fields = tx_fields(msg, &facts, &tags);
         let tx = branch::transaction_hash(&self.cfg.key, &fields);
         let lp = branch::loop_hash(&self.cfg.key, &fields);
@@ -359,7 +368,8 @@ impl Ctx<'_> {
             };
             return self.reply_problem(msg, &facts.top, from, &p, out);
         }
-        let side = self.dialog_side(msg, from, &tags);
+        // A redirect server hands out no dialog proofs: every INVITE is a call to screen.
+        let side = if self.redirecting() { None } else { self.dialog_side(msg, from, &tags) };
         let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
         let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
         let mut verdict = None;
@@ -402,7 +412,11 @@ impl Ctx<'_> {
                 }
                 _ => match self.screen_call(now, from, msg, ruri) {
                     Step::Done(decision) => {
-                        let v = decision.verdict.clone();
+                        let v = if self.redirecting() {
+                            redirect::verdict(&decision, ruri)
+                        } else {
+                            decision.verdict.clone()
+                        };
                         self.cache.insert(call, facts_key, v.clone(), now);
                         screened = Some(Screened { call, decision });
                         v
@@ -419,6 +433,16 @@ impl Ctx<'_> {
                 let hs: SmallVec<[(&str, &str); 4]> =
                     headers.iter().map(|h| (h.name.as_ref(), h.value.as_str())).collect();
                 return self.reply(msg, &facts.top, from, (*code, reason), &hs, out);
+            }
+            if self.redirecting() {
+                // A forward verdict cached before the mode changed: redirect it all the same.
+                let moved = redirect::moved(ruri, &[(redirect::VERDICT_HEADER.into(), "pass".into())]);
+                self.cache.insert(call, facts_key, moved.clone(), now);
+                if let Verdict::Reject { code, reason, headers } = &*moved {
+                    let hs: SmallVec<[(&str, &str); 4]> =
+                        headers.iter().map(|h| (h.name.as_ref(), h.value.as_str())).collect();
+                    return self.reply(msg, &facts.top, from, (*code, reason), &hs, out);
+                }
             }
             verdict = Some(v);
         }
@@ -454,6 +478,36 @@ impl Ctx<'_> {
             }
             Err(_) if is_ack => out.push(Action::Drop(DropReason::AckDropped)),
             Err(p) => self.reply_problem(msg, &facts.top, from, &p, out),
+        }
+    }
+
+    fn redirecting(&self) -> bool {
+        self.cfg.mode == ServerMode::Redirect
+    }
+
+    /// A request other than INVITE in redirect mode: nothing is forwarded. An ACK that is
+    /// not for one of our answers is dropped; a CANCEL of a call we answered (or that waits
+    /// for a lookup, then answered 487) gets 200, of one we never saw 481; the rest 405.
+    fn redirect_other(
+        &self,
+        now: SystemTime,
+        msg: &Message<'_>,
+        facts: &Facts,
+        from: Inbound,
+        tags: &Tags<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        match msg.method() {
+            b"ACK" => out.push(Action::Drop(DropReason::AckDropped)),
+            b"CANCEL" => {
+                let call = call_key(&self.cfg.key, msg, tags);
+                if self.cache.cancel_pending(call) || self.cache.get(call, now).is_some() {
+                    self.reply(msg, &facts.top, from, (200, "OK"), &[], out)
+                } else {
+                    self.reply(msg, &facts.top, from, (481, "Call/Transaction Does Not Exist"), &[], out)
+                }
+            }
+            _ => self.reply(msg, &facts.top, from, (405, "Method Not Allowed"), &[("Allow", redirect::ALLOW)], out),
         }
     }
 

@@ -316,6 +316,7 @@ mod attack;
 mod bypass;
 mod counting;
 mod edge_trust;
+mod redirect;
 mod waiting;
 
 /// The core counts through the `Events` it is given and nowhere else.
