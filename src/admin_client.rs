@@ -117,6 +117,19 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Percent-encode a path segment or query value (everything but RFC 3986 unreserved).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +150,6 @@ mod tests {
         assert!(resolve("localhost:9060").unwrap().iter().all(|a| a.port() == 9060));
         assert!(resolve("127.0.0.1:9060").is_ok());
         assert!(resolve("no-port").is_err());
+        assert_eq!(encode("+1 212/a&b=c"), "%2B1%20212%2Fa%26b%3Dc");
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ConfigErrors};
 use crate::proxy::ProxyConfig;
+use crate::screen::dnc::query::{self, Answer as DncAnswer, AsAccount};
 use crate::screen::dnc::watch::{self, WatcherHandle};
 use crate::screen::dnc::{Dnc, DncError};
 use crate::screen::policy::{AccountStatus, Screener};
@@ -91,7 +92,7 @@ impl Screening {
                 let built_unix = s.built.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
                 ListInfo {
                     name: s.name.to_string(),
-                    entries: (s.count + s.delta_added as u64).saturating_sub(s.delta_removed as u64),
+                    entries: s.entries,
                     bytes: s.bytes,
                     version: format!(
                         "{} v{} built {}",
@@ -104,6 +105,15 @@ impl Screening {
             })
             .collect()
     }
+}
+
+/// Why `GET /dnc/<number>` has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DncQueryError {
+    #[error("`{0}` is not a phone number")]
+    BadNumber(String),
+    #[error("no account `{0}`")]
+    UnknownAccount(String),
 }
 
 /// A loaded do-not-call list, as `/health` and the metrics show it.
@@ -280,6 +290,21 @@ impl Control {
     pub fn account(&self, id: &str) -> Option<AccountStatus> {
         let now = self.shell.clock.now();
         self.screening.current()?.account_snapshot(id, now)
+    }
+
+    /// Whether the running proxy blocks `number` for `account` (by the lists and accounts
+    /// loaded now): the answer `sipguard dnc check` prints, from the same code.
+    pub fn dnc_query(&self, number: &str, account: Option<&str>) -> Result<DncAnswer, DncQueryError> {
+        let cfg = self.config();
+        let plan =
+            cfg.screening.as_ref().and_then(|s| s.plan.as_ref()).or(cfg.dnc.as_ref().and_then(|d| d.plan.as_ref()));
+        let status = match account {
+            Some(id) => Some(self.account(id).ok_or_else(|| DncQueryError::UnknownAccount(id.into()))?),
+            None => None,
+        };
+        let n = crate::screen::number::parse(number, plan).ok_or_else(|| DncQueryError::BadNumber(number.into()))?;
+        let acct = status.as_ref().map(|s| AsAccount { id: &s.id, category: s.category.as_deref() });
+        Ok(query::query(&self.screening.dnc.load(), n, acct))
     }
 
     /// As `account`, with the cluster-wide counts when the counters are shared.

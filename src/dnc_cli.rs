@@ -5,8 +5,9 @@
 //! and the journal persists across restarts until the operator folds it into a new snapshot.
 use crate::config::Config;
 use crate::config::dnc::DncConfig;
-use crate::screen::dnc::list::Entry;
+use crate::screen::dnc::list::{Entry, List};
 use crate::screen::dnc::parse::{Builder, Categories};
+use crate::screen::dnc::query::{self, AsAccount};
 use crate::screen::dnc::snapshot::{self, Snapshot};
 use crate::screen::dnc::{Dnc, DncError, delta};
 use crate::screen::number::{self, NumberPlan};
@@ -19,51 +20,70 @@ pub enum DncCommand {
     /// Compile text lists (and snapshots) into one versioned, checksummed snapshot.
     Build {
         /// Snapshot to write (replaced atomically).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// ISO country for national numbers in the inputs (FTC lines are always US).
-        #[arg(long)]
+        #[arg(long, value_name = "CC")]
         country: Option<String>,
-        /// Fail on the first bad line instead of skipping and counting it.
+        /// Fail on the first bad line instead of skipping it (each skipped line is printed as FILE:LINE).
         #[arg(long)]
         strict: bool,
         /// Fold this deltas directory (change files and operator journal) into the output.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         deltas: Option<PathBuf>,
-        #[arg(required = true)]
+        /// Text lists (one number a line, or FTC `area,number`) and snapshots to merge.
+        #[arg(required = true, value_name = "INPUT")]
         inputs: Vec<PathBuf>,
     },
-    /// Say whether and why a number is blocked (exit 1 when it is).
+    /// Say whether and why a number is blocked (exit 1 when it is, 0 when not, 2 on error).
+    /// With --account the verdict is the one the proxy gives a call from that account (its
+    /// lists, its configured category and consent).
     Check {
+        /// The callee: +E.164, or national digits under the configured default country.
         number: String,
-        #[arg(long)]
+        /// The configuration whose lists and accounts to load (ignored with --admin).
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
-        /// Screen as a call from this account (its lists, category and consent).
-        #[arg(long)]
+        /// Screen as a call from this configured account; an unknown account is an error.
+        #[arg(long, value_name = "ID")]
         account: Option<String>,
-        /// The account's category, for categorised entries.
-        #[arg(long)]
-        category: Option<String>,
+        /// Ask the running proxy instead (`[admin] listen`, e.g. localhost:9060): the lists
+        /// and accounts it has loaded now.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// The admin token (`[admin] token`), with --admin.
+        #[arg(long, value_name = "TOKEN", requires = "admin")]
+        token: Option<String>,
     },
     /// Print a snapshot's count, size and build time.
-    Stats { snapshot: PathBuf },
+    Stats {
+        /// The snapshot file.
+        snapshot: PathBuf,
+    },
     /// Block a number now: recorded in the list's deltas directory.
     Add {
+        /// The number to block: +E.164, or national digits under the configured default country.
         number: String,
-        #[arg(long)]
+        /// The configuration that names the list.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
-        #[arg(long)]
+        /// The `[[dnc.list]]` name (it needs a `deltas` directory).
+        #[arg(long, value_name = "NAME")]
         list: String,
         /// Block only these account categories (`finance;realestate`).
-        #[arg(long)]
+        #[arg(long, value_name = "CATS")]
         categories: Option<String>,
     },
-    /// Unblock a number now: recorded in the list's deltas directory.
+    /// Unblock a number now: recorded in the list's deltas directory (a number the list
+    /// does not block is left alone, with a warning).
     Remove {
+        /// The number to unblock.
         number: String,
-        #[arg(long)]
+        /// The configuration that names the list.
+        #[arg(short, long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
-        #[arg(long)]
+        /// The `[[dnc.list]]` name.
+        #[arg(long, value_name = "NAME")]
         list: String,
     },
 }
@@ -78,8 +98,11 @@ pub fn run_to(cmd: DncCommand, out: &mut dyn Write) -> Result<i32, DncError> {
         DncCommand::Build { out: path, country, strict, deltas, inputs } => {
             build(&path, country.as_deref(), strict, deltas.as_deref(), &inputs, out)
         }
-        DncCommand::Check { number, config, account, category } => {
-            check(&number, &config, account.as_deref(), category.as_deref(), out)
+        DncCommand::Check { number, account, admin: Some(admin), token, .. } => {
+            check_live(&number, &admin, account.as_deref(), token.as_deref(), out)
+        }
+        DncCommand::Check { number, config, account, admin: None, .. } => {
+            check(&number, &config, account.as_deref(), out)
         }
         DncCommand::Stats { snapshot } => stats(&snapshot, out),
         DncCommand::Add { number, config, list, categories } => {
@@ -167,54 +190,56 @@ fn parse_number(s: &str, cfg: &DncConfig) -> Result<u64, DncError> {
     number::parse(s, cfg.plan.as_ref()).ok_or_else(|| DncError::BadNumber(s.to_string()))
 }
 
-fn check(
-    n: &str,
-    config: &Path,
-    account: Option<&str>,
-    category: Option<&str>,
-    out: &mut dyn Write,
-) -> Result<i32, DncError> {
-    let cfg = dnc_config(config)?;
-    let number = parse_number(n, &cfg)?;
-    let dnc = Dnc::load(&cfg)?;
-    let e164 = number::format_e164(number);
-    let mut text = String::new();
-    for e in dnc.entries(number) {
-        let what = match &e.entry {
-            Entry::All => "blocks every account".to_string(),
-            Entry::Categories(c) => format!("blocks accounts of category {}", c.join(", ")),
-            Entry::Removed => "removed by a delta".to_string(),
-        };
-        let scope =
-            e.accounts.as_ref().map(|a| format!(" (list applies to accounts {})", a.join(", "))).unwrap_or_default();
-        text += &format!("{e164}: list `{}` {what}{scope}, response `{}`\n", e.list, e.response);
-    }
-    for a in dnc.consenting_accounts(number) {
-        text += &format!("{e164}: account `{a}` has consent to call it\n");
-    }
-    let blocked = match account {
-        Some(account) => match dnc.check(number, account, category) {
-            Some(hit) => {
-                let cat = hit.category.map(|c| format!(", category `{c}`")).unwrap_or_default();
-                text += &format!(
-                    "BLOCKED for account `{account}` by list `{}`{cat}, response `{}`\n",
-                    hit.list, hit.response
-                );
-                true
-            }
-            None => {
-                text += &format!("not blocked for account `{account}`\n");
-                false
-            }
-        },
-        None => {
-            let any = dnc.entries(number).iter().any(|e| e.entry != Entry::Removed);
-            text += if any { "BLOCKED (for the accounts above)\n" } else { "not on any list\n" };
-            any
+fn check(n: &str, config: &Path, account: Option<&str>, out: &mut dyn Write) -> Result<i32, DncError> {
+    let cfg = Config::load(config).map_err(|e| DncError::Config(e.to_string()))?;
+    let dc = cfg.dnc.as_ref().ok_or_else(|| DncError::Config(format!("{}: no [dnc] section", config.display())))?;
+    let screening = cfg.screening.as_ref();
+    let acct = match account {
+        None => None,
+        Some(id) => {
+            let sc = screening.ok_or_else(|| {
+                DncError::Config(format!("{}: no [screening] section, so no account `{id}`", config.display()))
+            })?;
+            let a = sc.accounts.iter().find(|a| &*a.id == id).ok_or_else(|| DncError::UnknownAccount(id.into()))?;
+            Some(AsAccount { id, category: a.category.as_deref() })
         }
     };
-    out.write_all(text.as_bytes()).map_err(stdout_err)?;
-    Ok(i32::from(blocked))
+    // The callee is read as the screening engine reads it (its default country first).
+    let plan = screening.and_then(|s| s.plan.as_ref()).or(dc.plan.as_ref());
+    let number = number::parse(n, plan).ok_or_else(|| DncError::BadNumber(n.to_string()))?;
+    let dnc = Dnc::load(dc)?;
+    let answer = query::query(&dnc, number, acct);
+    out.write_all(query::render(&answer).as_bytes()).map_err(stdout_err)?;
+    Ok(i32::from(answer.blocked))
+}
+
+/// `dnc check --admin`: the running proxy's answer (`GET /dnc/<number>?account=ID`).
+fn check_live(
+    n: &str,
+    admin: &str,
+    account: Option<&str>,
+    token: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<i32, DncError> {
+    use crate::admin_client::{encode, request};
+    let mut path = format!("/dnc/{}", encode(n));
+    if let Some(a) = account {
+        path += &format!("?account={}", encode(a));
+    }
+    let r = request(admin, token, "GET", &path, None, std::time::Duration::from_secs(5))
+        .map_err(|e| DncError::Config(e.to_string()))?;
+    let (code, body) = (r.status, r.body);
+    if code != 200 {
+        let reason = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| body.trim().to_string());
+        return Err(DncError::Config(format!("{admin} answered {code}: {reason}")));
+    }
+    let answer: query::Answer = serde_json::from_str(&body)
+        .map_err(|e| DncError::Config(format!("{admin}: unreadable answer ({e}): {}", body.trim())))?;
+    out.write_all(query::render(&answer).as_bytes()).map_err(stdout_err)?;
+    Ok(i32::from(answer.blocked))
 }
 
 fn record(
@@ -231,6 +256,15 @@ fn record(
     let dir = l.deltas.as_ref().ok_or_else(|| DncError::NoDeltas(list.to_string()))?;
     if let Some(c) = cats {
         Categories::default().mask(c).map_err(DncError::Config)?;
+    }
+    if remove {
+        let loaded = List::load(l, cfg.plan.as_ref(), None)?;
+        if !matches!(loaded.entry(number), Some(Entry::All | Entry::Categories(_))) {
+            let e164 = number::format_e164(number);
+            eprintln!("sipguard dnc: warning: list `{list}` does not block {e164}; nothing recorded");
+            writeln!(out, "{e164} is not on list `{list}`: nothing changed").map_err(stdout_err)?;
+            return Ok(0);
+        }
     }
     let file = delta::append_journal(dir, remove, number, cats)?;
     let verb = if remove { "removal of" } else { "addition of" };
@@ -277,24 +311,40 @@ mod tests {
         let config = dir.join("sipguard.toml");
         std::fs::write(
             &config,
-            "[dnc]\ndefault_country = \"US\"\n[[dnc.list]]\nname = \"national\"\npath = \"list.snap\"\ndeltas = \"deltas\"\n",
+            "[screening]\ndefault_country = \"US\"\n\
+             [[account]]\nid = \"acme\"\nsources = [\"10.0.0.0/24\"]\ncategory = \"finance\"\n\
+             [[account]]\nid = \"tours\"\nsources = [\"10.0.1.0/24\"]\ncategory = \"travel\"\n\
+             [dnc]\ndefault_country = \"US\"\n[[dnc.list]]\nname = \"national\"\npath = \"list.snap\"\ndeltas = \"deltas\"\n",
         )
         .unwrap();
-        let check = |number: &str, account: Option<&str>, category: Option<&str>| {
+        let check = |number: &str, account: Option<&str>| {
             run_str(DncCommand::Check {
                 number: number.into(),
                 config: config.clone(),
                 account: account.map(String::from),
-                category: category.map(String::from),
+                admin: None,
+                token: None,
             })
         };
-        let (code, text) = check("+12125550100", None, None);
+        let (code, text) = check("+12125550100", None);
         assert_eq!(code, 1);
         assert!(text.contains("list `national` blocks every account"), "{text}");
-        let (code, text) = check("2125550102", Some("acme"), Some("finance"));
+        // The account's configured category decides, as in the proxy.
+        let (code, text) = check("2125550102", Some("acme"));
         assert_eq!(code, 1);
         assert!(text.contains("BLOCKED for account `acme` by list `national`, category `finance`"), "{text}");
-        assert_eq!(check("2125550102", Some("acme"), Some("travel")).0, 0);
+        let (code, text) = check("2125550102", Some("tours"));
+        assert_eq!(code, 0);
+        assert!(text.contains("not blocked for account `tours` (category `travel`)"), "{text}");
+        let unknown = DncCommand::Check {
+            number: "2125550102".into(),
+            config: config.clone(),
+            account: Some("nosuch".into()),
+            admin: None,
+            token: None,
+        };
+        let err = run_to(unknown, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.to_string(), "no [[account]] `nosuch` in the configuration");
 
         let rec = |remove: bool, n: &str| {
             let (config, list, number) = (config.clone(), "national".to_string(), n.to_string());
@@ -306,10 +356,18 @@ mod tests {
         };
         assert_eq!(rec(false, "2125550199").0, 0);
         assert_eq!(rec(true, "+12125550100").0, 0);
-        assert_eq!(check("+12125550199", Some("acme"), None).0, 1);
-        let (code, text) = check("+12125550100", Some("acme"), None);
+        assert_eq!(check("+12125550199", Some("acme")).0, 1);
+        let (code, text) = check("+12125550100", Some("acme"));
         assert_eq!(code, 0);
         assert!(text.contains("removed by a delta"), "{text}");
+        // Removing a number the list does not block records nothing.
+        let journal = dir.join("deltas").join(delta::JOURNAL);
+        let before = std::fs::read_to_string(&journal).unwrap();
+        let (code, text) = rec(true, "+12125550177");
+        assert_eq!(code, 0);
+        assert!(text.contains("+12125550177 is not on list `national`: nothing changed"), "{text}");
+        assert_eq!(rec(true, "+12125550100").0, 0, "already removed: nothing to do");
+        assert_eq!(std::fs::read_to_string(&journal).unwrap(), before);
         let err = run_to(
             DncCommand::Add {
                 number: "+12125550100".into(),

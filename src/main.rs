@@ -2,7 +2,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sipguard::config::{Config, ops::LogFormat};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,11 +54,12 @@ enum Command {
     /// Live view of a running sipguard: calls/s, verdicts by rule and the accounts with the
     /// most rejects, redrawn every --interval from the admin listener's /metrics.
     Top {
-        /// The admin listener (`[admin] listen` of the running proxy).
-        #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9060")]
-        admin: SocketAddr,
+        /// The admin listener (`[admin] listen` of the running proxy); names such as
+        /// localhost are resolved.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9060")]
+        admin: String,
         /// The admin token (`[admin] token`), if one is set.
-        #[arg(long)]
+        #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
         /// Seconds between scrapes; rates are computed over this interval.
         #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Identity { cmd }) => ExitCode::from(u8::try_from(sipguard::identity_cli::run(cmd)).unwrap_or(2)),
         Some(Command::Top { admin, token, interval, accounts, once }) => {
-            match top(admin, token.as_deref(), interval, accounts, once) {
+            match top(&admin, token.as_deref(), interval, accounts, once) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sipguard top: {e:#}");
@@ -134,7 +134,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn top(admin: SocketAddr, token: Option<&str>, interval: f64, accounts: usize, once: bool) -> anyhow::Result<()> {
+fn top(admin: &str, token: Option<&str>, interval: f64, accounts: usize, once: bool) -> anyhow::Result<()> {
     use std::io::Write;
     use std::time::{Duration, Instant};
     anyhow::ensure!(interval.is_finite() && interval > 0.0, "--interval must be a positive number of seconds");

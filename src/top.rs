@@ -3,16 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopError {
-    #[error("cannot reach the admin listener at {0}: {1}")]
-    Connect(SocketAddr, std::io::Error),
-    #[error("reading /metrics: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Client(#[from] crate::admin_client::ClientError),
     #[error("/metrics answered: {0}")]
     Status(String),
 }
@@ -31,21 +27,13 @@ impl Sample {
     }
 }
 
-/// `GET /metrics` over plain HTTP/1.1 (the admin listener is local; no TLS).
-pub fn scrape(addr: SocketAddr, token: Option<&str>, timeout: Duration) -> Result<Vec<Sample>, TopError> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| TopError::Connect(addr, e))?;
-    s.set_read_timeout(Some(timeout))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
-        return Err(TopError::Status(status.to_string()));
+/// `GET /metrics` from the admin listener (`HOST:PORT`; names are resolved).
+pub fn scrape(addr: &str, token: Option<&str>, timeout: Duration) -> Result<Vec<Sample>, TopError> {
+    let r = crate::admin_client::request(addr, token, "GET", "/metrics", None, timeout)?;
+    if r.status != 200 {
+        return Err(TopError::Status(format!("HTTP {} {}", r.status, r.body.trim())));
     }
-    Ok(parse(body))
+    Ok(parse(&r.body))
 }
 
 /// Parse the Prometheus text format; comments and lines that do not parse are skipped.

@@ -189,3 +189,62 @@ fn snapshot_serves_and_a_corrupt_replacement_is_refused() {
     assert!(sg.wait_for_log("refused", WAIT) || sg.wait_for_log("checksum", WAIT), "{}", sg.log());
     assert_eq!(verdict(&sg, &hop, BLOCKED, "after-corrupt"), Some(608));
 }
+
+/// Issue 15 item 1: `dnc check` (from the config, and `--admin` from the running proxy)
+/// agrees with the proxy's verdict: a categorised entry blocks an account of that category
+/// (608 on the wire), an unknown account is an error, and names like localhost resolve.
+#[test]
+fn dnc_check_and_the_admin_query_agree_with_the_proxy() {
+    let categorised = "+13125550122";
+    let template = TEMPLATE.replace("LIST", "dnc.txt").replace(
+        "[[dnc.list]]",
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[account]]\nid = \"acct0001\"\nsources = [\"10.9.9.0/24\"]\ncategory = \"finance\"\n\n[[dnc.list]]",
+    );
+    let list = format!("{BLOCKED}\n{categorised},finance\n");
+    let sg = Sipguard::start_with(
+        &template,
+        Ports::allocate(),
+        &[("owned.csv", OWNED), ("national.d/.keep", ""), ("dnc.txt", &list)],
+    );
+    let hop = NextHop::bind(sg.ports().upstream);
+    assert_eq!(verdict(&sg, &hop, categorised, "cat-hit"), Some(608), "{}", sg.log());
+    assert_eq!(verdict(&sg, &hop, FREE, "cat-miss"), None);
+
+    let (code, body) = common::http(&sg, "GET", &format!("/dnc/%2B{}?account=acct0001", &categorised[1..]), None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["blocked"].as_bool(), v["hit"]["list"].as_str()), (Some(true), Some("national")), "{body}");
+    assert_eq!(v["hit"]["category"].as_str(), Some("finance"), "{body}");
+    let (code, body) = common::http(&sg, "GET", &format!("/dnc/{FREE}?account=acct0001"), None);
+    assert_eq!((code, body.contains("\"blocked\":false")), (200, true), "{body}");
+    assert_eq!(common::http(&sg, "GET", "/dnc/12345?account=nosuch", None).0, 404);
+    assert_eq!(common::http(&sg, "GET", "/dnc/notanumber", None).0, 400);
+
+    let cli = |args: &[&str]| {
+        let out = sipguard_cmd().args(["dnc", "check"]).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let config = sg.config_path().to_str().unwrap().to_string();
+    let admin = format!("localhost:{}", sg.ports().admin);
+    let offline = cli(&[categorised, "-c", &config, "--account", "acct0001"]);
+    let live = cli(&[categorised, "--admin", &admin, "--account", "acct0001"]);
+    assert_eq!(offline.0, Some(1), "{}", offline.1);
+    assert!(
+        offline.1.contains("BLOCKED for account `acct0001` by list `national`, category `finance`"),
+        "{}",
+        offline.1
+    );
+    assert_eq!(live, offline, "the running proxy and the config say the same");
+    let free = cli(&[FREE, "--admin", &admin, "--account", "acct0001"]);
+    assert_eq!(free.0, Some(0), "{}", free.1);
+    assert!(free.1.contains("not blocked for account `acct0001` (category `finance`)"), "{}", free.1);
+    for args in [
+        vec![categorised, "-c", &config, "--account", "nosuch"],
+        vec![categorised, "--admin", &admin, "--account", "nosuch"],
+    ] {
+        let (code, text) = cli(&args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains("nosuch"), "{text}");
+    }
+}

@@ -1,11 +1,13 @@
 //! Admin HTTP listener (`[admin] listen`): `GET /metrics` (Prometheus text), `GET /health`,
 //! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}`, `GET /security/bans`,
-//! `GET /suspensions` and `POST /suspensions/{id}/lift`.
+//! `GET /suspensions`, `POST /suspensions/{id}/lift` and `GET /dnc/{number}?account=ID`
+//! (`dnc.rs`).
 //!
 //! With `[admin] token` set, every endpoint, /health included, needs
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
 
+mod dnc;
 pub mod suspensions;
 
 use crate::control::Control;
@@ -69,6 +71,7 @@ pub async fn serve(
         .route("/security/bans", get(bans))
         .route("/suspensions", get(suspensions::list))
         .route("/suspensions/{id}/lift", post(suspensions::lift))
+        .route("/dnc/{number}", get(dnc::check))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     let stopped = async move {

@@ -102,6 +102,9 @@ impl<'a> Diagnostics<'a> {
     }
 }
 
+/// The configuration file the CLI reads when none is given (`-c`/`--config`).
+pub const DEFAULT_PATH: &str = "/etc/sipguard/sipguard.toml";
+
 /// Said by check-config and at start-up when nothing limits where requests go.
 pub const OPEN_RELAY_WARNING: &str = "open relay: neither [upstream] nor server.relay_to is set, so a Route header or Request-URI can send requests anywhere; set one of them";
 

@@ -56,6 +56,16 @@ impl Base {
         Ok(Base { snap, from_snapshot, line_errors, path: path.to_path_buf(), fingerprint, plan, strict })
     }
 
+    /// Whether the base list holds `n` (plain or categorised).
+    pub fn contains(&self, n: u64) -> bool {
+        self.snap.set().contains(n) || self.snap.categorized(n).is_some()
+    }
+
+    /// Numbers in the base list.
+    pub fn numbers(&self) -> u64 {
+        self.snap.count + self.snap.categorized_len() as u64
+    }
+
     /// Reuse `prev` if it was loaded from the same, unchanged file the same way.
     fn reuse(prev: &Arc<Base>, path: &Path, plan: Option<&NumberPlan>, strict: bool) -> Option<Arc<Base>> {
         let same = prev.path == path
@@ -84,6 +94,11 @@ pub struct List {
     pub base: Arc<Base>,
     pub delta: Delta,
     pub delta_errors: u64,
+    /// What the deltas change: numbers added that the base lacks, base numbers removed.
+    /// A delta line that changes nothing (removing an unlisted number, adding a listed one)
+    /// is counted in neither.
+    pub effective_added: u64,
+    pub effective_removed: u64,
     /// Base category names followed by names that only deltas use.
     categories: Vec<Arc<str>>,
 }
@@ -102,14 +117,29 @@ impl List {
             None => Delta::default(),
         };
         let accounts = cfg.accounts.as_ref().map(|a| a.iter().map(|s| s.as_str().into()).collect());
+        let (mut effective_added, mut effective_removed) = (0, 0);
+        for (n, op) in delta.iter() {
+            match (op, base.contains(n)) {
+                (Op::Remove, true) => effective_removed += 1,
+                (Op::Add(_), false) => effective_added += 1,
+                _ => {}
+            }
+        }
         Ok(List {
             cfg: cfg.clone(),
             accounts,
             base,
             delta,
             delta_errors: errors.count,
+            effective_added,
+            effective_removed,
             categories: categories.names.into_iter().map(Arc::from).collect(),
         })
+    }
+
+    /// Numbers the list blocks now: the base with its deltas applied.
+    pub fn entries(&self) -> u64 {
+        (self.base.numbers() + self.effective_added).saturating_sub(self.effective_removed)
     }
 
     pub fn applies_to(&self, account: &str) -> bool {
@@ -120,8 +150,7 @@ impl List {
     pub fn entry(&self, n: u64) -> Option<Entry> {
         let mask = match self.delta.get(n) {
             Some(Op::Remove) => {
-                let in_base = self.base.snap.set().contains(n) || self.base.snap.categorized(n).is_some();
-                return in_base.then_some(Entry::Removed);
+                return self.base.contains(n).then_some(Entry::Removed);
             }
             Some(Op::Add(mask)) => mask,
             None if self.base.snap.set().contains(n) => 0,

@@ -12,6 +12,7 @@ pub mod delta;
 pub mod efset;
 pub mod list;
 pub mod parse;
+pub mod query;
 pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -51,6 +52,8 @@ pub enum DncError {
     UnknownList(String),
     #[error("list `{0}` has no `deltas` directory to record changes in")]
     NoDeltas(String),
+    #[error("no [[account]] `{0}` in the configuration")]
+    UnknownAccount(String),
     #[error("`{0}` is not a phone number")]
     BadNumber(String),
     #[error("watching {}: {source}", path.display())]
@@ -80,8 +83,12 @@ pub struct ListSummary {
     pub from_snapshot: bool,
     /// Entries in the base list (plain and categorised).
     pub count: u64,
-    pub delta_added: usize,
-    pub delta_removed: usize,
+    /// Numbers the list blocks now: the base with its deltas applied.
+    pub entries: u64,
+    /// Numbers the deltas add to the base, and base numbers they remove (a delta line
+    /// that changes nothing counts in neither).
+    pub delta_added: u64,
+    pub delta_removed: u64,
     /// Bytes the list's set occupies (the mapped snapshot or the compiled image).
     pub bytes: u64,
     /// When the snapshot was built, or the text list compiled.
@@ -194,9 +201,10 @@ impl Dnc {
                     name: Arc::clone(&l.cfg.name),
                     path: l.cfg.path.clone(),
                     from_snapshot: l.base.from_snapshot,
-                    count: s.count + s.categorized_len() as u64,
-                    delta_added: l.delta.added(),
-                    delta_removed: l.delta.removed(),
+                    count: l.base.numbers(),
+                    entries: l.entries(),
+                    delta_added: l.effective_added,
+                    delta_removed: l.effective_removed,
                     bytes: s.bytes(),
                     built: s.built,
                     format_version: s.version,

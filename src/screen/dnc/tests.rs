@@ -115,7 +115,7 @@ fn deltas_apply_on_top_of_a_snapshot() {
     assert_eq!(dnc.check(12125550103, "a", Some("finance")), hit("national", "dnc", Some("finance")));
     assert_eq!(dnc.entries(12125550101)[0].entry, list::Entry::Removed);
     let s = &dnc.summary()[0];
-    assert_eq!((s.count, s.delta_added, s.delta_removed), (2, 2, 1));
+    assert_eq!((s.count, s.entries, s.delta_added, s.delta_removed), (2, 3, 2, 1));
     // The operator journal takes effect on the next load.
     delta::append_journal(&dir.join("deltas"), false, 12125550199, None).unwrap();
     delta::append_journal(&dir.join("deltas"), true, 12125550100, None).unwrap();
@@ -235,5 +235,32 @@ fn calls_screened_during_reloads_always_see_a_whole_list() {
     for r in readers {
         assert!(r.join().unwrap() > 0);
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 15: add, remove, remove of an unlisted number, add. The count /health, the metric and
+/// the reload log show is the number of numbers blocked, whatever the journal says.
+#[test]
+fn entry_counts_follow_the_journal_exactly() {
+    let dir = tempdir();
+    std::fs::write(dir.join("own.txt"), "+12125550100\n+12125550101,finance\n").unwrap();
+    std::fs::create_dir(dir.join("deltas")).unwrap();
+    let mut l = list("own", &dir.join("own.txt"));
+    l.deltas = Some(dir.join("deltas"));
+    let cfg = DncConfig { lists: vec![l], ..DncConfig::default() };
+    let j = dir.join("deltas");
+    delta::append_journal(&j, false, 12125550102, None).unwrap();
+    delta::append_journal(&j, true, 12125550102, None).unwrap();
+    delta::append_journal(&j, true, 12125550199, None).unwrap();
+    delta::append_journal(&j, false, 12125550103, None).unwrap();
+    // Adding a listed number, and removing one the base has: one change.
+    delta::append_journal(&j, false, 12125550100, None).unwrap();
+    delta::append_journal(&j, true, 12125550101, None).unwrap();
+    let dnc = Dnc::load(&cfg).unwrap();
+    let candidates = [12125550100, 12125550101, 12125550102, 12125550103, 12125550199];
+    let blocked: Vec<u64> = candidates.into_iter().filter(|&n| dnc.check(n, "a", Some("finance")).is_some()).collect();
+    assert_eq!(blocked, [12125550100, 12125550103]);
+    let s = &dnc.summary()[0];
+    assert_eq!((s.count, s.entries, s.delta_added, s.delta_removed), (2, blocked.len() as u64, 1, 1));
     let _ = std::fs::remove_dir_all(dir);
 }

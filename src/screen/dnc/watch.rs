@@ -126,7 +126,7 @@ fn reload_loop(cfg: &DncConfig, target: &ArcSwap<Dnc>, changes: &Receiver<()>, o
         let outcome = match reload(cfg, target) {
             Ok(dnc) => {
                 for s in dnc.summary() {
-                    tracing::info!(list = %s.name, count = s.count, added = s.delta_added, removed = s.delta_removed,
+                    tracing::info!(list = %s.name, count = s.entries, base = s.count, added = s.delta_added, removed = s.delta_removed,
                         line_errors = s.line_errors, "DNC list reloaded");
                 }
                 ReloadOutcome::Reloaded { took: start.elapsed() }
