@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dnc_cli;
+pub mod docgen;
 pub mod identity_cli;
 pub mod proxy;
 pub mod screen;

@@ -71,6 +71,21 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Write the man pages or the shell completions (bash, zsh, fish) into DIR (packaging).
+    #[command(hide = true)]
+    Generate {
+        /// `man` or `completions`.
+        #[arg(value_enum)]
+        what: Generated,
+        /// Directory to write into (created if needed).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    Man,
+    Completions,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +113,23 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sipguard top: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Generate { what, dir }) => {
+            use clap::CommandFactory;
+            let written = match what {
+                Generated::Man => sipguard::docgen::man_pages(Cli::command(), &dir),
+                Generated::Completions => sipguard::docgen::completions(Cli::command(), &dir),
+            };
+            match written {
+                Ok(files) => {
+                    files.iter().for_each(|f| println!("{}", f.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sipguard generate: {}: {e}", dir.display());
                     ExitCode::FAILURE
                 }
             }

@@ -86,6 +86,14 @@ impl DropReason {
             DropReason::Pending => "pending_absorbed",
         }
     }
+
+    /// Consumed by design, with nothing wrong: a keepalive, the ACK of a reply we generated
+    /// (RFC 3261 §17.1.1.3 sends one for every local reject), a retransmission of an INVITE
+    /// whose screening waits. Counted in `sipguard_absorbed_total`, apart from the drops, so
+    /// that an alert on drops stays silent on normal traffic.
+    pub fn is_absorbed(self) -> bool {
+        matches!(self, DropReason::Keepalive | DropReason::AckAbsorbed | DropReason::Pending)
+    }
 }
 
 /// A screening decision, for the decision log.

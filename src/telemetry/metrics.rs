@@ -170,8 +170,16 @@ pub fn cluster_reservation(admitted: bool, seconds: f64) {
     metrics::histogram!("sipguard_cluster_reserve_seconds").record(seconds);
 }
 
+/// A message neither forwarded nor answered because something is wrong with it, its peer or
+/// this proxy's limits.
 pub fn dropped(reason: &'static str) {
     counter!("sipguard_drops_total", "reason" => reason).increment(1);
+}
+
+/// A message consumed by design (keepalive, the ACK of a local reply, a retransmission of a
+/// call that waits): normal traffic, counted apart from the drops.
+pub fn absorbed(reason: &'static str) {
+    counter!("sipguard_absorbed_total", "reason" => reason).increment(1);
 }
 
 /// One UDP receive batch; `waited` when the thread then waited for the next one to gather.

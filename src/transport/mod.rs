@@ -103,6 +103,7 @@ impl Shell {
         match a {
             Action::Send { transport: Transport::Udp, dest, bytes, .. } => self.udp.send(dest, &bytes),
             Action::Send { transport: Transport::Tcp, dest, bytes, connect } => self.tcp.send(dest, bytes, connect),
+            Action::Drop(reason) if reason.is_absorbed() => m::absorbed(reason.label()),
             Action::Drop(reason) => m::dropped(reason.label()),
             // Recorded in `process`.
             Action::Decided(_) => {}
