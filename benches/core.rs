@@ -2,6 +2,7 @@
 //! kernel's packet cost. `cargo bench --bench core`.
 use criterion::{Criterion, criterion_group, criterion_main};
 use sipguard::config::server::Transport;
+use sipguard::proxy::events::Inward;
 use sipguard::proxy::{Action, Inbound, Proxy, ProxyConfig};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ const INVITE: &str = "INVITE sip:+12125550100@127.0.0.1:5080;user=phone SIP/2.0\
 
 fn proxy() -> Proxy {
     let cfg = ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]);
+    // Counting as the server does.
     Proxy::new(cfg, Arc::new(sipguard::screen::PassThrough))
+        .with_events(Arc::new(sipguard::telemetry::metrics::Recorder))
 }
 
 fn bench(c: &mut Criterion) {
@@ -45,12 +48,16 @@ fn metrics_per_call(c: &mut Criterion) {
     c.bench_function("metrics of one call: registered handles", |b| {
         b.iter(|| {
             for method in ["INVITE", "ACK", "BYE", "-", "-"] {
-                let kind = if method == "-" { "response" } else { "request" };
-                m::message_in(t, kind, black_box(method));
+                let (kind, inward) = if method == "-" {
+                    ("response", Inward::Response)
+                } else {
+                    ("request", Inward::Request(black_box(method)))
+                };
+                m::message_in(t, inward);
                 m::message_out(t, kind);
             }
             for _ in 0..5 {
-                m::message_in(t, "response", "-");
+                m::message_in(t, Inward::Response);
                 m::message_out(t, "response");
             }
         })

@@ -108,7 +108,9 @@ fn main() {
     } else {
         Arc::new(sipguard::screen::PassThrough)
     };
-    let p = Proxy::new(ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]), screen);
+    // Counting into the metrics recorder as the server does, so the instructions include it.
+    let p = Proxy::new(ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]), screen)
+        .with_events(Arc::new(sipguard::telemetry::metrics::Recorder));
     // As in the benchmark, which writes no decision log.
     p.record_decisions(false);
     let uac = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };

@@ -141,7 +141,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
-    let proxy = Proxy::new(ProxyConfig::from_config(&cfg, key), screen);
+    let proxy = Proxy::new(ProxyConfig::from_config(&cfg, key), screen)
+        .with_events(Arc::new(crate::telemetry::metrics::Recorder));
     // The decision log is fixed at start (a change needs a restart), and so is this.
     proxy.record_decisions(decisions.is_some());
     let shell = Arc::new(Shell {

@@ -4,6 +4,7 @@
 //! Each section lives in its own file and exposes `Raw*` (what serde reads, with spans) and a
 //! `validate` that turns it into the runtime type while pushing diagnostics.
 
+pub mod behaviour;
 pub mod cluster;
 pub mod dnc;
 pub mod ops;
@@ -180,6 +181,18 @@ impl Config {
                 line: text.find("[[account]]").map(|o| d.line_of(o)).unwrap_or(0),
                 msg: "[[account]] blocks need a [screening] section to take effect".into(),
             });
+        }
+        if let (Some(sc), Some(srv)) = (&raw.screening, &server)
+            && !srv.record_route
+        {
+            if let Some(b) = &sc.behaviour {
+                behaviour::require_bye(b, "screening.behaviour", &mut d);
+            }
+            for a in &raw.accounts {
+                if let Some(b) = &a.behaviour {
+                    behaviour::require_bye(b, &format!("account `{}` behaviour", a.id.get_ref()), &mut d);
+                }
+            }
         }
         let dnc = raw.dnc.as_ref().map(|x| dnc::validate(x, &mut d));
         if let Some(Some(dc)) = &dnc {

@@ -40,6 +40,7 @@ pub struct RawScreening {
     #[serde(default)]
     pub quota: RawQuota,
     pub hours: Option<RawHours>,
+    pub behaviour: Option<super::behaviour::RawBehaviour>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +106,7 @@ pub struct RawAccount {
     pub mode: Option<Spanned<String>>,
     pub category: Option<Spanned<String>>,
     pub min_attestation: Option<Spanned<String>>,
+    pub behaviour: Option<super::behaviour::RawBehaviour>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -133,6 +135,9 @@ pub struct AccountConfig {
     pub category: Option<Arc<str>>,
     /// Lowest SHAKEN attestation accepted from this account's verified calls (`[stir]`).
     pub min_attestation: Option<Attestation>,
+    /// Call behaviour limits (`[screening.behaviour]` with this account's overrides); None:
+    /// its behaviour is not tracked.
+    pub behaviour: Option<crate::screen::behaviour::Limits>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +160,8 @@ pub struct ScreeningConfig {
     pub stir: Option<StirConfig>,
     /// `[cluster]` with the Redis backend, set by `Config::parse`.
     pub cluster: Option<crate::screen::quota::shared::SharedCounters>,
+    /// `[screening.behaviour]`: the tracker's cap (and the defaults accounts start from).
+    pub behaviour: Option<crate::screen::behaviour::BehaviourConfig>,
 }
 
 /// Default cap on numbers tracked per account and window (per-callee / per-caller-ID maps).
@@ -206,6 +213,8 @@ pub fn validate(
     let default_quota = validate_quota(&raw.quota, "screening.quota", d);
     let hours = raw.hours.as_ref().and_then(|h| validate_hours(h, d));
     let responses = validate_responses(responses, d);
+    let behaviour = raw.behaviour.as_ref().map(|b| super::behaviour::validate(b, d));
+    let base_limits = behaviour.as_ref().map(|b| b.limits).unwrap_or_default();
 
     // Accounts: [[account]] blocks first, then ids only named in owned.csv.
     let mut ids: HashMap<Arc<str>, usize> = HashMap::new();
@@ -253,11 +262,28 @@ pub fn validate(
                 None
             }
         });
+        let account_behaviour = match &a.behaviour {
+            Some(b) => Some(super::behaviour::account(b, &base_limits, &id, d)),
+            None => behaviour.as_ref().map(|b| b.limits),
+        };
         ids.insert(id.clone(), out.len());
-        out.push(AccountConfig { id, sources, owned, quota, mode: account_mode, category, min_attestation });
+        out.push(AccountConfig {
+            id,
+            sources,
+            owned,
+            quota,
+            mode: account_mode,
+            category,
+            min_attestation,
+            behaviour: account_behaviour,
+        });
     }
     if let Some(file) = &raw.caller_id_numbers {
         load_owned_csv(file, plan.as_ref(), &mut ids, &mut out, default_quota, mode, d);
+        // Accounts only named in the CSV take the global behaviour limits.
+        for a in out.iter_mut().filter(|a| a.behaviour.is_none()) {
+            a.behaviour = behaviour.as_ref().map(|b| b.limits);
+        }
     }
     if out.is_empty() && unknown_account == UnknownAccount::Reject {
         let at = d.text.find("[screening]").unwrap_or(0);
@@ -276,9 +302,14 @@ pub fn validate(
         max_tracked_numbers,
         hours,
         responses,
-        accounts: out,
         stir: None,
         cluster: None,
+        behaviour: match behaviour {
+            // Accounts with limits of their own are tracked even without the section.
+            None if out.iter().any(|a| a.behaviour.is_some()) => Some(Default::default()),
+            b => b,
+        },
+        accounts: out,
     })
 }
 
@@ -603,6 +634,7 @@ fn load_owned_csv(
                     mode,
                     category: None,
                     min_attestation: None,
+                    behaviour: None,
                 });
                 accounts.len() - 1
             }

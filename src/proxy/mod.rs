@@ -9,11 +9,13 @@
 
 pub mod cache;
 mod config;
+pub mod events;
 pub mod redirect;
 mod route;
 
 pub use config::{Advert, ProxyConfig};
 
+use crate::screen::behaviour::{CallEvent, CallRef};
 use crate::config::server::{ServerMode, Transport};
 use crate::screen::quota::shared::Reservation;
 use crate::screen::stir::Verstat;
@@ -25,16 +27,16 @@ use crate::sip::reply;
 use crate::sip::scan::{self, Kind, Message, StartLine, values};
 use crate::sip::splice::{Splice, push_dec};
 use crate::sip::via;
-use crate::telemetry::metrics as m;
 use arc_swap::ArcSwap;
 use cache::{Pending, SharedCache};
+use events::{Events, Inward, NoEvents};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// Where a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +157,8 @@ pub struct Proxy {
     cache: SharedCache,
     /// Emit `Action::Decided` for each screening (off when no decision log is written).
     record_decisions: AtomicBool,
+    /// Where counts go (the shell's metrics); nowhere by default.
+    events: Arc<dyn Events>,
 }
 
 /// The screen, sized for arc-swap.
@@ -173,6 +177,7 @@ pub enum Load {
 /// One message's view of the core: the config and screen as loaded when it arrived.
 struct Ctx<'a> {
     cfg: &'a ProxyConfig,
+    events: &'a dyn Events,
     screen: &'a dyn Screen,
     cache: &'a SharedCache,
     record_decisions: bool,
@@ -205,7 +210,14 @@ impl Proxy {
             screen: ArcSwap::from_pointee(ScreenSlot(screen)),
             cache: SharedCache::new(VERDICT_CACHE_CAP),
             record_decisions: AtomicBool::new(true),
+            events: Arc::new(NoEvents),
         }
+    }
+
+    /// Count into `events` (the shell's metrics recorder).
+    pub fn with_events(mut self, events: Arc<dyn Events>) -> Proxy {
+        self.events = events;
+        self
     }
 
     /// Whether screenings produce `Action::Decided` (on by default).
@@ -275,6 +287,7 @@ impl Proxy {
         let screen = self.screen.load();
         let ctx = Ctx {
             cfg: &cfg,
+            events: &*self.events,
             screen: &*screen.0,
             cache: &self.cache,
             record_decisions: self.record_decisions.load(Ordering::Relaxed),
@@ -308,11 +321,11 @@ impl Ctx<'_> {
         };
         match msg.start {
             StartLine::Response { .. } => {
-                m::message_in(from.transport, "response", "-");
-                self.response(&msg, out)
+                self.events.message_in(from.transport, Inward::Response);
+                self.response(now, &msg, out)
             }
             StartLine::Request { .. } => {
-                m::message_in(from.transport, "request", m::method_label(msg.method()));
+                self.events.message_in(from.transport, Inward::Request(events::method_label(msg.method())));
                 self.request(now, from, &msg, out)
             }
         }
@@ -366,6 +379,15 @@ impl Ctx<'_> {
         }
         // A redirect server hands out no dialog proofs: every INVITE is a call to screen.
         let side = if self.redirecting() { None } else { self.dialog_side(msg, from, &tags) };
+        // The end of a call record-routed here, from either side, for its duration.
+        if let Some(side) = side
+            && msg.method() == b"BYE"
+            && self.screen.tracks_calls()
+        {
+            let caller_tag = if side == Side::Caller { tags.from } else { tags.to };
+            let call = CallRef { call_id: msg.value(Kind::CallId).unwrap_or_default(), caller_tag };
+            self.screen.call_event(CallEvent::Bye { call }, now);
+        }
         let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
         let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
         let mut verdict = None;
@@ -373,7 +395,7 @@ impl Ctx<'_> {
         // Under overload, new calls go first: a 503 costs less than screening, and the
         // calls in progress (responses, in-dialog requests) keep flowing.
         if invite && side.is_none() && self.load == Load::Shedding {
-            m::shed();
+            self.events.shed();
             return self.reply(
                 msg,
                 &facts.top,
@@ -403,7 +425,7 @@ impl Ctx<'_> {
                     return self.reply(msg, &facts.top, from, (487, "Request Terminated"), &[], out);
                 }
                 Some(e) if e.pending == Pending::No => {
-                    m::cache_hit();
+                    self.events.cache_hit();
                     e.verdict.clone()
                 }
                 _ => match self.screen_call(now, from, msg, ruri) {
@@ -468,7 +490,7 @@ impl Ctx<'_> {
         match forwarded {
             Ok(send) => {
                 if let Action::Send { transport, .. } = &send {
-                    m::message_out(*transport, "request");
+                    self.events.message_out(*transport, "request");
                 }
                 out.push(send)
             }
@@ -582,7 +604,7 @@ impl Ctx<'_> {
             call_id: msg.value(Kind::CallId).map(text).unwrap_or_default(),
             asserted_account: None,
         };
-        let started = Instant::now();
+        let started = self.events.stopwatch();
         let decision = match self.decided.take() {
             Some(d) => d,
             None => match self.screen.step(&call, now, self.resume != Resume::NoWait) {
@@ -590,20 +612,7 @@ impl Ctx<'_> {
                 need => return need,
             },
         };
-        let verdict_label = match (&*decision.verdict, decision.would_reject) {
-            (Verdict::Reject { .. }, _) => "reject",
-            (Verdict::Forward { .. }, true) => "would_reject",
-            (Verdict::Forward { .. }, false) => "forward",
-        };
-        m::verdict(
-            verdict_label,
-            decision.rule.map_or("-", |r| r.name()),
-            decision.account.as_deref().unwrap_or("-"),
-            started.elapsed().as_secs_f64(),
-        );
-        if let Some(r) = &decision.stir {
-            m::stir(r.outcome.label(), r.attestation.map_or("-", |a| a.as_str()));
-        }
+        self.events.decided(&decision, started);
         Step::Done(decision)
     }
 
@@ -670,6 +679,7 @@ impl Ctx<'_> {
     ) {
         let tag = self.to_tag(msg, top);
         let mut bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, extra);
+        let mut trimmed = false;
         // Not an amplifier towards a spoofed source: the Warning (our diagnostic text) goes in
         // only as far as the reply stays within the request's size, cut to fit. The rest is
         // bounded and fixed: the request's own headers, the To tag, received/rport, the
@@ -693,15 +703,15 @@ impl Ctx<'_> {
                 kept.push(("Warning", cut.as_str()));
             }
             bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, &kept);
-            m::reply_trimmed();
+            trimmed = true;
         }
         let dest = via::reply_target(from.transport, &top.via, from.src);
-        m::reply_sent(code);
-        m::message_out(from.transport, "reply");
+        self.events.reply(code, trimmed);
+        self.events.message_out(from.transport, "reply");
         out.push(Action::Send { transport: from.transport, dest, bytes, connect: false });
     }
 
-    fn response(&self, msg: &Message<'_>, out: &mut Vec<Action>) {
+    fn response(&self, now: SystemTime, msg: &Message<'_>, out: &mut Vec<Action>) {
         let b = msg.bytes;
         let Ok(top) = check::top_via(msg) else {
             return out.push(Action::Drop(DropReason::BadVia));
@@ -742,7 +752,17 @@ impl Ctx<'_> {
         if let StartLine::Response { code: 200..=299, .. } = msg.start {
             self.answered(msg);
         }
-        m::message_out(transport, "response");
+        if let StartLine::Response { code: code @ 200.., .. } = msg.start
+            && self.screen.tracks_calls()
+            && invite_cseq(msg).is_some()
+        {
+            let call = CallRef {
+                call_id: msg.value(Kind::CallId).unwrap_or_default(),
+                caller_tag: msg.value(Kind::From).map(tag_of).unwrap_or_default(),
+            };
+            self.screen.call_event(CallEvent::Final { call, code }, now);
+        }
+        self.events.message_out(transport, "response");
         out.push(Action::Send { transport, dest, bytes: s.apply(b), connect: false });
     }
 
@@ -751,13 +771,7 @@ impl Ctx<'_> {
     /// and charged), not a retry; a retransmission of the answered one still reuses the
     /// verdict.
     fn answered(&self, msg: &Message<'_>) {
-        let cseq = msg.value(Kind::CSeq).unwrap_or_default();
-        let digits = cseq.iter().take_while(|c| c.is_ascii_digit()).count();
-        let method = &cseq[crate::sip::scan::trim(cseq, digits..cseq.len())];
-        let Some(n) = scan::parse_uint(&cseq[..digits], u64::from(u32::MAX)) else { return };
-        if method != b"INVITE" {
-            return;
-        }
+        let Some(n) = invite_cseq(msg) else { return };
         let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: b"" };
         self.cache.answered(call_key(&self.cfg.key, msg, &tags), n);
     }
@@ -781,7 +795,7 @@ impl Ctx<'_> {
             Some(Side::Caller) => false,
             None => self.cfg.is_far_side(from.src.ip()),
         };
-        let hop = route::next_hop(msg, facts.ruri.as_ref(), self.cfg, far, &mut s)?;
+        let hop = route::next_hop(msg, facts.ruri.as_ref(), self.cfg, far, &mut s, self.events)?;
         let out_adv = self.cfg.advert_for(&hop.dest);
         let mut head = Vec::with_capacity(200);
         head.extend_from_slice(b"Via: SIP/2.0/");
@@ -919,6 +933,15 @@ fn record_route(out: &mut Vec<u8>, adv: &Advert, transport: Transport, mac: Opti
         branch::push_hex(out, mac, 16);
     }
     out.extend_from_slice(b">\r\n");
+}
+
+/// The CSeq number of a response to an INVITE (None for other methods or a bad CSeq).
+fn invite_cseq(msg: &Message<'_>) -> Option<u64> {
+    let cseq = msg.value(Kind::CSeq).unwrap_or_default();
+    let digits = cseq.iter().take_while(|c| c.is_ascii_digit()).count();
+    let method = cseq.get(crate::sip::scan::trim(cseq, digits..cseq.len()))?;
+    let n = scan::parse_uint(cseq.get(..digits)?, u64::from(u32::MAX))?;
+    (method == b"INVITE").then_some(n)
 }
 
 /// The From and To tags of a request (empty when absent).

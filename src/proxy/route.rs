@@ -67,10 +67,11 @@ pub fn next_hop(
     cfg: &ProxyConfig,
     from_far_side: bool,
     s: &mut Splice,
+    events: &dyn super::events::Events,
 ) -> Result<NextHop, Problem> {
     let hop = choose(msg, ruri, cfg, from_far_side, s)?;
     if !cfg.relay_permits(hop.dest.ip()) {
-        crate::telemetry::metrics::relay_denied();
+        events.relay_denied();
         return Err(relay_denied(hop.dest));
     }
     Ok(hop)

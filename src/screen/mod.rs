@@ -3,6 +3,7 @@
 //! mode or an HTTP decision API.
 
 pub mod account;
+pub mod behaviour;
 pub mod caller_id;
 pub mod dnc;
 pub mod hash;
@@ -36,11 +37,14 @@ pub enum Rule {
     IdentityUnavailable,
     IdentityUntrusted,
     Attestation,
+    Concurrent,
+    Sequential,
+    Behaviour,
     Suspended,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 14] = [
+    pub const ALL: [Rule; 17] = [
         Rule::UnknownAccount,
         Rule::CallerIdInvalid,
         Rule::CallerIdUnowned,
@@ -54,6 +58,9 @@ impl Rule {
         Rule::IdentityUnavailable,
         Rule::IdentityUntrusted,
         Rule::Attestation,
+        Rule::Concurrent,
+        Rule::Sequential,
+        Rule::Behaviour,
         Rule::Suspended,
     ];
 
@@ -73,6 +80,9 @@ impl Rule {
             Rule::IdentityUnavailable => "identity_unavailable",
             Rule::IdentityUntrusted => "identity_untrusted",
             Rule::Attestation => "attestation",
+            Rule::Concurrent => "concurrent",
+            Rule::Sequential => "sequential",
+            Rule::Behaviour => "behaviour",
             Rule::Suspended => "suspended",
         }
     }
@@ -206,6 +216,9 @@ pub struct Decision {
     pub charge: Option<Charge>,
     /// STIR/SHAKEN verification, when `[stir]` is on.
     pub stir: Option<Box<stir::StirReport>>,
+    /// The call's key in the behaviour tracker, when it was counted there (taken back with
+    /// the charge when the call is not forwarded).
+    pub tracked: Option<behaviour::CallKey>,
     /// Why the rule fired, for the decision log, when the rule name and counters do not say
     /// it all (the suspension in force: its source, cause and end).
     pub detail: Option<Arc<str>>,
@@ -236,6 +249,7 @@ impl Decision {
             counters: Vec::new(),
             charge: None,
             stir: None,
+            tracked: None,
             detail: None,
         }
     }
@@ -311,6 +325,12 @@ pub trait Screen: Send + Sync {
     fn windows(&self, _now: SystemTime) -> Option<quota::Windows> {
         None
     }
+    /// Whether the proxy should hand in `call_event`s (call behaviour is tracked).
+    fn tracks_calls(&self) -> bool {
+        false
+    }
+    /// A final response or a BYE the proxy relayed, for the call behaviour figures.
+    fn call_event(&self, _event: behaviour::CallEvent<'_>, _now: SystemTime) {}
     /// Take back the charge of a decision whose call was not forwarded after all (no route).
     /// A charge in the cluster store comes back for the shell to release there.
     fn release(&self, decision: &Decision) -> Option<Box<quota::shared::Reservation>> {

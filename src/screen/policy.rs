@@ -3,6 +3,7 @@
 //! passed. The policy is swapped whole on reload; counters and pacing state live in `Arc`s
 //! that the new policy takes over, so a reload never resets a quota.
 use super::account::AccountTable;
+use super::behaviour::{self, AccountBehaviour, Behaviour, CallRef, Figures, Trip};
 use super::caller_id::{self, Checks, OwnedNumbers};
 use super::dnc::Dnc;
 use super::hours::Hours;
@@ -16,6 +17,7 @@ use crate::config::screening::{Mode, ScreeningConfig, UnknownAccount};
 use crate::screen::number::NumberPlan;
 use arc_swap::ArcSwap;
 use chrono_tz::Tz;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -28,6 +30,8 @@ struct AccountPolicy {
     pacing: Arc<Pacing>,
     counters: Arc<AccountCounters>,
     min_attestation: Option<stir::Attestation>,
+    /// Call behaviour state (figures, live calls), carried over reloads; None: not tracked.
+    behaviour: Option<Arc<AccountBehaviour>>,
 }
 
 struct Policy {
@@ -65,7 +69,15 @@ impl Policy {
                     Some(p) if p.pacing.fits(&a.quota) => p.pacing.clone(),
                     _ => Arc::new(Pacing::new(&a.quota)),
                 };
+                let behaviour = a.behaviour.map(|limits| match prev.and_then(|p| p.behaviour.clone()) {
+                    Some(b) => {
+                        b.set_limits(limits, cfg.max_tracked_numbers);
+                        b
+                    }
+                    None => Arc::new(AccountBehaviour::new(limits, cfg.max_tracked_numbers)),
+                });
                 AccountPolicy {
+                    behaviour,
                     id: a.id,
                     mode: a.mode,
                     category: a.category,
@@ -96,7 +108,7 @@ impl Policy {
 }
 
 /// Counters and remaining quota of one account (admin API `/accounts/<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AccountStatus {
     pub id: String,
     pub mode: Mode,
@@ -108,6 +120,10 @@ pub struct AccountStatus {
     pub remaining_this_hour: Option<u64>,
     pub remaining_today: Option<u64>,
     pub owned_numbers: usize,
+    /// Call behaviour figures over the account's window, when `[screening.behaviour]` (or
+    /// the account's own `behaviour`) is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<Figures>,
     /// Where the counts come from: "local" (this node), "cluster" (Redis, with this node's
     /// counts not yet written back), or "local_only" (Redis configured but unreachable).
     pub counters: &'static str,
@@ -136,6 +152,10 @@ pub struct Screener {
     stir: StirState,
     /// Serialises reloads so two of them cannot both take over the same old counters.
     reload_lock: Mutex<()>,
+    /// The live calls of every account, kept across reloads.
+    behaviour: Behaviour,
+    /// Some account's behaviour is tracked: the proxy hands in responses and BYEs.
+    tracking: AtomicBool,
     /// Caller IDs and accounts barred from calling; outlives reloads (the shell's store).
     suspensions: Arc<Suspensions>,
 }
@@ -146,13 +166,38 @@ impl Screener {
             config: arc_swap::ArcSwapOption::new(cfg.stir.clone().map(Arc::new)),
             certs: Default::default(),
         };
+        let cap = cfg.behaviour.as_ref().map_or(behaviour::DEFAULT_MAX_TRACKED_CALLS, |b| b.max_tracked_calls);
+        let tracking = AtomicBool::new(cfg.behaviour.is_some());
         Screener {
             policy: ArcSwap::from_pointee(Policy::build(cfg, None)),
             dnc,
             stir,
             reload_lock: Mutex::new(()),
+            behaviour: Behaviour::new(cap),
+            tracking,
             suspensions: Arc::default(),
         }
+    }
+
+    /// The live-call tracker (its counts, for the metrics).
+    pub fn behaviour(&self) -> &Behaviour {
+        &self.behaviour
+    }
+
+    /// Each caller ID's behaviour figures of an account, most attempts first; None when the
+    /// account is unknown or its behaviour is not tracked.
+    pub fn caller_figures(&self, id: &str, now: SystemTime, limit: usize) -> Option<Vec<(u64, Figures)>> {
+        let p = self.policy.load();
+        let a = p.accounts.get(p.table.by_id(id)?)?;
+        self.behaviour.expire(now);
+        Some(a.behaviour.as_ref()?.caller_figures(now, limit))
+    }
+
+    /// Every tracked account's figures (for the metrics).
+    pub fn all_figures(&self, now: SystemTime) -> Vec<(Arc<str>, Figures)> {
+        let p = self.policy.load();
+        self.behaviour.expire(now);
+        p.accounts.iter().filter_map(|a| Some((a.id.clone(), a.behaviour.as_ref()?.figures(now)))).collect()
     }
 
     /// Use `store` (replayed from the journal, writing to it) for suspensions.
@@ -174,6 +219,10 @@ impl Screener {
             self.stir.certs.revalidate(&s.trust, now);
         }
         self.stir.config.store(stir);
+        if let Some(b) = &cfg.behaviour {
+            self.behaviour.tracker.set_cap(b.max_tracked_calls);
+        }
+        self.tracking.store(cfg.behaviour.is_some(), Ordering::Relaxed);
         let old = self.policy.load_full();
         self.policy.store(Arc::new(Policy::build(cfg, Some(&old))));
     }
@@ -192,6 +241,10 @@ impl Screener {
             remaining_this_hour: a.limits.per_hour.map(|l| l.saturating_sub(usage.calls_this_hour)),
             remaining_today: a.limits.per_day.map(|l| l.saturating_sub(usage.calls_today)),
             owned_numbers: a.owned.len(),
+            behaviour: a.behaviour.as_ref().map(|b| {
+                self.behaviour.expire(now);
+                b.figures(now)
+            }),
             counters: if p.shared.is_some() { "local_only" } else { "local" },
         })
     }
@@ -273,6 +326,16 @@ impl Screener {
             d.list = Some(hit.list);
             return Step::Done(tag(fire(d, mode, Rule::Dnc, response, None)));
         }
+        if let Some(b) = &acct.behaviour {
+            let from_tag = crate::sip::addr::tag_of(call.from.as_bytes());
+            d.tracked = Some(self.behaviour.key(CallRef { call_id: call.call_id.as_bytes(), caller_tag: from_tag }));
+            if let Some(trip) = b.judge(pr.caller, callee, now) {
+                d = self.tripped(&p, d, acct, &trip, now);
+                if d.rule.is_some() && !d.would_reject {
+                    return Step::Done(tag(d));
+                }
+            }
+        }
         let windows = Windows::at(p.quota_tz, now);
         // Without a window cap there is nothing for the store to refuse: the call is counted
         // here and written back with the rest, and never waits for (or on) the store.
@@ -300,6 +363,66 @@ impl Screener {
         }
         d.charge = Some(Charge { account: acct.id.clone(), windows, caller: pr.caller, callee, shared: None });
         Step::Done(tag(d))
+    }
+
+    /// Apply a behaviour rule that tripped: `concurrent` and `sequential` refuse the call, as
+    /// does `behaviour` for the distinct-callee cap; a ratio rule flags the call, or (by
+    /// `action`) suspends its caller ID or account and refuses it. Report mode only logs.
+    fn tripped(&self, p: &Policy, mut d: Decision, acct: &AccountPolicy, trip: &Trip, _now: SystemTime) -> Decision {
+        let (name, value, limit) = trip.reading();
+        d.counters.push(CounterReading { name, value, limit });
+        let rule = match trip {
+            Trip::Concurrent { .. } => Rule::Concurrent,
+            Trip::Sequential { .. } => Rule::Sequential,
+            Trip::Distinct { .. } | Trip::Ratio { .. } => Rule::Behaviour,
+        };
+        let action = acct.behaviour.as_ref().map_or(behaviour::Action::Flag, |b| b.limits().action);
+        if let (Trip::Ratio { .. }, behaviour::Action::Flag) = (trip, action) {
+            // Flagged: marked in the decision log, forwarded.
+            d.rule = Some(Rule::Behaviour);
+            d.would_reject = true;
+            return d;
+        }
+        fire(d, acct.mode, rule, p.responses.for_rule(rule), None)
+    }
+
+    /// Count a call that is let through in the behaviour figures and track it; a call that
+    /// lost the last `max_concurrent` slot to another since it was judged is refused (and
+    /// its quota charge given back).
+    fn track(&self, mut d: Decision, now: SystemTime) -> Decision {
+        let Some(key) = d.tracked.take() else { return d };
+        if !d.verdict.is_forward() {
+            return d;
+        }
+        let p = self.policy.load();
+        let Some(acct) = d.account.as_deref().and_then(|id| p.table.by_id(id)).and_then(|i| p.accounts.get(i)) else {
+            return d;
+        };
+        let (Some(b), Some(caller), Some(callee)) = (&acct.behaviour, d.caller, d.callee) else { return d };
+        // Counted in the cluster store already, or forwarded anyway (report mode): counted
+        // here whatever the slots.
+        let force = d.would_reject || d.charge.as_ref().is_some_and(|c| c.shared.is_some());
+        match self.behaviour.start(b, key, (caller, callee), now, force) {
+            Ok(tracked) => {
+                d.tracked = tracked.then_some(key);
+                d
+            }
+            Err(trip) => {
+                if let Some(c) = d.charge.take() {
+                    acct.counters.uncount(&acct.limits, &c.windows, c.caller, c.callee);
+                }
+                let d = self.tripped(&p, d, acct, &trip, now);
+                if d.verdict.is_forward() {
+                    // Report mode: forwarded, so counted.
+                    let mut d = d;
+                    if let Ok(tracked) = self.behaviour.start(b, key, (caller, callee), now, true) {
+                        d.tracked = tracked.then_some(key);
+                    }
+                    return d;
+                }
+                tag(d)
+            }
+        }
     }
 
     /// Decide a call that waited for the cluster store, from its answer or, when there is
@@ -476,18 +599,29 @@ impl Screen for Screener {
         // Without waiting, verification never asks for a lookup; the cluster store is
         // counted as out of reach.
         match self.run(call, now, false) {
-            Step::Done(d) => d,
-            Step::Need(Lookup::Counters(c)) => self.decide_counted(*c, Err(StoreFailure::Down)),
+            Step::Done(d) => self.track(d, now),
+            Step::Need(Lookup::Counters(c)) => self.track(self.decide_counted(*c, Err(StoreFailure::Down)), now),
             Step::Need(Lookup::Certificate { .. }) => Decision::pass(),
         }
     }
 
     fn step(&self, call: &Call, now: SystemTime, certificates: bool) -> Step {
-        self.run(call, now, certificates)
+        match self.run(call, now, certificates) {
+            Step::Done(d) => Step::Done(self.track(d, now)),
+            need => need,
+        }
     }
 
-    fn counted(&self, counting: Counting, answer: Result<Tally, StoreFailure>, _now: SystemTime) -> Decision {
-        self.decide_counted(counting, answer)
+    fn counted(&self, counting: Counting, answer: Result<Tally, StoreFailure>, now: SystemTime) -> Decision {
+        self.track(self.decide_counted(counting, answer), now)
+    }
+
+    fn tracks_calls(&self) -> bool {
+        self.tracking.load(Ordering::Relaxed)
+    }
+
+    fn call_event(&self, event: behaviour::CallEvent<'_>, now: SystemTime) {
+        self.behaviour.event(event, now)
     }
 
     fn local_counts(&self, now: SystemTime, take: bool) -> Vec<(Arc<str>, CountersSnapshot)> {
@@ -507,6 +641,9 @@ impl Screen for Screener {
     }
 
     fn release(&self, decision: &Decision) -> Option<Box<Reservation>> {
+        if let Some(key) = decision.tracked {
+            self.behaviour.unstart(key);
+        }
         let c = decision.charge.as_ref()?;
         if c.shared.is_some() {
             return c.shared.clone();

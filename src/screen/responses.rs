@@ -136,6 +136,9 @@ pub fn default_code_text(rule: Rule) -> (u16, &'static str) {
         Rule::IdentityUnavailable => (436, "Bad Identity Info"),
         Rule::IdentityUntrusted => (437, "Unsupported Credential"),
         Rule::Attestation => (403, "Attestation level too low"),
+        Rule::Concurrent => (403, "Too many concurrent calls for the account"),
+        Rule::Sequential => (403, "Sequential dialling of callee numbers"),
+        Rule::Behaviour => (403, "Call behaviour outside the account's limits"),
         Rule::Suspended => (403, "Calling suspended"),
     }
 }

@@ -288,6 +288,7 @@ mod tests {
             counters: vec![CounterReading { name: "account_per_day", value: 3, limit: 3 }],
             charge: None,
             stir: None,
+            tracked: None,
             detail: None,
         }
     }

@@ -9,22 +9,9 @@ use crate::config::server::Transport;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 use std::sync::{Mutex, OnceLock};
 
-const METHODS: [&str; 14] = [
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "REGISTER",
-    "PRACK",
-    "UPDATE",
-    "INFO",
-    "SUBSCRIBE",
-    "NOTIFY",
-    "REFER",
-    "MESSAGE",
-    "PUBLISH",
-];
+use crate::proxy::events::{self, Events, Inward, METHODS};
+use crate::screen::Decision;
+use std::time::Instant;
 
 /// Buckets of `sipguard_screen_seconds`: screening takes microseconds; the top buckets catch
 /// a stalled policy or list look-up.
@@ -91,15 +78,10 @@ fn transport_index(t: Transport) -> usize {
     }
 }
 
-/// A bounded label for a method token.
-pub fn method_label(m: &[u8]) -> &'static str {
-    METHODS.iter().find(|k| k.as_bytes() == m).copied().unwrap_or("other")
-}
-
-pub fn message_in(t: Transport, kind: &'static str, method: &'static str) {
+pub fn message_in(t: Transport, kind: Inward) {
     let row = match kind {
-        "response" => IN_ROWS - 1,
-        _ => METHODS.iter().position(|k| *k == method).unwrap_or(METHODS.len()),
+        Inward::Response => IN_ROWS - 1,
+        Inward::Request(method) => METHODS.iter().position(|k| *k == method).unwrap_or(METHODS.len()),
     };
     if let Some(c) = hot().messages_in.get(transport_index(t)).and_then(|r| r.get(row)) {
         c.increment(1);
@@ -264,4 +246,47 @@ pub fn dnc_list(name: &str, entries: u64, bytes: u64, built_unix_seconds: Option
 pub fn started(version: &'static str, unix_seconds: f64) {
     gauge!("sipguard_build_info", "version" => version).set(1.0);
     gauge!("sipguard_start_time_seconds").set(unix_seconds);
+}
+
+/// The core's counts into the process's metrics recorder.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recorder;
+
+impl Events for Recorder {
+    fn message_in(&self, t: Transport, kind: Inward) {
+        message_in(t, kind)
+    }
+    fn message_out(&self, t: Transport, kind: &'static str) {
+        message_out(t, kind)
+    }
+    fn reply(&self, code: u16, trimmed: bool) {
+        if trimmed {
+            reply_trimmed();
+        }
+        reply_sent(code)
+    }
+    fn shed(&self) {
+        shed()
+    }
+    fn cache_hit(&self) {
+        cache_hit()
+    }
+    fn relay_denied(&self) {
+        relay_denied()
+    }
+    fn stopwatch(&self) -> Option<Instant> {
+        Some(Instant::now())
+    }
+    fn decided(&self, d: &Decision, started: Option<Instant>) {
+        let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        verdict(
+            events::verdict_label(d),
+            d.rule.map_or("-", |r| r.name()),
+            d.account.as_deref().unwrap_or("-"),
+            seconds,
+        );
+        if let Some(r) = &d.stir {
+            stir(r.outcome.label(), r.attestation.map_or("-", |a| a.as_str()));
+        }
+    }
 }

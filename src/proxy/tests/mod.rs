@@ -318,3 +318,48 @@ mod counting;
 mod edge_trust;
 mod redirect;
 mod waiting;
+
+/// The core counts through the `Events` it is given and nowhere else.
+#[test]
+fn counts_go_to_the_events_given() {
+    use crate::proxy::events::{Events, Inward};
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+    impl Events for Log {
+        fn message_in(&self, t: Transport, kind: Inward) {
+            self.0.lock().unwrap().push(format!("in {} {kind:?}", t.label()));
+        }
+        fn message_out(&self, _t: Transport, kind: &'static str) {
+            self.0.lock().unwrap().push(format!("out {kind}"));
+        }
+        fn reply(&self, code: u16, trimmed: bool) {
+            self.0.lock().unwrap().push(format!("reply {code} {trimmed}"));
+        }
+        fn cache_hit(&self) {
+            self.0.lock().unwrap().push("cache hit".into());
+        }
+        fn decided(&self, d: &Decision, started: Option<std::time::Instant>) {
+            let rule = d.rule.map_or("-", |r| r.name());
+            self.0.lock().unwrap().push(format!("decided {rule} {}", started.is_some()));
+        }
+    }
+    let log = Arc::new(Log::default());
+    let mut p = Proxy::new(cfg(None), Arc::new(Counting(AtomicUsize::new(0)))).with_events(log.clone());
+    let req = invite("X-Account: acme\r\n");
+    run(&mut p, udp(), &req);
+    run(&mut p, udp(), &req);
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        [
+            "in udp Request(\"INVITE\")",
+            "decided quota false",
+            "reply 403 false",
+            "out reply",
+            "in udp Request(\"INVITE\")",
+            "cache hit",
+            "reply 403 false",
+            "out reply",
+        ]
+    );
+}

@@ -1,0 +1,231 @@
+//! The calls ringing or answered now, bounded (`max_tracked_calls`) and expiring. Sharded:
+//! each shard is a map from the call's keyed hash to the call, and a min-heap of deadlines;
+//! an entry is removed exactly once (answer timeout, final non-2xx, BYE, or expiry), and
+//! only that removal gives its account's live slot back.
+
+use super::{AccountBehaviour, CallRef, RING_SECONDS};
+use crate::screen::hash::NumberMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const SHARDS: usize = 16;
+
+/// A live call.
+#[derive(Debug)]
+pub(super) struct Live {
+    pub(super) acct: Arc<AccountBehaviour>,
+    pub(super) caller: u64,
+    /// Milliseconds since the epoch: INVITE let through, first 2xx (0 while ringing).
+    pub(super) started: u64,
+    answered: u64,
+    max_call_ms: u64,
+    deadline: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    calls: NumberMap<Live>,
+    /// (deadline, key); an entry whose call has another deadline by now is stale.
+    due: BinaryHeap<Reverse<(u64, u64)>>,
+}
+
+/// Counts of what the tracker saw, for the shell to export.
+#[derive(Debug, Default)]
+pub struct TrackerStats {
+    pub answered: AtomicU64,
+    pub unanswered: AtomicU64,
+    pub ended: AtomicU64,
+    pub expired_ringing: AtomicU64,
+    pub expired_answered: AtomicU64,
+    pub untracked: AtomicU64,
+    pub retransmissions: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    shards: Box<[Mutex<Shard>]>,
+    /// Each shard's earliest deadline (u64::MAX: none), read without its lock.
+    next: Box<[AtomicU64]>,
+    /// Keys the calls with a per-process random key (SipHash): Call-IDs are chosen by the
+    /// sender.
+    hasher: std::collections::hash_map::RandomState,
+    len: AtomicUsize,
+    cap: AtomicUsize,
+    pub stats: TrackerStats,
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deadlines of calls that ended before them stay in the heap until they pass: rebuild it
+/// from the calls when they outnumber them, so it holds at most about two per live call.
+fn compact(s: &mut Shard) {
+    if s.due.len() > 2 * s.calls.len() + 64 {
+        s.due = s.calls.iter().map(|(&k, l)| Reverse((l.deadline, k))).collect();
+    }
+}
+
+impl Tracker {
+    pub fn new(cap: usize) -> Tracker {
+        Tracker {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            next: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            hasher: Default::default(),
+            len: AtomicUsize::new(0),
+            cap: AtomicUsize::new(cap),
+            stats: TrackerStats::default(),
+        }
+    }
+
+    /// A reload may change the cap; calls beyond a lowered one stay until they end.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Calls tracked now.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn key(&self, call: CallRef<'_>) -> u64 {
+        self.hasher.hash_one((call.call_id, call.caller_tag))
+    }
+
+    fn shard(&self, key: u64) -> (usize, MutexGuard<'_, Shard>) {
+        let i = (key >> 60) as usize % SHARDS;
+        (i, lock(&self.shards[i]))
+    }
+
+    fn publish(&self, i: usize, s: &Shard) {
+        let next = s.due.peek().map_or(u64::MAX, |Reverse((d, _))| *d);
+        self.next[i].store(next, Ordering::Relaxed);
+    }
+
+    pub(super) fn contains(&self, key: u64) -> bool {
+        self.shard(key).1.calls.contains_key(&key)
+    }
+
+    /// Track a ringing call; false when full (or tracked already).
+    pub(super) fn insert(
+        &self,
+        key: u64,
+        acct: Arc<AccountBehaviour>,
+        caller: u64,
+        now: u64,
+        max_call_ms: u64,
+    ) -> bool {
+        if self.len.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed) {
+            self.stats.untracked.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let (i, mut s) = self.shard(key);
+        if s.calls.contains_key(&key) {
+            return false;
+        }
+        compact(&mut s);
+        let deadline = now.saturating_add(RING_SECONDS * 1000);
+        s.calls.insert(key, Live { acct, caller, started: now, answered: 0, max_call_ms, deadline });
+        s.due.push(Reverse((deadline, key)));
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.publish(i, &s);
+        true
+    }
+
+    /// Stop tracking a call (no figures change here).
+    pub(super) fn remove(&self, key: u64) -> Option<Live> {
+        let (_, mut s) = self.shard(key);
+        let live = s.calls.remove(&key)?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(live)
+    }
+
+    /// A final response to the call's INVITE.
+    pub(super) fn response(&self, key: u64, code: u16, now: u64) {
+        let (i, mut s) = self.shard(key);
+        let Some(live) = s.calls.get_mut(&key) else { return };
+        match code {
+            200..=299 if live.answered == 0 => {
+                live.answered = now.max(1);
+                live.deadline = now.saturating_add(live.max_call_ms);
+                let (acct, caller, started, deadline) = (live.acct.clone(), live.caller, live.started, live.deadline);
+                s.due.push(Reverse((deadline, key)));
+                self.publish(i, &s);
+                drop(s);
+                self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                acct.answered(caller, started, now);
+            }
+            // A retransmitted 2xx, or a re-INVITE's answer in an answered call.
+            _ if live.answered != 0 => {
+                self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
+            }
+            // Challenges and glare: the INVITE is retried as the same call.
+            401 | 407 | 422 | 491 => {}
+            300.. => {
+                let Some(live) = s.calls.remove(&key) else { return };
+                drop(s);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
+                live.acct.ended(live.caller, live.started, now, None);
+            }
+            _ => {}
+        }
+    }
+
+    /// A BYE in the call's dialog: an answered call ends with its duration; one that was
+    /// still ringing ends unanswered.
+    pub(super) fn bye(&self, key: u64, now: u64) {
+        let Some(live) = self.remove(key) else { return };
+        let duration = (live.answered != 0).then(|| now.saturating_sub(live.answered));
+        if duration.is_some() {
+            self.stats.ended.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
+        }
+        live.acct.ended(live.caller, live.started, now, duration);
+    }
+
+    /// End every call whose deadline has passed. Costs one relaxed load per shard when
+    /// nothing is due.
+    pub fn expire(&self, now: u64) {
+        for i in 0..SHARDS {
+            if self.next[i].load(Ordering::Relaxed) > now {
+                continue;
+            }
+            let mut gone = Vec::new();
+            {
+                let mut s = lock(&self.shards[i]);
+                while let Some(&Reverse((deadline, key))) = s.due.peek() {
+                    if deadline > now {
+                        break;
+                    }
+                    s.due.pop();
+                    if s.calls.get(&key).is_some_and(|l| l.deadline == deadline)
+                        && let Some(live) = s.calls.remove(&key)
+                    {
+                        gone.push(live);
+                    }
+                }
+                self.publish(i, &s);
+            }
+            for live in gone {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                let stat = if live.answered != 0 { &self.stats.expired_answered } else { &self.stats.expired_ringing };
+                stat.fetch_add(1, Ordering::Relaxed);
+                live.acct.ended(live.caller, live.started, now, None);
+            }
+        }
+    }
+
+    /// Deadline entries held (at most about two per live call), for memory accounting.
+    pub fn heap_len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).due.len()).sum()
+    }
+}
