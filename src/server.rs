@@ -65,6 +65,12 @@ impl DecisionSink for DecisionLog {
 
 /// Run until SIGTERM/SIGINT. Returns after draining.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
+    // Handlers first: a SIGTERM that comes while the listeners open (a service manager
+    // stopping us right after the start) waits for the loop below and drains cleanly,
+    // instead of killing the process before it can.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let rt = tokio::runtime::Handle::current();
     // The recorder goes in before anything records, so no early metric is lost.
     let admin = match &cfg.admin {
@@ -239,9 +245,6 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let admin_task = admin.map(|(listener, handle, token)| {
         tokio::spawn(admin::serve(listener, control.clone(), handle, token, stop_rx.clone()))
     });
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {
