@@ -160,6 +160,8 @@ pub struct Screener {
     tracking: AtomicBool,
     /// Caller IDs and accounts barred from calling; outlives reloads (the shell's store).
     suspensions: Arc<Suspensions>,
+    /// Report mode: would-be behaviour suspensions already logged.
+    would_suspend: behaviour::suspend::WouldBe,
 }
 
 impl Screener {
@@ -178,6 +180,7 @@ impl Screener {
             behaviour: Behaviour::new(cap),
             tracking,
             suspensions: Arc::default(),
+            would_suspend: Default::default(),
         }
     }
 
@@ -430,7 +433,7 @@ impl Screener {
     /// Apply a behaviour rule that tripped: `concurrent` and `sequential` refuse the call, as
     /// does `behaviour` for the distinct-callee cap; a ratio rule flags the call, or (by
     /// `action`) suspends its caller ID or account and refuses it. Report mode only logs.
-    fn tripped(&self, p: &Policy, mut d: Decision, acct: &AccountPolicy, trip: &Trip, _now: SystemTime) -> Decision {
+    fn tripped(&self, p: &Policy, mut d: Decision, acct: &AccountPolicy, trip: &Trip, now: SystemTime) -> Decision {
         let (name, value, limit) = trip.reading();
         d.counters.push(CounterReading { name, value, limit });
         let rule = match trip {
@@ -438,14 +441,40 @@ impl Screener {
             Trip::Sequential { .. } => Rule::Sequential,
             Trip::Distinct { .. } | Trip::Ratio { .. } => Rule::Behaviour,
         };
-        let action = acct.behaviour.as_ref().map_or(behaviour::Action::Flag, |b| b.limits().action);
-        if let (Trip::Ratio { .. }, behaviour::Action::Flag) = (trip, action) {
+        let limits = acct.behaviour.as_ref().map_or_else(behaviour::Limits::default, |b| b.limits());
+        if let (Trip::Ratio { .. }, behaviour::Action::Flag) = (trip, limits.action) {
             // Flagged: marked in the decision log, forwarded.
             d.rule = Some(Rule::Behaviour);
             d.would_reject = true;
             return d;
         }
+        if let Some(s) = behaviour::suspend::decide(trip, &limits, &acct.id, d.caller, now) {
+            d.detail = Some(format!("{} suspended until {}: {}", s.id, rfc3339(s.until), s.cause).into());
+            self.suspend(s, acct.mode, (name, value, limit), now);
+        }
         fire(d, acct.mode, rule, p.responses.for_rule(rule), None)
+    }
+
+    /// Put a behaviour suspension in force (journalled by the store) or, in report mode,
+    /// only log it; either is logged once, with the figure that caused it.
+    fn suspend(&self, s: Suspension, mode: Mode, (figure, value, limit): (&str, u64, u64), now: SystemTime) {
+        let until = rfc3339(s.until);
+        match mode {
+            Mode::Enforce => {
+                let (id, account, subject) = (s.id.clone(), s.account.clone(), s.subject);
+                let cause = s.cause.clone();
+                if self.suspensions.suspend(s) {
+                    tracing::warn!(?subject, %id, %account, %until, figure, value, limit, %cause,
+                        "suspended for its call behaviour");
+                }
+            }
+            Mode::Report => {
+                if self.would_suspend.first(&s, now) {
+                    tracing::warn!(subject = ?s.subject, id = %s.id, account = %s.account, %until, figure, value,
+                        limit, cause = %s.cause, "would be suspended for its call behaviour (report mode)");
+                }
+            }
+        }
     }
 
     /// Count a call that is let through in the behaviour figures and track it; a call that
