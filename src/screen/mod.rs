@@ -5,6 +5,7 @@
 pub mod account;
 pub mod behaviour;
 pub mod caller_id;
+pub mod complaints;
 pub mod dnc;
 pub mod hash;
 pub mod hours;
@@ -222,6 +223,8 @@ pub struct Decision {
     /// Why the rule fired, for the decision log, when the rule name and counters do not say
     /// it all (the suspension in force: its source, cause and end).
     pub detail: Option<Arc<str>>,
+    /// Where the INVITE came from (the complaint index keeps it for tracebacks).
+    pub source: Option<IpAddr>,
 }
 
 /// The counters one forwarded call took: an account's windows at screening time and the
@@ -251,6 +254,7 @@ impl Decision {
             stir: None,
             tracked: None,
             detail: None,
+            source: None,
         }
     }
 }

@@ -290,6 +290,7 @@ mod tests {
             stir: None,
             tracked: None,
             detail: None,
+            source: None,
         }
     }
 
