@@ -3,12 +3,14 @@
 
 use crate::config::{Config, ConfigErrors};
 use crate::proxy::ProxyConfig;
+use crate::screen::complaints::lists::Lists as ComplaintLists;
 use crate::screen::dnc::query::{self, Answer as DncAnswer, AsAccount};
 use crate::screen::dnc::watch::{self, WatcherHandle};
 use crate::screen::dnc::{Dnc, DncError};
 use crate::screen::policy::{AccountStatus, Screener};
 use crate::screen::suspension::Suspensions;
 use crate::screen::{PassThrough, Screen};
+use crate::state::complaints::Desk;
 use crate::telemetry::metrics as m;
 use crate::transport::Shell;
 use arc_swap::ArcSwap;
@@ -25,6 +27,8 @@ pub struct Screening {
     watcher: Mutex<Option<WatcherHandle>>,
     /// Suspended caller IDs and accounts, kept whatever the config says.
     pub suspensions: Arc<Suspensions>,
+    /// The `complaints` lists (the complaint desk's), likewise.
+    pub complaint_lists: Arc<ComplaintLists>,
 }
 
 impl Default for Screening {
@@ -41,7 +45,14 @@ impl Screening {
             dnc: Arc::new(ArcSwap::from_pointee(Dnc::default())),
             watcher: Mutex::new(None),
             suspensions,
+            complaint_lists: Arc::default(),
         }
+    }
+
+    /// Screen with the complaint desk's `complaints` lists.
+    pub fn with_complaint_lists(mut self, lists: Arc<ComplaintLists>) -> Screening {
+        self.complaint_lists = lists;
+        self
     }
 
     pub fn current(&self) -> Option<Arc<Screener>> {
@@ -57,8 +68,11 @@ impl Screening {
                 existing.clone()
             }
             (Some(sc), None) => {
-                let s =
-                    Arc::new(Screener::new(sc.clone(), self.dnc.clone()).with_suspensions(self.suspensions.clone()));
+                let s = Arc::new(
+                    Screener::new(sc.clone(), self.dnc.clone())
+                        .with_suspensions(self.suspensions.clone())
+                        .with_complaint_lists(self.complaint_lists.clone()),
+                );
                 *slot = Some(s.clone());
                 s
             }
@@ -161,6 +175,8 @@ pub struct Control {
     current: Mutex<Arc<Config>>,
     last_reload: Mutex<ReloadStatus>,
     started: Instant,
+    /// `[complaints]`: the desk that files them (set at start).
+    complaints: Option<Arc<Desk>>,
 }
 
 impl Control {
@@ -176,7 +192,18 @@ impl Control {
                 restart_needed: Vec::new(),
             }),
             started: Instant::now(),
+            complaints: None,
         }
+    }
+
+    /// Take complaints through `desk`.
+    pub fn with_complaints(mut self, desk: Option<Arc<Desk>>) -> Control {
+        self.complaints = desk;
+        self
+    }
+
+    pub fn complaints(&self) -> Option<&Arc<Desk>> {
+        self.complaints.as_ref()
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -234,6 +261,9 @@ impl Control {
 
     fn apply(&self, new: &Config) {
         let screen = self.screening.apply(new);
+        if let (Some(desk), Some(cc)) = (&self.complaints, new.complaints) {
+            desk.reconfigure(cc);
+        }
         let proxy = self.shell.proxy();
         // The key stays the one loaded at start: branches and dialog proofs already handed
         // out must keep verifying (a new `[server] secret` takes effect on restart).
@@ -339,6 +369,16 @@ impl Control {
     }
 }
 
+/// The configured accounts, as the complaint desk attributes by them.
+impl crate::state::complaints::Accounts for Control {
+    fn owner_of(&self, n: u64) -> Option<Arc<str>> {
+        self.screening.current()?.owner_of(n)
+    }
+    fn category_of(&self, account: &str) -> Option<Arc<str>> {
+        self.screening.current()?.category_of(account)
+    }
+}
+
 fn failed(at: u64, e: &ConfigErrors) -> ReloadStatus {
     ReloadStatus { result: "failed", at_unix: Some(at), error: Some(e.to_string()), restart_needed: Vec::new() }
 }
@@ -358,6 +398,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("log.format", old.log.format != new.log.format),
         ("log.decisions", old.log.decisions != new.log.decisions),
         ("[cluster]", old.cluster != new.cluster),
+        ("[complaints]", old.complaints.is_some() != new.complaints.is_some()),
     ];
     checks.into_iter().filter_map(|(key, changed)| changed.then_some(key)).collect()
 }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod clock;
 pub mod cluster;
+pub mod complaint_cli;
 pub mod config;
 pub mod control;
 pub mod dnc_cli;

@@ -48,6 +48,12 @@ enum Command {
         #[command(subcommand)]
         cmd: sipguard::identity_cli::IdentityCommand,
     },
+    /// Complaints of callees: file one or a file of them with a running proxy (attributed to
+    /// the account that placed the call and acted on at once), list them, trace one back.
+    Complaint {
+        #[command(subcommand)]
+        cmd: sipguard::complaint_cli::ComplaintCommand,
+    },
     /// Suspended caller IDs and accounts of a running proxy: list them, lift one early.
     Suspension {
         #[command(subcommand)]
@@ -101,6 +107,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Command::Complaint { cmd }) => {
+            match sipguard::complaint_cli::run(cmd, &mut std::io::stdout(), &mut std::io::stderr()) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("sipguard complaint: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         // `dnc check` exits 1 for a blocked number, so errors use 2.
         Some(Command::Dnc { cmd }) => match sipguard::dnc_cli::run(cmd) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),

@@ -8,6 +8,8 @@ use crate::config::server::Transport;
 use crate::control::{self, Control, Screening};
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::screen::suspension::Suspensions;
+use crate::state::complaint_index::IndexFile;
+use crate::state::complaints::Desk;
 use crate::telemetry::decisions::DecisionLog;
 use crate::telemetry::metrics as m;
 use crate::transport::DecisionSink;
@@ -34,8 +36,61 @@ pub enum ServerError {
     Secret(#[from] crate::state::secret::SecretError),
     #[error("suspensions journal in {dir}: {source}")]
     Suspensions { dir: std::path::PathBuf, source: std::io::Error },
+    #[error("complaints journal or index in {dir}: {source}")]
+    Complaints { dir: std::path::PathBuf, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Replay `complaints.journal` and restore `complaints.index`; the index file's writer runs
+/// on a thread of its own.
+fn open_complaints(
+    dir: &std::path::Path,
+    cc: crate::config::complaints::ComplaintsConfig,
+    suspensions: Arc<Suspensions>,
+) -> Result<(Arc<Desk>, Arc<IndexFile>), ServerError> {
+    let err = |source| ServerError::Complaints { dir: dir.to_path_buf(), source };
+    let now = SystemTime::now();
+    let (index, file) = IndexFile::open(dir, cc.max_index_entries, cc.index_for, now).map_err(err)?;
+    let (desk, replay) = Desk::open(dir, cc, index, suspensions, now).map_err(err)?;
+    if replay.skipped > 0 {
+        tracing::warn!(
+            file = %crate::state::complaints::path(dir).display(),
+            skipped = replay.skipped,
+            "complaints journal: skipped unreadable lines (a write torn by a crash)"
+        );
+    }
+    if replay.complaints > 0 {
+        tracing::info!(complaints = replay.complaints, listed = desk.lists.len(), "complaints restored");
+    }
+    for (account, n) in desk.counts() {
+        m::complaints(&account, n);
+    }
+    let file = Arc::new(file);
+    file.clone().spawn()?;
+    Ok((Arc::new(desk), file))
+}
+
+/// Feeds the complaint index with every forwarded call.
+struct IndexSink(Arc<crate::screen::complaints::index::Index>);
+
+impl DecisionSink for IndexSink {
+    fn record(&self, d: &crate::proxy::Decided) {
+        if let Some(e) = self.0.entry_of(d.time, &d.call_id, d.decision.source, &d.decision) {
+            self.0.record(e, d.time);
+        }
+    }
+}
+
+/// Hands each decision to several sinks (the decision log and the complaint index).
+struct Tee(Vec<Arc<dyn DecisionSink>>);
+
+impl DecisionSink for Tee {
+    fn record(&self, d: &crate::proxy::Decided) {
+        for s in &self.0 {
+            s.record(d);
+        }
+    }
 }
 
 /// Replay `suspensions.journal` and keep writing to it.
@@ -124,7 +179,15 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             }
         }
     }
-    let screening = Screening::with(open_suspensions(&cfg.state.dir)?);
+    let suspensions = open_suspensions(&cfg.state.dir)?;
+    let complaints = match cfg.complaints {
+        Some(cc) => Some(open_complaints(&cfg.state.dir, cc, suspensions.clone())?),
+        None => None,
+    };
+    let mut screening = Screening::with(suspensions);
+    if let Some((desk, _)) = &complaints {
+        screening = screening.with_complaint_lists(desk.lists.clone());
+    }
     screening.load_lists(&cfg)?;
     if cfg.dnc.is_some() && cfg.screening.is_none() {
         tracing::warn!("[dnc] lists are loaded but no call is screened without a [screening] section");
@@ -150,15 +213,22 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     let proxy = Proxy::new(ProxyConfig::from_config(&cfg, key), screen)
         .with_events(Arc::new(crate::telemetry::metrics::Recorder));
-    // The decision log is fixed at start (a change needs a restart), and so is this.
-    proxy.record_decisions(decisions.is_some());
+    let log_sink = decisions.clone().map(|d| Arc::new(d) as Arc<dyn DecisionSink>);
+    let index_sink = complaints.as_ref().map(|(d, _)| Arc::new(IndexSink(d.index.clone())) as Arc<dyn DecisionSink>);
+    let sink = match (log_sink, index_sink) {
+        (Some(l), Some(i)) => Some(Arc::new(Tee(vec![l, i])) as Arc<dyn DecisionSink>),
+        (l, i) => l.or(i),
+    };
+    // The decision log and [complaints] are fixed at start (a change needs a restart), and
+    // so is this.
+    proxy.record_decisions(sink.is_some());
     let shell = Arc::new(Shell {
         proxy,
         gate: std::sync::RwLock::new(()),
         clock: Arc::new(SystemClock),
         udp: UdpSenders::new(udp_sockets.clone()),
         tcp: TcpPool::new(limits, rt.clone()),
-        decisions: decisions.clone().map(|d| Arc::new(d) as Arc<dyn DecisionSink>),
+        decisions: sink,
         guard: Arc::new(crate::security::Guard::new(crate::security::GuardConfig::from_config(&cfg), &key)),
         stopped: AtomicBool::new(false),
         lookups: crate::transport::lookup::Lookups::new(rt.clone()),
@@ -241,7 +311,9 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         "sipguard started"
     );
     let cfg_state_dir = cfg.state.dir.clone();
-    let control = Arc::new(Control::new(shell.clone(), screening, cfg));
+    let control = Arc::new(
+        Control::new(shell.clone(), screening, cfg).with_complaints(complaints.as_ref().map(|(d, _)| d.clone())),
+    );
     control.export_lists();
     let admin_task = admin.map(|(listener, handle, token)| {
         tokio::spawn(admin::serve(listener, control.clone(), handle, token, stop_rx.clone()))
@@ -278,6 +350,11 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     save_counters(&shell, &cfg_state_dir, None);
     if let Some(log) = &decisions {
         log.flush();
+    }
+    if let Some((_, file)) = &complaints
+        && let Err(e) = file.flush()
+    {
+        tracing::warn!(error = %e, "cannot write the index of forwarded calls");
     }
     if let Some(t) = admin_task {
         // An admin client holding a connection open must not hold up the exit.

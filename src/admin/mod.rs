@@ -3,13 +3,16 @@
 //! `GET /accounts/{id}/caller-ids` (`caller_ids.rs`), `GET /security/bans`,
 //! `GET /suspensions`, `POST /suspensions/{id}/lift`, `GET /dnc/{number}?account=ID`
 //! (`dnc.rs`), and the decision API `POST /v1/screen`, `POST /v1/screen/batch`,
-//! `GET /v1/openapi.json` (`screen_api.rs`).
+//! `GET /v1/openapi.json` (`screen_api.rs`), and complaints: `POST /v1/complaints`,
+//! `POST /v1/complaints/import`, `GET /v1/complaints`, `GET /v1/complaints/{id}/traceback`
+//! (`complaints.rs`).
 //!
 //! With `[admin] token` set, every endpoint, /health included, needs
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
 
 mod caller_ids;
+pub mod complaints;
 mod dnc;
 pub mod screen_api;
 pub mod suspensions;
@@ -80,6 +83,12 @@ pub async fn serve(
         .route("/v1/screen", post(screen_api::screen))
         .route("/v1/screen/batch", post(screen_api::batch))
         .route("/v1/openapi.json", get(screen_api::openapi_json))
+        .route("/v1/complaints", post(complaints::add).get(complaints::list))
+        .route(
+            "/v1/complaints/import",
+            post(complaints::import).layer(axum::extract::DefaultBodyLimit::max(complaints::MAX_IMPORT_BYTES)),
+        )
+        .route("/v1/complaints/{id}/traceback", get(complaints::traceback))
         .layer(axum::extract::DefaultBodyLimit::max(screen_api::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);

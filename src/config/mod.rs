@@ -6,6 +6,7 @@
 
 pub mod behaviour;
 pub mod cluster;
+pub mod complaints;
 pub mod dnc;
 pub mod files;
 pub mod ops;
@@ -132,6 +133,7 @@ pub struct RawConfig {
     pub security: Option<security::RawSecurity>,
     pub stir: Option<stir::RawStir>,
     pub cluster: Option<cluster::RawCluster>,
+    pub complaints: Option<complaints::RawComplaints>,
 }
 
 /// The validated configuration the running proxy uses; swapped whole on reload.
@@ -149,6 +151,8 @@ pub struct Config {
     pub stir_files: stir::StirFiles,
     /// `[cluster]`: None for the local backend. Fixed at start (a change needs a restart).
     pub cluster: cluster::ClusterConfig,
+    /// `[complaints]`: None when the section is absent (complaints are not taken).
+    pub complaints: Option<complaints::ComplaintsConfig>,
 }
 
 impl Config {
@@ -213,6 +217,11 @@ impl Config {
         let security = raw.security.as_ref().map(|s| security::validate(s, &mut d));
         let stir = raw.stir.as_ref().and_then(|s| stir::validate(s, &mut d));
         let cluster = raw.cluster.as_ref().map_or(Some(None), |c| cluster::validate(c, &mut d));
+        let complaints = raw.complaints.as_ref().map(|c| complaints::validate(c, &mut d));
+        if raw.screening.is_none() && complaints.is_some() {
+            let at = text.find("[complaints]").unwrap_or(0);
+            d.error(at..at, "[complaints] needs a [screening] section: complaints are attributed to its accounts");
+        }
         let stir_on = raw.stir.as_ref().and_then(|s| s.mode.as_ref()).is_some_and(|m| m.get_ref() != "off");
         if raw.screening.is_none() && stir_on {
             let at = text.find("[stir]").unwrap_or(0);
@@ -243,6 +252,7 @@ impl Config {
                     security,
                     stir_files,
                     cluster,
+                    complaints,
                 })
             }
             _ => {

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod behaviour;
 pub mod caller_id;
+pub mod complaints;
 pub mod dnc;
 pub mod hash;
 pub mod hours;
@@ -233,6 +234,8 @@ pub struct Decision {
     /// What the call presented that could not be used, for the decision log (cut short):
     /// the account header naming no account, caller-ID and callee text that is no number.
     pub raw: Option<Box<RawFacts>>,
+    /// Where the INVITE came from (the complaint index keeps it for tracebacks).
+    pub source: Option<IpAddr>,
 }
 
 /// The offending values of a call, as presented.
@@ -272,6 +275,7 @@ impl Decision {
             detail: None,
             fired: Vec::new(),
             raw: None,
+            source: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::account::AccountTable;
 use super::behaviour::{self, AccountBehaviour, Behaviour, CallRef, Figures, Trip};
 use super::caller_id::{self, Checks, OwnedNumbers};
+use super::complaints::lists::{self as complaint_lists, Lists as ComplaintLists, Scope};
 use super::dnc::Dnc;
 use super::hours::Hours;
 use super::quota::shared::{self, OnFailure, Reservation, SharedCounters, StoreFailure, Tally};
@@ -162,6 +163,8 @@ pub struct Screener {
     suspensions: Arc<Suspensions>,
     /// Report mode: would-be behaviour suspensions already logged.
     would_suspend: behaviour::suspend::WouldBe,
+    /// The `complaints` lists (`[complaints] callee_to_dnc`); outlive reloads likewise.
+    complaints: Arc<ComplaintLists>,
 }
 
 impl Screener {
@@ -181,6 +184,7 @@ impl Screener {
             tracking,
             suspensions: Arc::default(),
             would_suspend: Default::default(),
+            complaints: Arc::default(),
         }
     }
 
@@ -213,6 +217,22 @@ impl Screener {
 
     pub fn suspensions(&self) -> &Arc<Suspensions> {
         &self.suspensions
+    }
+
+    /// Use `lists` (the complaint desk's) for the `complaints` list.
+    pub fn with_complaint_lists(mut self, lists: Arc<ComplaintLists>) -> Screener {
+        self.complaints = lists;
+        self
+    }
+
+    /// The first account (in config order) that owns caller ID `n`.
+    pub fn owner_of(&self, n: u64) -> Option<Arc<str>> {
+        self.policy.load().accounts.iter().find(|a| a.owned.contains(n)).map(|a| a.id.clone())
+    }
+
+    pub fn category_of(&self, id: &str) -> Option<Arc<str>> {
+        let p = self.policy.load();
+        p.accounts.get(p.table.by_id(id)?)?.category.clone()
     }
 
     /// Swap in a new policy; counters of accounts that still exist carry over, and cached
@@ -282,6 +302,7 @@ impl Screener {
     fn run(&self, call: &Call, now: SystemTime, wait: bool) -> Step {
         let p = self.policy.load();
         let mut d = Decision::pass();
+        d.source = call.source;
         let plan = p.plan.as_ref();
         d.callee = caller_id::callee_number(call, plan);
         let presented = caller_id::presented(call, plan, p.trust_pai);
@@ -353,6 +374,9 @@ impl Screener {
             let response = p.responses.named_or_dnc(&hit.response);
             d.list = Some(hit.list);
             return Step::Done(tag(fire(d, mode, Rule::Dnc, response, None)));
+        }
+        if let Some((scope, listed)) = self.complaints.check(callee, &acct.id, acct.category.as_deref()) {
+            return Step::Done(tag(complained(d, mode, &p.responses, callee, &scope, listed)));
         }
         if let Some(b) = &acct.behaviour {
             let from_tag = crate::sip::addr::tag_of(call.from.as_bytes());
@@ -671,6 +695,28 @@ fn suspended(mut d: Decision, mode: Mode, responses: &Responses, s: &Suspension)
         d.verdict = response.reject_noting(&format!("until {until}"));
     }
     d
+}
+
+/// The callee is on a `complaints` list: the dnc rule, with the list's own response
+/// (`[responses.complaints]`, else the dnc rule's) and which complaint put it there.
+fn complained(
+    mut d: Decision,
+    mode: Mode,
+    responses: &Responses,
+    callee: u64,
+    scope: &Scope,
+    listed: complaint_lists::Listed,
+) -> Decision {
+    let whose = match scope {
+        Scope::Account(a) => format!("account {a}"),
+        Scope::Category(c) => format!("category {c}"),
+    };
+    let when = rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(listed.at));
+    d.list = Some(complaint_lists::LIST_NAME.into());
+    d.detail = Some(
+        format!("+{callee} on the complaints list of {whose} by complaint #{} at {when}", listed.complaint).into(),
+    );
+    fire(d, mode, Rule::Dnc, responses.named_or_dnc(complaint_lists::LIST_NAME), None)
 }
 
 /// A forwarded call carries its verstat when it was verified.

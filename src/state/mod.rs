@@ -2,6 +2,8 @@
 //! temporary name, fsynced and renamed over the old one (then the directory is fsynced), so
 //! a crash leaves either the old file or the new one, never a torn one.
 
+pub mod complaint_index;
+pub mod complaints;
 pub mod counters;
 pub mod secret;
 pub mod suspensions;

@@ -363,6 +363,7 @@ mod tests {
             detail: None,
             fired: Vec::new(),
             raw: None,
+            source: None,
         }
     }
 

@@ -349,3 +349,14 @@ pub fn behaviour(
         }
     }
 }
+
+/// `sipguard_complaints_total{account}`: complaints taken (this node, replayed included),
+/// per attributed account or `unattributed`; the labels are configured accounts only.
+pub fn complaints(account: &str, total: u64) {
+    counter!("sipguard_complaints_total", "account" => account.to_string()).absolute(total);
+}
+
+/// `sipguard_complaint_index_calls`: forwarded calls in the attribution index.
+pub fn complaint_index(calls: usize) {
+    gauge!("sipguard_complaint_index_calls").set(calls as f64);
+}
