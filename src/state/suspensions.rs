@@ -234,11 +234,13 @@ mod tests {
         for i in 0..(COMPACT_AFTER as u64 + 50) {
             s.suspend(acct("acme", now, now + 1000 + i));
         }
-        // The writer compacts after the batch holding the first; the second lands after that.
+        // The writer compacts after the batch that takes it past COMPACT_AFTER lines; how
+        // many of the last 50 come after that depends on how the writer batched them, so
+        // the journal holds the compacted line plus at most those 50 and the two below.
         s.suspend_durable(acct("beta", now, now + 5000)).unwrap();
         s.suspend_durable(acct("gamma", now, now + 5000)).unwrap();
         let text = std::fs::read_to_string(path(dir.path())).unwrap();
-        assert!(text.lines().count() < 10, "{} lines", text.lines().count());
+        assert!(text.lines().count() <= 53, "{} lines", text.lines().count());
         drop(s);
         let (r, s) = open(dir.path(), now);
         assert_eq!(r.skipped, 0);
