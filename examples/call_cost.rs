@@ -1,10 +1,13 @@
 //! What sipguard's own code costs per call, in process (no sockets): the messages of the
 //! benchmark's calls are fed to `Proxy::handle` and only that time is counted.
 //!
-//!     cargo run --release --example call_cost -- [CALLS] [pass-through|full] [pass|reject]
+//!     cargo run --release --example call_cost -- [CALLS] [pass-through|full|full-rr|behaviour] [pass|reject]
 //!
 //! `full` screens with the benchmark's policy (account header, owned caller IDs, a DNC list,
-//! a quota); `reject` sends callees on the DNC list (607, then the ACK is absorbed). A pass
+//! a quota); `reject` sends callees on the DNC list (607, then the ACK is absorbed).
+//! `full-rr` is `full` record-routed (ACK and BYE carry the Route set, the proxy checks its
+//! proof); `behaviour` adds `[screening.behaviour]` with every rule on (none trips), so the
+//! tracking cost per relayed message is (behaviour - full-rr) / 5. A pass
 //! call is INVITE, 200, ACK, BYE, 200, as in `../shared/bench/sipp/uac_pass.xml`. The same
 //! driver under `valgrind --tool=callgrind --toggle-collect='sipguard::proxy::Proxy::handle_loaded'`
 //! gives instruction counts.
@@ -33,6 +36,19 @@ code = 607
 reason = "Unwanted"
 "#;
 
+/// Every behaviour rule on, none tripping for these calls (all answered, callees far apart).
+const BEHAVIOUR: &str = r#"
+[screening.behaviour]
+window_minutes = 360
+min_attempts = 20
+min_asr = 0.15
+max_short_call_ratio = 1.0
+max_concurrent = 100000
+max_sequential = 5
+max_distinct_callees_per_hour = 100000
+action = "suspend_caller_id"
+"#;
+
 fn invite(i: usize, callee: &str) -> String {
     let sdp = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     format!(
@@ -45,13 +61,16 @@ Content-Length: {}\r\n\r\n{sdp}",
     )
 }
 
-/// The in-dialog request for `method` (ACK or BYE) with the UAS's To tag.
-fn in_dialog(invite: &str, method: &str, cseq: u32, to_tag: &str) -> String {
+/// The in-dialog request for `method` (ACK or BYE) with the UAS's To tag and the Route set.
+fn in_dialog(invite: &str, method: &str, cseq: u32, to_tag: &str, route: Option<&str>) -> String {
     let head = invite.split("\r\n\r\n").next().unwrap_or_default();
     let mut out = String::new();
     for (n, line) in head.lines().enumerate() {
         let line = match line {
-            l if n == 0 => l.replacen("INVITE", method, 1),
+            l if n == 0 => match route {
+                Some(r) => format!("{}\r\nRoute: {r}", l.replacen("INVITE", method, 1)),
+                None => l.replacen("INVITE", method, 1),
+            },
             l if l.starts_with("To:") => format!("{l};tag={to_tag}"),
             l if l.starts_with("CSeq:") => format!("CSeq: {cseq} {method}"),
             l if l.starts_with("Content-") || l.starts_with("X-Account") || l.starts_with("Subject") => continue,
@@ -81,6 +100,13 @@ fn response(forwarded: &[u8], code: &str) -> String {
     out
 }
 
+/// The value of the Record-Route the proxy put on a forwarded INVITE.
+fn record_route(forwarded: &[u8]) -> String {
+    let text = String::from_utf8_lossy(forwarded);
+    let line = text.lines().find(|l| l.to_ascii_lowercase().starts_with("record-route:")).expect("a Record-Route");
+    line.split_once(':').map(|(_, v)| v.trim().to_string()).unwrap_or_default()
+}
+
 fn sent(out: &mut Vec<Action>) -> Vec<u8> {
     let bytes = out.iter().find_map(|a| match a {
         Action::Send { bytes, .. } => Some(bytes.clone()),
@@ -93,12 +119,19 @@ fn sent(out: &mut Vec<Action>) -> Vec<u8> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let calls: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    let full = args.get(2).is_some_and(|a| a == "full");
+    let mode = args.get(2).map_or("pass-through", String::as_str);
+    let full = matches!(mode, "full" | "full-rr" | "behaviour");
+    let rr = matches!(mode, "full-rr" | "behaviour");
+    let behaviour = mode == "behaviour";
     let reject = args.get(3).is_some_and(|a| a == "reject");
     let dir = tempfile::tempdir().expect("a temp dir");
     std::fs::write(dir.path().join("owned.csv"), "account,number\nacct0001,+12122000001\n").expect("owned.csv");
     std::fs::write(dir.path().join("dnc.txt"), "+13125550111\n").expect("dnc.txt");
-    let cfg = Config::parse(&dir.path().join("sipguard.toml"), POLICY).expect("the policy is valid");
+    let policy = match mode {
+        "behaviour" => format!("{}{BEHAVIOUR}", POLICY.replace("[server]", "[server]\nrecord_route = true")),
+        _ => POLICY.to_string(),
+    };
+    let cfg = Config::parse(&dir.path().join("sipguard.toml"), &policy).expect("the policy is valid");
     let screen: Arc<dyn sipguard::screen::Screen> = if full {
         let dnc = Dnc::load(cfg.dnc.as_ref().expect("[dnc]")).expect("the list loads");
         Arc::new(Screener::new(
@@ -109,8 +142,9 @@ fn main() {
         Arc::new(sipguard::screen::PassThrough)
     };
     // Counting into the metrics recorder as the server does, so the instructions include it.
-    let p = Proxy::new(ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]), screen)
-        .with_events(Arc::new(sipguard::telemetry::metrics::Recorder));
+    let mut pc = ProxyConfig::new("127.0.0.1:5070", vec!["127.0.0.1:5070".parse().unwrap()]);
+    pc.record_route = rr;
+    let p = Proxy::new(pc, screen).with_events(Arc::new(sipguard::telemetry::metrics::Recorder));
     // As in the benchmark, which writes no decision log.
     p.record_decisions(false);
     let uac = Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() };
@@ -123,7 +157,10 @@ fn main() {
         spent += t.elapsed();
     };
     for i in 0..calls {
-        let callee = if reject { "+13125550111".to_string() } else { format!("+1312555{:04}", 2000 + i % 7000) };
+        // Far apart with behaviour rules on, so that no sequential run builds up.
+        let step = if behaviour { 37 } else { 1 };
+        let callee =
+            if reject { "+13125550111".to_string() } else { format!("+1312555{:04}", 2000 + (i * step) % 7000) };
         let inv = invite(i, &callee);
         handle(&p, uac, inv.as_bytes(), &mut out);
         let first = sent(&mut out);
@@ -131,18 +168,20 @@ fn main() {
             let reply = String::from_utf8_lossy(&first).into_owned();
             let tag =
                 reply.split("To: ").nth(1).and_then(|t| t.split("tag=").nth(1)).and_then(|t| t.split("\r\n").next());
-            let ack = in_dialog(&inv, "ACK", 1, tag.expect("our reply has a To tag"));
+            let ack = in_dialog(&inv, "ACK", 1, tag.expect("our reply has a To tag"), None);
             handle(&p, uac, ack.as_bytes(), &mut out);
             out.clear();
             continue;
         }
+        // The UAS copies the Record-Route into its 200; the UAC routes by it.
+        let route = rr.then(|| record_route(&first));
         let ok = response(&first, "200 OK");
         handle(&p, uas, ok.as_bytes(), &mut out);
         out.clear();
-        let ack = in_dialog(&inv, "ACK", 1, "uas");
+        let ack = in_dialog(&inv, "ACK", 1, "uas", route.as_deref());
         handle(&p, uac, ack.as_bytes(), &mut out);
         out.clear();
-        let bye = in_dialog(&inv, "BYE", 2, "uas");
+        let bye = in_dialog(&inv, "BYE", 2, "uas", route.as_deref());
         handle(&p, uac, bye.as_bytes(), &mut out);
         let fwd = sent(&mut out);
         let ok = response(&fwd, "200 OK");
@@ -150,7 +189,7 @@ fn main() {
         out.clear();
     }
     let per_call = spent.as_nanos() as f64 / calls as f64;
-    let kind = if full { "full" } else { "pass-through" };
+    let kind = mode;
     let scenario = if reject { "reject" } else { "pass" };
     println!("{kind} {scenario}: {calls} calls, {per_call:.0} ns of Proxy::handle per call");
 }

@@ -1,0 +1,230 @@
+//! Call behaviour through the real binary over UDP with sipp, record-routed so that the BYEs
+//! come through: answered calls of 1 s and 3 s, calls the next hop refuses (486), calls the
+//! caller cancels (487), exact figures at `GET /accounts/<id>` and `/caller-ids`, the call at
+//! which a low ASR suspends the caller ID (another of the account's caller IDs still passes),
+//! the suspension kept across a kill -9; `max_concurrent` with `sipp -l`, and the slot of a
+//! call whose BYE never comes freed after `max_call_seconds`.
+mod common;
+
+use common::{Ports, Sipguard, Sipp, SippStats, http, require_sipp};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const A: &str = "+12125550100";
+const B: &str = "+12125550101";
+
+const TEMPLATE: &str = r#"
+[server]
+listen = ["udp:127.0.0.1:{udp_port}"]
+record_route = true
+
+[upstream]
+uri = "sip:127.0.0.1:{upstream_port};transport=udp"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[log]
+level = "info"
+decisions = "{dir}/decisions.jsonl"
+
+[screening]
+account_header = "X-Account"
+trusted_sources = ["127.0.0.1/32"]
+caller_id_numbers = "owned.csv"
+
+[[account]]
+id = "acme"
+"#;
+
+const OWNED: &str = "account,number\nacme,+12125550100\nacme,+12125550101\n";
+
+fn start(behaviour: &str, ports: Ports, state: Option<&Path>) -> Sipguard {
+    let mut config = format!("{TEMPLATE}\n[screening.behaviour]\n{behaviour}\n");
+    if let Some(dir) = state {
+        config.push_str(&format!("\n[state]\ndir = \"{}\"\n", dir.display()));
+    }
+    Sipguard::start_with(&config, ports, &[("owned.csv", OWNED)])
+}
+
+/// `n` calls of `scenario` from `caller` to distinct, far apart callees (`first` on), at most
+/// `parallel` at once, each answered call lasting `hold_ms`.
+fn calls(sg: &Sipguard, scenario: &str, caller: &str, first: u64, n: u64, parallel: u64, hold_ms: u64) -> SippStats {
+    let rows: Vec<String> = (0..n).map(|i| format!("acme;{caller};+1312555{:04}", first + 37 * i)).collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let (m, l, d, uas) = (n.to_string(), parallel.to_string(), hold_ms.to_string(), sg.upstream_addr().to_string());
+    let s = Sipp::uac_with_calls(
+        scenario,
+        sg.udp_addr(),
+        &rows,
+        &["-m", &m, "-l", &l, "-r", "20", "-d", &d, "-key", "uas", &uas],
+    );
+    assert_eq!((s.failed, s.unexpected), (0, 0), "{s:#?}");
+    s
+}
+
+fn account(sg: &Sipguard) -> Value {
+    let (code, body) = http(sg, "GET", "/accounts/acme", None);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["behaviour"].clone()
+}
+
+fn figure(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+/// Poll the account's figures until `done` holds; the figures and the time it took.
+fn poll(sg: &Sipguard, timeout: Duration, done: impl Fn(&Value) -> bool) -> (Value, Duration) {
+    let started = Instant::now();
+    loop {
+        let f = account(sg);
+        if done(&f) {
+            return (f, started.elapsed());
+        }
+        assert!(started.elapsed() < timeout, "still {f} after {timeout:?}");
+        std::thread::sleep(common::POLL);
+    }
+}
+
+fn decisions(sg: &Sipguard) -> Vec<Value> {
+    let text = std::fs::read_to_string(sg.dir().join("decisions.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn figures_and_the_call_at_which_a_low_asr_suspends_the_caller_id() {
+    if !require_sipp() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ports = Ports::allocate();
+    let rules = "window_minutes = 60\nmin_attempts = 10\nmin_asr = 0.5\nshort_call_seconds = 2\n\
+                 action = \"suspend_caller_id\"\nsuspend_minutes = 10\n";
+    let sg = start(rules, ports, Some(state.path()));
+
+    // Three answered calls: two of 1 s (short, at once) and one of 3 s.
+    let uas = Sipp::uas("uas_answer.xml", ports.upstream);
+    assert_eq!(calls(&sg, "uac_timed.xml", A, 1, 2, 2, 1000).responses_with(200), 4, "two 200s, two BYE 200s");
+    assert_eq!(calls(&sg, "uac_timed.xml", A, 100, 1, 1, 3000).responses_with(200), 2);
+    drop(uas);
+    // Five the next hop refuses, two the caller cancels.
+    let uas = Sipp::uas("uas_busy.xml", ports.upstream);
+    assert_eq!(calls(&sg, "uac_timed.xml", A, 200, 5, 1, 0).responses_with(486), 5);
+    drop(uas);
+    let uas = Sipp::uas("uas_ring.xml", ports.upstream);
+    assert_eq!(calls(&sg, "uac_cancel.xml", A, 500, 2, 1, 0).responses_with(487), 2);
+    drop(uas);
+
+    // Ten attempts, three answered: ASR 0.3; two of the three calls under 2 s.
+    let (f, _) = poll(&sg, Duration::from_secs(5), |f| f["concurrent"] == 0);
+    assert_eq!(
+        (f["attempts"].as_u64(), f["answered"].as_u64(), f["ended"].as_u64()),
+        (Some(10), Some(3), Some(3)),
+        "{f}"
+    );
+    assert_eq!((figure(&f, "asr"), f["short_calls"].as_u64(), figure(&f, "short_call_ratio")), (0.3, Some(2), 0.6667));
+    let acd = figure(&f, "acd_seconds");
+    assert!((5.0 / 3.0..2.0).contains(&acd), "ACD {acd}: (1 + 1 + 3) / 3 s and the relay's own time");
+    assert_eq!(f["window_minutes"].as_u64(), Some(60));
+    let (code, body) = http(&sg, "GET", "/accounts/acme/caller-ids", None);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+    let rows = v["caller_ids"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!((rows[0]["caller_id"].as_str(), rows[0]["attempts"].as_u64()), (Some(A), Some(10)));
+    assert_eq!((figure(&rows[0], "asr"), rows[0]["short_calls"].as_u64()), (0.3, Some(2)));
+    assert_eq!(http(&sg, "GET", "/accounts/nobody/caller-ids", None).0, 404);
+
+    // The eleventh call is judged: refused and the caller ID suspended; the twelfth is
+    // refused as suspended. The account's other caller ID still passes.
+    let uas = Sipp::uas("uas_answer.xml", ports.upstream);
+    let s = calls(&sg, "uac_timed.xml", A, 1000, 2, 1, 0);
+    assert_eq!((s.responses_with(403), s.responses_with(200)), (2, 0), "{s:#?}");
+    assert_eq!(calls(&sg, "uac_timed.xml", B, 2000, 1, 1, 0).responses_with(200), 2);
+    let log = decisions(&sg);
+    let fired: Vec<&str> = log.iter().filter(|d| d["caller"] == A).filter_map(|d| d["rule"].as_str()).collect();
+    assert_eq!(fired, ["behaviour", "suspended"], "{log:?}");
+    let tripped = log.iter().find(|d| d["rule"] == "behaviour").unwrap_or_else(|| panic!());
+    let reading = &tripped["counters"][0];
+    assert_eq!(
+        (reading["name"].as_str(), reading["value"].as_u64(), reading["limit"].as_u64()),
+        (Some("caller_id_asr_permille"), Some(300), Some(500)),
+        "{tripped}"
+    );
+    assert!(
+        tripped["detail"].as_str().is_some_and(|d| d.ends_with("caller ID asr 0.300 below 0.5 over 10 attempts")),
+        "{tripped}"
+    );
+    let (code, body) = http(&sg, "GET", "/suspensions", None);
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+    let listed = v["suspensions"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(listed.len(), 1, "{v}");
+    assert_eq!((listed[0]["id"].as_str(), listed[0]["source"].as_str()), (Some(A), Some("behaviour")));
+    assert_eq!(listed[0]["cause"].as_str(), Some("caller ID asr 0.300 below 0.5 over 10 attempts"));
+    assert_eq!(sg.log().matches("suspended for its call behaviour").count(), 1, "{}", sg.log());
+    let f = account(&sg);
+    assert_eq!(f["attempts"].as_u64(), Some(11), "the refused calls are no attempts: {f}");
+
+    // The figures and the suspension as metrics (the account's, not the caller ID's).
+    let (_, metrics) = http(&sg, "GET", "/metrics", None);
+    assert!(metrics.contains("sipguard_behaviour_attempts{account=\"acme\"} 11"), "{metrics}");
+    assert!(metrics.contains("sipguard_suspensions_active{subject=\"caller_id\",source=\"behaviour\"} 1"), "{metrics}");
+    assert!(!metrics.contains("12125550100"), "no caller ID as a label");
+
+    // kill -9 once the journal has it: the restarted proxy still refuses the caller ID.
+    let journal = state.path().join("suspensions.journal");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&journal).unwrap_or_default().contains(A) {
+        assert!(Instant::now() < deadline, "the suspension never reached the journal");
+        std::thread::sleep(common::POLL);
+    }
+    drop(sg);
+    let sg = start(rules, ports, Some(state.path()));
+    let s = calls(&sg, "uac_timed.xml", A, 3000, 1, 1, 0);
+    assert_eq!((s.responses_with(403), s.responses_with(200)), (1, 0), "{s:#?}");
+    assert_eq!(
+        decisions(&sg).last().and_then(|d| d["rule"].as_str().map(str::to_string)).as_deref(),
+        Some("suspended")
+    );
+    assert_eq!(calls(&sg, "uac_timed.xml", B, 4000, 1, 1, 0).responses_with(200), 2);
+    drop(uas);
+}
+
+#[test]
+fn max_concurrent_with_parallel_calls_and_a_missed_bye_freeing_its_slot() {
+    if !require_sipp() {
+        return;
+    }
+    let ports = Ports::allocate();
+    let sg = start("max_concurrent = 2\nmax_call_seconds = 3\n", ports, None);
+    let _uas = Sipp::uas("uas_answer.xml", ports.upstream);
+
+    // An answered call whose BYE never comes holds one slot.
+    assert_eq!(calls(&sg, "uac_no_bye.xml", A, 1, 1, 1, 0).responses_with(200), 1);
+    let held = Instant::now();
+    assert_eq!(account(&sg)["concurrent"].as_u64(), Some(1));
+
+    // Three calls of 1.5 s at once: one more fits, two are refused.
+    let s = calls(&sg, "uac_timed.xml", A, 100, 3, 3, 1500);
+    assert_eq!((s.responses_with(200), s.responses_with(403)), (2, 2), "{s:#?}");
+    let refused: Vec<Value> = decisions(&sg).into_iter().filter(|d| d["rule"] == "concurrent").collect();
+    assert_eq!(refused.len(), 2);
+    let r = &refused[0]["counters"][0];
+    assert_eq!((r["name"].as_str(), r["value"].as_u64(), r["limit"].as_u64()), (Some("concurrent"), Some(2), Some(2)));
+
+    // The missed BYE's slot is freed max_call_seconds after its answer, not before.
+    let (f, _) = poll(&sg, Duration::from_secs(10), |f| f["concurrent"] == 0);
+    assert!(held.elapsed() >= Duration::from_millis(2500), "freed after {:?}", held.elapsed());
+    assert_eq!(
+        (f["attempts"].as_u64(), f["answered"].as_u64(), f["ended"].as_u64()),
+        (Some(2), Some(2), Some(1)),
+        "{f}"
+    );
+    let s = calls(&sg, "uac_timed.xml", A, 300, 2, 2, 200);
+    assert_eq!((s.responses_with(200), s.responses_with(403)), (4, 0), "{s:#?}");
+    let (_, metrics) = http(&sg, "GET", "/metrics", None);
+    assert!(metrics.contains("sipguard_behaviour_call_events_total{event=\"expired_answered\"} 1"), "{metrics}");
+}
