@@ -1,5 +1,5 @@
 //! `sipguard top`: a live terminal view built from two scrapes of the admin `/metrics`:
-//! calls/s, verdicts by rule, and the accounts with the most rejects.
+//! calls/s, verdicts by rule, and the accounts with the most rejects (with their complaints).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -150,8 +150,12 @@ pub fn render(before: &[Sample], after: &[Sample], secs: f64, top_n: usize) -> S
     let (rb, ra) = (by_account(before, true), by_account(after, true));
     let (cb, ca) = (by_account(before, false), by_account(after, false));
     let (rr, cr) = (rates(&rb, &ra, secs), rates(&cb, &ca, secs));
-    let _ =
-        writeln!(out, "\n{:<24} {:>10} {:>12} {:>10} {:>12}", "ACCOUNT", "REJECTS/s", "REJECTS", "CALLS/s", "CALLS");
+    let complaints = sum_by(after, "sipguard_complaints_total", |_| true, |x| x.label("account").to_string());
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>10} {:>12} {:>10} {:>12} {:>10}",
+        "ACCOUNT", "REJECTS/s", "REJECTS", "CALLS/s", "CALLS", "COMPLAINTS"
+    );
     // Every account that screened a call, most rejects per second first, then most rejects.
     let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
     let mut accts: Vec<&String> = ca.keys().collect();
@@ -159,11 +163,12 @@ pub fn render(before: &[Sample], after: &[Sample], secs: f64, top_n: usize) -> S
     for acct in accts.into_iter().take(top_n) {
         let _ = writeln!(
             out,
-            "{acct:<24} {:>10.1} {:>12} {:>10.1} {:>12}",
+            "{acct:<24} {:>10.1} {:>12} {:>10.1} {:>12} {:>10}",
             get(&rr, acct),
             get(&ra, acct),
             get(&cr, acct),
             get(&ca, acct),
+            get(&complaints, acct),
         );
     }
     out
@@ -185,6 +190,7 @@ sipguard_verdicts_total{verdict="reject",rule="quota",account="acme"} 8
 sipguard_verdicts_total{verdict="reject",rule="dnc",account="beta"} 11
 sipguard_verdicts_total{verdict="forward",rule="-",account="gamma"} 5
 sipguard_tcp_connections 3
+sipguard_complaints_total{account="beta"} 2
 "#;
 
     #[test]
@@ -209,6 +215,7 @@ sipguard_tcp_connections 3
         assert!(beta < acme, "{out}");
         let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
         assert!(rows.contains(&vec!["-", "forward", "12.0", "35"]), "{out}");
-        assert!(rows.contains(&vec!["beta", "5.0", "11", "5.0", "11"]), "{out}");
+        assert!(rows.contains(&vec!["beta", "5.0", "11", "5.0", "11", "2"]), "{out}");
+        assert!(rows.contains(&vec!["gamma", "0.0", "0", "2.0", "5", "0"]), "{out}");
     }
 }
