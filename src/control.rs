@@ -322,6 +322,25 @@ impl Control {
         self.screening.current()?.account_snapshot(id, now)
     }
 
+    /// Set the call behaviour gauges (at each scrape of `/metrics`).
+    pub fn export_behaviour(&self) {
+        let now = self.shell.clock.now();
+        let suspensions = self.screening.suspensions.list(now);
+        match self.screening.current() {
+            Some(s) => {
+                crate::telemetry::metrics::behaviour(&s.all_figures(now), Some(&s.behaviour().tracker), &suspensions)
+            }
+            None => crate::telemetry::metrics::behaviour(&[], None, &suspensions),
+        }
+    }
+
+    /// Each caller ID's behaviour figures of an account, most attempts first, at most
+    /// `limit`; None when the account is unknown or its behaviour is not tracked.
+    pub fn caller_figures(&self, id: &str, limit: usize) -> Option<Vec<(u64, crate::screen::behaviour::Figures)>> {
+        let now = self.shell.clock.now();
+        self.screening.current()?.caller_figures(id, now, limit)
+    }
+
     /// Whether the running proxy blocks `number` for `account` (by the lists and accounts
     /// loaded now): the answer `sipguard dnc check` prints, from the same code.
     pub fn dnc_query(&self, number: &str, account: Option<&str>) -> Result<DncAnswer, DncQueryError> {

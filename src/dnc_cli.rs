@@ -143,6 +143,13 @@ fn build(
         b.add_deltas(dir, plan.as_ref())?;
     }
     let skipped = b.errors.count;
+    // Name what was skipped, so it can be fixed at the source.
+    for s in &b.errors.first {
+        writeln!(out, "skipped {}:{}: {}", s.file.display(), s.line, s.msg).map_err(stdout_err)?;
+    }
+    if skipped > b.errors.first.len() as u64 {
+        writeln!(out, "... and {} more bad lines", skipped - b.errors.first.len() as u64).map_err(stdout_err)?;
+    }
     let contents = b.finish();
     let image = snapshot::image(&contents, SystemTime::now());
     snapshot::write_file(path, &image).map_err(|e| DncError::Io { path: path.to_path_buf(), source: e })?;
@@ -302,6 +309,8 @@ mod tests {
         let (code, text) = run_str(build);
         assert_eq!(code, 0);
         assert!(text.contains("3 numbers (1 with categories)") && text.contains("1 bad lines skipped"), "{text}");
+        let own = dir.join("own.txt").display().to_string();
+        assert!(text.contains(&format!("skipped {own}:2: not a phone number: `nonsense`")), "{text}");
         let (_, text) = run_str(DncCommand::Stats { snapshot: snap.clone() });
         assert!(
             text.contains("numbers:       3 (1 with categories)") && text.contains("categories:    finance"),

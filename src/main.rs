@@ -12,17 +12,18 @@ use std::process::ExitCode;
     version,
     about,
     args_conflicts_with_subcommands = true,
-    after_help = "Running: `sipguard --config /etc/sipguard/sipguard.toml` stays in the foreground and \
-logs to stderr. SIGHUP (or POST /reload on the admin listener) re-reads the config and lists; a \
-bad file is refused and the running config kept. SIGTERM or SIGINT stops accepting, drains TCP \
-connections for server.shutdown_grace, flushes the decision log and exits 0.\n\n\
+    after_help = "Running: `sipguard` (or `sipguard -c FILE`) stays in the foreground and logs to \
+stderr. SIGHUP (or POST /reload on the admin listener) re-reads the config and lists; a \
+bad file is refused and the running config kept. SIGUSR1 reopens the decision log (log rotation). \
+SIGTERM or SIGINT stops accepting, drains TCP \
+connections for server.shutdown_grace_seconds, flushes the decision log and exits 0.\n\n\
 Exit status: 0 after a clean stop, 1 when it cannot start (e.g. a port in use), 2 for an invalid \
 configuration."
 )]
 struct Cli {
     /// Run the proxy in the foreground with this configuration file (TOML).
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[arg(short, long, value_name = "FILE", default_value = sipguard::config::DEFAULT_PATH)]
+    config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -33,6 +34,7 @@ enum Command {
     /// for every problem and exit 2.
     CheckConfig {
         /// The configuration file to check.
+        #[arg(default_value = sipguard::config::DEFAULT_PATH)]
         file: PathBuf,
     },
     /// Do-not-call lists: build snapshots, check a number, show a snapshot, block or
@@ -149,17 +151,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => match cli.config {
-            Some(file) => match run(&file) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sipguard: {e:#}");
-                    ExitCode::FAILURE
-                }
-            },
-            None => {
-                eprintln!("sipguard: give --config FILE to run, or a subcommand (see --help)");
-                ExitCode::from(2)
+        None => match run(&cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sipguard: {e:#}");
+                ExitCode::FAILURE
             }
         },
     }
@@ -168,8 +164,18 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(cfg) => {
+            // The files it names, loaded as start-up loads them.
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let files = sipguard::config::files::check(&cfg, &text);
+            for w in &files.warnings {
+                eprintln!("{}:{}: warning: {}", w.file.display(), w.line, w.msg);
+            }
             for w in cfg.warnings() {
                 eprintln!("{}: warning: {w}", file.display());
+            }
+            if !files.errors.is_empty() {
+                eprintln!("{}", sipguard::config::ConfigErrors(files.errors));
+                return ExitCode::from(2);
             }
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
@@ -223,8 +229,14 @@ fn run(file: &std::path::Path) -> anyhow::Result<()> {
         .thread_name("sipguard")
         .build()
         .context("starting the runtime")?;
-    rt.block_on(sipguard::server::run(cfg))?;
-    Ok(())
+    match rt.block_on(sipguard::server::run(cfg)) {
+        // A list the configuration names that does not load is an invalid configuration.
+        Err(sipguard::server::ServerError::Dnc(e)) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        r => Ok(r?),
+    }
 }
 
 fn init_logging(cfg: &Config) {
@@ -238,5 +250,49 @@ fn init_logging(cfg: &Config) {
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+    use clap::Parser;
+
+    /// Every option and argument of every (sub)command says what it is for in --help.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let cmd = Cli::command();
+        walk(&cmd, "sipguard", &mut missing);
+        assert_eq!(missing, Vec::<String>::new());
+        cmd.debug_assert();
+    }
+
+    #[test]
+    fn config_has_a_short_flag_and_the_packaged_default() {
+        let cli = Cli::try_parse_from(["sipguard"]).unwrap();
+        assert_eq!(cli.config, std::path::Path::new("/etc/sipguard/sipguard.toml"));
+        let cli = Cli::try_parse_from(["sipguard", "-c", "x.toml"]).unwrap();
+        assert_eq!(cli.config, std::path::Path::new("x.toml"));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("shutdown_grace_seconds") && !help.contains("shutdown_grace,"), "{help}");
     }
 }

@@ -120,6 +120,13 @@ impl DecisionSink for DecisionLog {
 
 /// Run until SIGTERM/SIGINT. Returns after draining.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
+    // Handlers first: a SIGTERM that comes while the listeners open (a service manager
+    // stopping us right after the start) waits for the loop below and drains cleanly,
+    // instead of killing the process before it can.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let rt = tokio::runtime::Handle::current();
     // The recorder goes in before anything records, so no early metric is lost.
     let admin = match &cfg.admin {
@@ -311,9 +318,6 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let admin_task = admin.map(|(listener, handle, token)| {
         tokio::spawn(admin::serve(listener, control.clone(), handle, token, stop_rx.clone()))
     });
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -321,7 +325,9 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
                 if let Err(e) = tokio::task::spawn_blocking(move || c.reload()).await {
                     tracing::error!(error = %e, "reload task failed");
                 }
+                reopen_decisions(decisions.as_ref()).await;
             }
+            _ = usr1.recv() => reopen_decisions(decisions.as_ref()).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -356,6 +362,17 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     tracing::info!(open_tcp = shell.tcp.open_connections(), "sipguard stopped");
     Ok(())
+}
+
+/// Log rotation (SIGUSR1, and SIGHUP): the decision log writes what it holds to the file it
+/// has open, then opens its path again.
+async fn reopen_decisions(log: Option<&DecisionLog>) {
+    let Some(log) = log.cloned() else { return };
+    match tokio::task::spawn_blocking(move || log.reopen()).await {
+        Ok(Ok(())) => tracing::info!("decision log reopened"),
+        Ok(Err(e)) => tracing::error!(error = %e, "decision log not reopened; still writing to the old file"),
+        Err(e) => tracing::error!(error = %e, "decision log reopen task failed"),
+    }
 }
 
 /// How long start-up waits for the first connection to Redis.

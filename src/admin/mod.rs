@@ -1,5 +1,6 @@
 //! Admin HTTP listener (`[admin] listen`): `GET /metrics` (Prometheus text), `GET /health`,
-//! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}`, `GET /security/bans`,
+//! `POST /reload` (the same reload as SIGHUP), `GET /accounts/{id}`,
+//! `GET /accounts/{id}/caller-ids` (`caller_ids.rs`), `GET /security/bans`,
 //! `GET /suspensions`, `POST /suspensions/{id}/lift`, `GET /dnc/{number}?account=ID`
 //! (`dnc.rs`), and the decision API `POST /v1/screen`, `POST /v1/screen/batch`,
 //! `GET /v1/openapi.json` (`screen_api.rs`), and complaints: `POST /v1/complaints`,
@@ -10,6 +11,7 @@
 //! `Authorization: Bearer <token>` (probes can send a header; /health names files and
 //! accounts). Without a token the config only allows a loopback address.
 
+mod caller_ids;
 pub mod complaints;
 mod dnc;
 pub mod screen_api;
@@ -73,6 +75,7 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/reload", post(reload))
         .route("/accounts/{id}", get(account))
+        .route("/accounts/{id}/caller-ids", get(caller_ids::list))
         .route("/security/bans", get(bans))
         .route("/suspensions", get(suspensions::list))
         .route("/suspensions/{id}/lift", post(suspensions::lift))
@@ -118,6 +121,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics_text(State(s): State<Arc<Admin>>) -> Response {
+    s.control.export_behaviour();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
 }
 

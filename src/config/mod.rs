@@ -8,12 +8,14 @@ pub mod behaviour;
 pub mod cluster;
 pub mod complaints;
 pub mod dnc;
+pub mod files;
 pub mod ops;
 pub mod screening;
 pub mod security;
 pub mod server;
 pub mod state;
 pub mod stir;
+mod suggest;
 
 use serde::Deserialize;
 use std::fmt;
@@ -202,6 +204,13 @@ impl Config {
         if let Some(Some(dc)) = &dnc {
             cross_check_dnc(dc, screening.as_ref().and_then(Option::as_ref), &mut d);
         }
+        // With lists configured, a response none of them names is a typo of one that does.
+        if raw.screening.is_some()
+            && let Some(Some(dc)) = &dnc
+        {
+            let used: Vec<&str> = dc.lists.iter().map(|l| &*l.response).collect();
+            unused_responses(&raw.responses, &used, &mut d);
+        }
         let log = ops::validate_log(&raw.log, &mut d);
         let admin = raw.admin.as_ref().map(|a| ops::validate_admin(a, &mut d));
         let state = state::validate(&raw.state, &mut d);
@@ -302,6 +311,22 @@ fn cross_check_dnc(dc: &dnc::DncConfig, sc: Option<&screening::ScreeningConfig>,
     }
 }
 
+/// A `[responses.dnc_<name>]` section no list answers with is a typo (`dnc_natonal`): its
+/// list would answer with the default, silently.
+fn unused_responses(raw: &screening::RawResponses, used: &[&str], d: &mut Diagnostics<'_>) {
+    for name in raw.0.keys().filter(|n| n.starts_with("dnc_") && !used.contains(&n.as_str())) {
+        let at = d.text.find(&format!("responses.{name}")).map_or(0..0, |o| o..o);
+        let hint = used
+            .iter()
+            .filter(|u| u.starts_with("dnc_"))
+            .map(|u| (suggest::distance(name, u), *u))
+            .filter(|&(n, _)| n <= (name.len() / 3).max(1))
+            .min()
+            .map_or(String::new(), |(_, u)| format!("; did you mean `{u}`?"));
+        d.error(at, format!("[responses.{name}]: no [[dnc.list]] has response = \"{name}\"{hint}"));
+    }
+}
+
 /// A network in CIDR form (or a bare address, as a /32 or /128), reported at its line.
 pub(crate) fn cidr(s: &Spanned<String>, d: &mut Diagnostics<'_>) -> Option<ipnet::IpNet> {
     let text = s.get_ref().trim();
@@ -330,17 +355,49 @@ impl<T> TransposeAll<T> for Option<Option<T>> {
     }
 }
 
-/// The key path serde_ignored reports, as a list of table keys and array indexes.
+/// The key path serde_ignored reports as the dotted path of the file (`account.0.quota.x`):
+/// its Option and newtype steps (printed `?`) and toml's span wrappers are not in the file.
 fn path_key(path: &serde_ignored::Path<'_>) -> String {
-    path.to_string()
+    fn walk(p: &serde_ignored::Path<'_>, out: &mut Vec<String>) {
+        use serde_ignored::Path as P;
+        match p {
+            P::Root => {}
+            P::Seq { parent, index } => {
+                walk(parent, out);
+                out.push(index.to_string());
+            }
+            P::Map { parent, key } => {
+                walk(parent, out);
+                if !key.starts_with("$__") {
+                    out.push(key.clone());
+                }
+            }
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => walk(parent, out),
+        }
+    }
+    let mut parts = Vec::new();
+    walk(path, &mut parts);
+    parts.join(".")
 }
 
-/// Report each unknown key at the line where it appears.
+/// Report each unknown key at the line where it appears, with the nearest valid key.
 fn report_unknown(d: &mut Diagnostics<'_>, unknown: &[String]) {
     let doc = toml::de::DeTable::parse(d.text).ok();
     for key in unknown {
         let span = doc.as_ref().and_then(|t| locate(t.get_ref(), key)).unwrap_or(0..0);
-        d.error(span, format!("unknown key `{key}`"));
+        let (parent, last) = key.rsplit_once('.').unwrap_or(("", key));
+        let hint = suggest::nearest(&section_of(parent), last).map(|k| format!("; did you mean `{k}`?"));
+        d.error(span, format!("unknown key `{key}`{}", hint.unwrap_or_default()));
+    }
+}
+
+/// The section a key path is in, as config.example.toml writes it: array indexes dropped,
+/// every `[responses.<rule>]` one section.
+fn section_of(parent: &str) -> String {
+    let parts: Vec<&str> = parent.split('.').filter(|p| !p.is_empty() && p.parse::<usize>().is_err()).collect();
+    match parts.as_slice() {
+        ["responses", _, ..] => "responses.*".to_string(),
+        _ => parts.join("."),
     }
 }
 

@@ -35,6 +35,7 @@ pub struct RawScreening {
     pub forward_account_header: Option<bool>,
     pub quota_tz: Option<Spanned<String>>,
     pub max_tracked_numbers: Option<Spanned<i64>>,
+    pub min_owned_prefix_digits: Option<Spanned<i64>>,
     #[serde(default)]
     pub checks: RawChecks,
     #[serde(default)]
@@ -210,6 +211,14 @@ pub fn validate(
         .and_then(|v| count(v, "screening.max_tracked_numbers", d))
         .map_or(DEFAULT_MAX_TRACKED, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let checks = validate_checks(&raw.checks, d);
+    let min_block = u32::try_from(d.int(
+        &raw.min_owned_prefix_digits,
+        "screening.min_owned_prefix_digits",
+        DEFAULT_MIN_OWNED_PREFIX_DIGITS,
+        0,
+        14,
+    ))
+    .unwrap_or(0);
     let default_quota = validate_quota(&raw.quota, "screening.quota", d);
     let hours = raw.hours.as_ref().and_then(|h| validate_hours(h, d));
     let responses = validate_responses(responses, d);
@@ -241,7 +250,7 @@ pub fn validate(
         }
         let mut owned = OwnedNumbers::default();
         for c in a.caller_ids.as_deref().unwrap_or_default() {
-            match parse_owned(c.get_ref(), plan.as_ref()) {
+            match parse_owned(c.get_ref(), plan.as_ref(), min_block) {
                 Ok(o) => o.add_to(&mut owned),
                 Err(e) => d.error(c.span(), format!("account `{id}` caller_ids: {e}")),
             }
@@ -279,7 +288,7 @@ pub fn validate(
         });
     }
     if let Some(file) = &raw.caller_id_numbers {
-        load_owned_csv(file, plan.as_ref(), &mut ids, &mut out, default_quota, mode, d);
+        load_owned_csv(file, plan.as_ref(), min_block, &mut ids, &mut out, default_quota, mode, d);
         // Accounts only named in the CSV take the global behaviour limits.
         for a in out.iter_mut().filter(|a| a.behaviour.is_none()) {
             a.behaviour = behaviour.as_ref().map(|b| b.limits);
@@ -554,11 +563,24 @@ impl Owned {
     }
 }
 
-fn parse_owned(s: &str, plan: Option<&NumberPlan>) -> Result<Owned, String> {
+/// `[screening] min_owned_prefix_digits` when absent.
+pub const DEFAULT_MIN_OWNED_PREFIX_DIGITS: i64 = 6;
+
+/// An owned number, or a block of at least `min_block` digits after the country code (a
+/// shorter one, `+1*`, would let an account present any number of a whole country).
+fn parse_owned(s: &str, plan: Option<&NumberPlan>, min_block: u32) -> Result<Owned, String> {
     let s = s.trim();
     match s.strip_suffix('*') {
         Some(p) => {
-            parse_prefix(p).map(Owned::Block).ok_or_else(|| format!("bad number block `{s}`: expected +DIGITS*"))
+            let block = parse_prefix(p).ok_or_else(|| format!("bad number block `{s}`: expected +DIGITS*"))?;
+            let national = number::digit_count(block).saturating_sub(number::country_code_len(block).unwrap_or(0));
+            if national < min_block {
+                return Err(format!(
+                    "number block `{s}` has {national} digits after the country code; \
+                     screening.min_owned_prefix_digits = {min_block} is the least (a shorter block is a whole region)"
+                ));
+            }
+            Ok(Owned::Block(block))
         }
         None => number::parse(s, plan).map(Owned::Number).ok_or_else(|| format!("bad number `{s}`")),
     }
@@ -567,9 +589,11 @@ fn parse_owned(s: &str, plan: Option<&NumberPlan>) -> Result<Owned, String> {
 /// Most CSV errors reported before giving up on the file.
 const MAX_CSV_ERRORS: usize = 20;
 
+#[allow(clippy::too_many_arguments)]
 fn load_owned_csv(
     file: &Spanned<String>,
     plan: Option<&NumberPlan>,
+    min_block: u32,
     ids: &mut HashMap<Arc<str>, usize>,
     accounts: &mut Vec<AccountConfig>,
     default_quota: QuotaLimits,
@@ -614,7 +638,7 @@ fn load_owned_csv(
             error(d, &path, line, format!("row {line} malformed: bad account id `{account}`"));
             continue;
         }
-        let owned = match parse_owned(num, plan) {
+        let owned = match parse_owned(num, plan, min_block) {
             Ok(o) => o,
             Err(e) => {
                 error(d, &path, line, format!("row {line} malformed: {e}"));
@@ -784,7 +808,7 @@ caller_ids = ["+1212555010x"]
     #[test]
     fn csv_rows_are_reported_with_their_lines() {
         let text = "[screening]\ncaller_id_numbers = \"owned.csv\"\n";
-        let csv = "account,number\nacme,+12125550100\n\nacme\nacme,notanumber\nac me,+12125550100\nacme,+1212*\n";
+        let csv = "account,number\nacme,+12125550100\n\nacme\nacme,notanumber\nac me,+12125550100\nacme,+1212555*\nacme,+1*\n";
         let e = errs("csv", text, csv);
         assert_eq!(
             e,
@@ -792,6 +816,9 @@ caller_ids = ["+1212555010x"]
                 "owned.csv:4: row 4 malformed: expected `account,number`, got 1 fields".to_string(),
                 "owned.csv:5: row 5 malformed: bad number `notanumber`".to_string(),
                 "owned.csv:6: row 6 malformed: bad account id `ac me`".to_string(),
+                "owned.csv:8: row 8 malformed: number block `+1*` has 0 digits after the country code; \
+                 screening.min_owned_prefix_digits = 6 is the least (a shorter block is a whole region)"
+                    .to_string(),
             ]
         );
         let e = errs("csv-missing", "[screening]\ncaller_id_numbers = \"nope.csv\"\n", "");

@@ -15,8 +15,8 @@ mod route;
 
 pub use config::{Advert, ProxyConfig};
 
-use crate::screen::behaviour::{CallEvent, CallRef};
 use crate::config::server::{ServerMode, Transport};
+use crate::screen::behaviour::{CallEvent, CallRef};
 use crate::screen::quota::shared::Reservation;
 use crate::screen::stir::Verstat;
 use crate::screen::{Call, Decision, ExtraHeader, Lookup, Screen, Step, Verdict};

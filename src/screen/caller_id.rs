@@ -128,27 +128,48 @@ pub fn presented(call: &Call, plan: Option<&NumberPlan>, trust_pai: bool) -> Res
     }
 }
 
-/// Validity, ownership and spoofing checks, in that order.
+/// Validity, ownership and spoofing checks, in that order: the first that fails.
 pub fn check(p: &Presented, callee: u64, owned: &OwnedNumbers, checks: &Checks) -> Result<(), Rule> {
+    failures(p, callee, owned, checks).into_iter().next().map_or(Ok(()), Err)
+}
+
+/// Every rule of the caller-ID checks that fails, in check order (for report mode, which
+/// lists all of them). The checks same_as_callee, from_pai_mismatch and neighbour_digits all
+/// fire as caller_id_spoofed. Allocates only when one fails.
+pub fn failures(p: &Presented, callee: u64, owned: &OwnedNumbers, checks: &Checks) -> Vec<Rule> {
+    let mut out = Vec::new();
     if checks.valid && !number::is_valid(p.caller) {
-        return Err(Rule::CallerIdInvalid);
+        out.push(Rule::CallerIdInvalid);
     }
     if checks.owned && !owned.contains(p.caller) {
-        return Err(Rule::CallerIdUnowned);
+        out.push(Rule::CallerIdUnowned);
     }
-    if checks.same_as_callee && p.caller == callee {
-        return Err(Rule::CallerIdSpoofed);
+    let mismatch = checks.from_pai_mismatch && matches!((p.from, p.pai), (Some(f), Some(a)) if f != a);
+    let neighbour = checks.neighbour_digits > 0 && shares_prefix(p.caller, callee, u32::from(checks.neighbour_digits));
+    if (checks.same_as_callee && p.caller == callee) || mismatch || neighbour {
+        out.push(Rule::CallerIdSpoofed);
     }
-    if checks.from_pai_mismatch
-        && let (Some(from), Some(pai)) = (p.from, p.pai)
-        && from != pai
-    {
-        return Err(Rule::CallerIdSpoofed);
+    out
+}
+
+/// The caller-ID text a call presents (P-Asserted-Identity when present and trusted, else
+/// From), cut to `max` bytes: logged when it cannot be read as a number.
+pub fn presented_text<'a>(call: &'a Call, trust_pai: bool, max: usize) -> &'a str {
+    let pai = call.p_asserted_identity.as_deref().filter(|v| !v.trim().is_empty());
+    let text = match pai {
+        Some(v) if trust_pai => v,
+        _ => &call.from,
+    };
+    cut(text.trim(), max)
+}
+
+/// At most `max` bytes of `s`, ending on a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    if checks.neighbour_digits > 0 && shares_prefix(p.caller, callee, u32::from(checks.neighbour_digits)) {
-        return Err(Rule::CallerIdSpoofed);
-    }
-    Ok(())
+    &s[..end]
 }
 
 /// Whether a and b (different numbers) have the same first `n` digits.

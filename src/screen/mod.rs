@@ -42,10 +42,12 @@ pub enum Rule {
     Sequential,
     Behaviour,
     Suspended,
+    /// The callee is not a number that can exist (a 12-digit NANP number).
+    CalleeInvalid,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 18] = [
         Rule::UnknownAccount,
         Rule::CallerIdInvalid,
         Rule::CallerIdUnowned,
@@ -63,6 +65,7 @@ impl Rule {
         Rule::Sequential,
         Rule::Behaviour,
         Rule::Suspended,
+        Rule::CalleeInvalid,
     ];
 
     /// The name used in config keys, metrics labels and the decision log.
@@ -85,6 +88,7 @@ impl Rule {
             Rule::Sequential => "sequential",
             Rule::Behaviour => "behaviour",
             Rule::Suspended => "suspended",
+            Rule::CalleeInvalid => "callee_invalid",
         }
     }
 
@@ -223,8 +227,23 @@ pub struct Decision {
     /// Why the rule fired, for the decision log, when the rule name and counters do not say
     /// it all (the suspension in force: its source, cause and end).
     pub detail: Option<Arc<str>>,
+    /// Report mode: every rule that would have refused the call, with the code it would have
+    /// answered, in screening order (the first is `rule`). Rules that count the call (quota,
+    /// behaviour) or wait for a certificate (STIR) are judged only if every earlier one passed.
+    pub fired: Vec<(Rule, u16)>,
+    /// What the call presented that could not be used, for the decision log (cut short):
+    /// the account header naming no account, caller-ID and callee text that is no number.
+    pub raw: Option<Box<RawFacts>>,
     /// Where the INVITE came from (the complaint index keeps it for tracebacks).
     pub source: Option<IpAddr>,
+}
+
+/// The offending values of a call, as presented.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawFacts {
+    pub account: Option<Box<str>>,
+    pub caller: Option<Box<str>>,
+    pub callee: Option<Box<str>>,
 }
 
 /// The counters one forwarded call took: an account's windows at screening time and the
@@ -254,6 +273,8 @@ impl Decision {
             stir: None,
             tracked: None,
             detail: None,
+            fired: Vec::new(),
+            raw: None,
             source: None,
         }
     }

@@ -28,6 +28,16 @@ pub fn digit_count(n: u64) -> u32 {
     n.checked_ilog10().map_or(1, |l| l + 1)
 }
 
+/// How many leading digits of `n` (a number or a prefix) are its country calling code;
+/// None when no code of 1-3 digits starts it.
+pub fn country_code_len(n: u64) -> Option<u32> {
+    let len = digit_count(n);
+    (1..=3u32.min(len)).find(|&k| {
+        let code = n / 10u64.pow(len - k);
+        u16::try_from(code).is_ok_and(|c| phonenumber::metadata::DATABASE.by_code(&c).is_some())
+    })
+}
+
 /// Render as `+digits`.
 pub fn format_e164(n: u64) -> String {
     format!("+{n}")

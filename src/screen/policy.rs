@@ -13,7 +13,9 @@ use super::quota::{AccountCounters, CountersSnapshot, Pacing, QuotaLimits, Usage
 use super::responses::{Response, Responses};
 use super::stir::{self, OnUnavailable, Outcome, StirConfig, StirMode, StirReport};
 use super::suspension::{Suspension, Suspensions, rfc3339};
-use super::{Call, Charge, CounterReading, Counting, Decision, Lookup, Rule, Screen, Step, StirState, Verdict};
+use super::{
+    Call, Charge, CounterReading, Counting, Decision, Lookup, RawFacts, Rule, Screen, Step, StirState, Verdict,
+};
 use crate::config::screening::{Mode, ScreeningConfig, UnknownAccount};
 use crate::screen::number::NumberPlan;
 use arc_swap::ArcSwap;
@@ -159,6 +161,8 @@ pub struct Screener {
     tracking: AtomicBool,
     /// Caller IDs and accounts barred from calling; outlives reloads (the shell's store).
     suspensions: Arc<Suspensions>,
+    /// Report mode: would-be behaviour suspensions already logged.
+    would_suspend: behaviour::suspend::WouldBe,
     /// The `complaints` lists (`[complaints] callee_to_dnc`); outlive reloads likewise.
     complaints: Arc<ComplaintLists>,
 }
@@ -179,6 +183,7 @@ impl Screener {
             behaviour: Behaviour::new(cap),
             tracking,
             suspensions: Arc::default(),
+            would_suspend: Default::default(),
             complaints: Arc::default(),
         }
     }
@@ -279,9 +284,18 @@ fn fire(mut d: Decision, mode: Mode, rule: Rule, response: &Response, retry_afte
         Mode::Report => {
             d.would_reject = true;
             d.verdict = Verdict::shared_forward();
+            d.fired.push((rule, response.code));
         }
     }
     d
+}
+
+/// Longest presented value kept for the decision log.
+const RAW_MAX: usize = 200;
+
+/// Note an offending value as presented.
+fn raw(d: &mut Decision, f: impl FnOnce(&mut RawFacts)) {
+    f(d.raw.get_or_insert_with(Default::default));
 }
 
 impl Screener {
@@ -303,6 +317,9 @@ impl Screener {
                 },
                 UnknownAccount::Forward => Step::Done(d),
                 UnknownAccount::Reject => {
+                    if let Some(h) = call.account_header.as_deref() {
+                        raw(&mut d, |r| r.account = Some(caller_id::cut(h.trim(), RAW_MAX).into()));
+                    }
                     Step::Done(fire(d, p.mode, Rule::UnknownAccount, p.responses.for_rule(Rule::UnknownAccount), None))
                 }
             };
@@ -313,21 +330,31 @@ impl Screener {
         if let Some(s) = self.suspensions.check(&acct.id, d.caller, now) {
             return Step::Done(suspended(d, mode, &p.responses, &s));
         }
-        // An unreadable caller ID or callee is a screening error: caller_id_invalid.
-        let (pr, callee) = match (presented, d.callee) {
-            (Ok(pr), Some(callee)) => (pr, callee),
+        // A callee that is no number, or (checks.valid) one that cannot exist, is refused
+        // before anything is counted: callee_invalid.
+        let callee = match d.callee {
+            Some(callee) if !p.checks.valid || crate::screen::number::is_valid(callee) => callee,
             _ => {
-                return Step::Done(fire(
-                    d,
-                    mode,
-                    Rule::CallerIdInvalid,
-                    p.responses.for_rule(Rule::CallerIdInvalid),
-                    None,
-                ));
+                if d.callee.is_none() {
+                    let uri = caller_id::cut(&call.request_uri, RAW_MAX);
+                    raw(&mut d, |r| r.callee = Some(uri.into()));
+                }
+                let r = Rule::CalleeInvalid;
+                let d = fire(d, mode, r, p.responses.for_rule(r), None);
+                let pr = presented.as_ref().ok();
+                return Step::Done(self.also_fired(&p, d, acct, pr, None, now));
             }
         };
+        // An unreadable caller ID: caller_id_invalid.
+        let Ok(pr) = presented else {
+            raw(&mut d, |r| r.caller = Some(caller_id::presented_text(call, p.trust_pai, RAW_MAX).into()));
+            let r = Rule::CallerIdInvalid;
+            let d = fire(d, mode, r, p.responses.for_rule(r), None);
+            return Step::Done(self.also_fired(&p, d, acct, None, Some(callee), now));
+        };
         if let Err(rule) = caller_id::check(&pr, callee, &acct.owned, &p.checks) {
-            return Step::Done(fire(d, mode, rule, p.responses.for_rule(rule), None));
+            let d = fire(d, mode, rule, p.responses.for_rule(rule), None);
+            return Step::Done(self.also_fired(&p, d, acct, Some(&pr), Some(callee), now));
         }
         // Before the quota, so that a call waiting for its certificate has taken nothing.
         if p.stir_on {
@@ -340,7 +367,8 @@ impl Screener {
         if let Some(hours) = &p.hours
             && let Err(wait) = hours.check(callee, now)
         {
-            return Step::Done(tag(fire(d, mode, Rule::Hours, p.responses.for_rule(Rule::Hours), Some(wait))));
+            let d = fire(d, mode, Rule::Hours, p.responses.for_rule(Rule::Hours), Some(wait));
+            return Step::Done(tag(self.also_fired(&p, d, acct, Some(&pr), Some(callee), now)));
         }
         if let Some(hit) = self.dnc.load().check(callee, &acct.id, acct.category.as_deref()) {
             let response = p.responses.named_or_dnc(&hit.response);
@@ -389,10 +417,47 @@ impl Screener {
         Step::Done(tag(d))
     }
 
+    /// Report mode: after the first rule fired, the other rules that would have refused the
+    /// call and can be judged without counting it or waiting (caller-ID checks, calling
+    /// hours, DNC), added to `fired` with their codes. Enforce mode: nothing to add.
+    fn also_fired(
+        &self,
+        p: &Policy,
+        mut d: Decision,
+        acct: &AccountPolicy,
+        pr: Option<&caller_id::Presented>,
+        callee: Option<u64>,
+        now: SystemTime,
+    ) -> Decision {
+        if !d.would_reject {
+            return d;
+        }
+        let mut more: Vec<(Rule, u16)> = Vec::new();
+        let code = |r: Rule| p.responses.for_rule(r).code;
+        if let (Some(pr), Some(callee)) = (pr, callee) {
+            more.extend(caller_id::failures(pr, callee, &acct.owned, &p.checks).into_iter().map(|r| (r, code(r))));
+        }
+        if let Some(callee) = callee {
+            if p.hours.as_ref().is_some_and(|h| h.check(callee, now).is_err()) {
+                more.push((Rule::Hours, code(Rule::Hours)));
+            }
+            if let Some(hit) = self.dnc.load().check(callee, &acct.id, acct.category.as_deref()) {
+                more.push((Rule::Dnc, p.responses.named_or_dnc(&hit.response).code));
+                d.list.get_or_insert(hit.list);
+            }
+        }
+        for f in more {
+            if !d.fired.iter().any(|(r, _)| *r == f.0) {
+                d.fired.push(f);
+            }
+        }
+        d
+    }
+
     /// Apply a behaviour rule that tripped: `concurrent` and `sequential` refuse the call, as
     /// does `behaviour` for the distinct-callee cap; a ratio rule flags the call, or (by
     /// `action`) suspends its caller ID or account and refuses it. Report mode only logs.
-    fn tripped(&self, p: &Policy, mut d: Decision, acct: &AccountPolicy, trip: &Trip, _now: SystemTime) -> Decision {
+    fn tripped(&self, p: &Policy, mut d: Decision, acct: &AccountPolicy, trip: &Trip, now: SystemTime) -> Decision {
         let (name, value, limit) = trip.reading();
         d.counters.push(CounterReading { name, value, limit });
         let rule = match trip {
@@ -400,14 +465,40 @@ impl Screener {
             Trip::Sequential { .. } => Rule::Sequential,
             Trip::Distinct { .. } | Trip::Ratio { .. } => Rule::Behaviour,
         };
-        let action = acct.behaviour.as_ref().map_or(behaviour::Action::Flag, |b| b.limits().action);
-        if let (Trip::Ratio { .. }, behaviour::Action::Flag) = (trip, action) {
+        let limits = acct.behaviour.as_ref().map_or_else(behaviour::Limits::default, |b| b.limits());
+        if let (Trip::Ratio { .. }, behaviour::Action::Flag) = (trip, limits.action) {
             // Flagged: marked in the decision log, forwarded.
             d.rule = Some(Rule::Behaviour);
             d.would_reject = true;
             return d;
         }
+        if let Some(s) = behaviour::suspend::decide(trip, &limits, &acct.id, d.caller, now) {
+            d.detail = Some(format!("{} suspended until {}: {}", s.id, rfc3339(s.until), s.cause).into());
+            self.suspend(s, acct.mode, (name, value, limit), now);
+        }
         fire(d, acct.mode, rule, p.responses.for_rule(rule), None)
+    }
+
+    /// Put a behaviour suspension in force (journalled by the store) or, in report mode,
+    /// only log it; either is logged once, with the figure that caused it.
+    fn suspend(&self, s: Suspension, mode: Mode, (figure, value, limit): (&str, u64, u64), now: SystemTime) {
+        let until = rfc3339(s.until);
+        match mode {
+            Mode::Enforce => {
+                let (id, account, subject) = (s.id.clone(), s.account.clone(), s.subject);
+                let cause = s.cause.clone();
+                if self.suspensions.suspend(s) {
+                    tracing::warn!(?subject, %id, %account, %until, figure, value, limit, %cause,
+                        "suspended for its call behaviour");
+                }
+            }
+            Mode::Report => {
+                if self.would_suspend.first(&s, now) {
+                    tracing::warn!(subject = ?s.subject, id = %s.id, account = %s.account, %until, figure, value,
+                        limit, cause = %s.cause, "would be suspended for its call behaviour (report mode)");
+                }
+            }
+        }
     }
 
     /// Count a call that is let through in the behaviour figures and track it; a call that

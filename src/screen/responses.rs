@@ -140,6 +140,8 @@ pub fn default_code_text(rule: Rule) -> (u16, &'static str) {
         Rule::Sequential => (403, "Sequential dialling of callee numbers"),
         Rule::Behaviour => (403, "Call behaviour outside the account's limits"),
         Rule::Suspended => (403, "Calling suspended"),
+        // 404: no such number (RFC 3261 §21.4.4); 484 would invite the caller to dial more.
+        Rule::CalleeInvalid => (404, "Invalid callee number"),
     }
 }
 

@@ -3,7 +3,7 @@
 //! counted (calls are never held back for logging).
 use crate::config::ops::DecisionSink;
 use crate::screen::stir::StirReport;
-use crate::screen::{CounterReading, Decision, Rule, Verdict};
+use crate::screen::{CounterReading, Decision, RawFacts, Rule, Verdict};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::io::{self, BufWriter, Write};
@@ -31,13 +31,17 @@ pub struct DecisionLine {
     pub counters: Vec<CounterReading>,
     pub stir: Option<Box<StirReport>>,
     pub detail: Option<Arc<str>>,
+    /// Report mode: each rule that would have refused the call, with its code.
+    pub fired: Vec<(Rule, u16)>,
+    pub raw: Option<Box<RawFacts>>,
 }
 
 impl DecisionLine {
     pub fn new(time: SystemTime, call_id: &str, d: &Decision) -> DecisionLine {
         let (verdict, code) = match &*d.verdict {
             Verdict::Reject { code, .. } => ("reject", Some(*code)),
-            Verdict::Forward { .. } if d.would_reject => ("would_reject", None),
+            // The code the first rule would have answered.
+            Verdict::Forward { .. } if d.would_reject => ("would_reject", d.fired.first().map(|f| f.1)),
             Verdict::Forward { .. } => ("forward", None),
         };
         DecisionLine {
@@ -53,6 +57,8 @@ impl DecisionLine {
             counters: d.counters.clone(),
             stir: d.stir.clone(),
             detail: d.detail.clone(),
+            fired: d.fired.clone(),
+            raw: d.raw.clone(),
         }
     }
 
@@ -79,6 +85,24 @@ impl DecisionLine {
             stir: Option<Stir<'a>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             detail: Option<&'a str>,
+            /// The quota counter that refused the call.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            counter: Option<&'a str>,
+            /// Report mode: every rule that would have refused, each with its code.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            rules: Vec<Fired<'a>>,
+            /// The offending values as presented, when they could not be used.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            account_header: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            caller_text: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            callee_text: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct Fired<'a> {
+            rule: &'a str,
+            code: u16,
         }
         /// Attestation, outcome, the failing check and the SPC of the call's PASSporT.
         #[derive(Serialize)]
@@ -108,6 +132,17 @@ impl DecisionLine {
                 spc: r.spc.as_deref(),
             }),
             detail: self.detail.as_deref(),
+            counter: (self.rule == Some(Rule::Quota))
+                .then(|| self.counters.iter().find(|c| c.value >= c.limit).map(|c| c.name))
+                .flatten(),
+            rules: if self.verdict == "would_reject" {
+                self.fired.iter().map(|&(r, code)| Fired { rule: r.name(), code }).collect()
+            } else {
+                Vec::new()
+            },
+            account_header: self.raw.as_ref().and_then(|r| r.account.as_deref()),
+            caller_text: self.raw.as_ref().and_then(|r| r.caller.as_deref()),
+            callee_text: self.raw.as_ref().and_then(|r| r.callee.as_deref()),
         };
         serde_json::to_writer(&mut *out, &json)?;
         out.write_all(b"\n")
@@ -120,7 +155,13 @@ enum Msg {
     Flush(mpsc::Sender<()>),
     /// Write out everything before this message and end the writer thread.
     Stop,
+    /// Write out everything before this message, then reopen the file (log rotation: the
+    /// old name was renamed away) and acknowledge with the outcome.
+    Reopen(mpsc::Sender<io::Result<()>>),
 }
+
+/// Opens the sink again; None for stdout (nothing to reopen).
+type Opener = Option<Box<dyn Fn() -> io::Result<Box<dyn Write + Send>> + Send>>;
 
 /// Handle to the decision log; cheap to clone.
 #[derive(Clone)]
@@ -132,18 +173,30 @@ pub struct DecisionLog {
 impl DecisionLog {
     /// Open the sink and start the writer thread.
     pub fn start(sink: &DecisionSink) -> io::Result<(DecisionLog, JoinHandle<()>)> {
-        let out: Box<dyn Write + Send> = match sink {
-            DecisionSink::Stdout => Box::new(io::stdout()),
-            DecisionSink::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
-        };
-        Ok(Self::start_with(out, DEFAULT_CAPACITY))
+        match sink {
+            DecisionSink::Stdout => Ok(Self::start_with(Box::new(io::stdout()), DEFAULT_CAPACITY)),
+            DecisionSink::File(path) => {
+                let path = path.clone();
+                let open = move || -> io::Result<Box<dyn Write + Send>> {
+                    Ok(Box::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?))
+                };
+                let out = open()?;
+                Ok(Self::start_reopening(out, Some(Box::new(open)), DEFAULT_CAPACITY))
+            }
+        }
     }
 
     /// Start a writer thread over any writer with room for `capacity` pending lines.
     pub fn start_with(out: Box<dyn Write + Send>, capacity: usize) -> (DecisionLog, JoinHandle<()>) {
+        Self::start_reopening(out, None, capacity)
+    }
+
+    /// Like `start_with`, with what `reopen` opens in place of `out`.
+    fn start_reopening(out: Box<dyn Write + Send>, open: Opener, capacity: usize) -> (DecisionLog, JoinHandle<()>) {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
-        let handle =
-            std::thread::Builder::new().name("decision-log".into()).spawn(move || writer(rx, BufWriter::new(out)));
+        let handle = std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || writer(rx, BufWriter::new(out), open));
         let handle = match handle {
             Ok(h) => h,
             // Without a thread the receiver is gone: every line counts as dropped.
@@ -190,6 +243,16 @@ impl DecisionLog {
         }
     }
 
+    /// Write out every line queued before this call into the file open now, then open the
+    /// configured path again (after logrotate renamed it): each line lands in exactly one of
+    /// the two files. On error the old file stays in use. Stdout: nothing to do.
+    pub fn reopen(&self) -> io::Result<()> {
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let gone = || io::Error::other("the decision log writer has stopped");
+        self.tx.send(Msg::Reopen(ack_tx)).map_err(|_| gone())?;
+        ack_rx.recv().map_err(|_| gone())?
+    }
+
     /// Graceful shutdown: the writer writes everything queued so far and ends; join its
     /// handle to wait for it. Lines sent afterwards through other clones are dropped.
     pub fn close(self) {
@@ -197,7 +260,7 @@ impl DecisionLog {
     }
 }
 
-fn writer(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>) {
+fn writer(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>, open: Opener) {
     let mut failing = false;
     let mut report = |r: io::Result<()>| match r {
         Ok(()) => failing = false,
@@ -228,6 +291,14 @@ fn writer(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>) {
                 let _ = ack.send(());
             }
             Msg::Stop => break,
+            Msg::Reopen(ack) => {
+                report(out.flush());
+                let result = match &open {
+                    Some(open) => open().map(|f| out = BufWriter::new(f)),
+                    None => Ok(()),
+                };
+                let _ = ack.send(result);
+            }
         }
     }
     report(out.flush());
@@ -290,6 +361,8 @@ mod tests {
             stir: None,
             tracked: None,
             detail: None,
+            fired: Vec::new(),
+            raw: None,
             source: None,
         }
     }
@@ -314,7 +387,7 @@ mod tests {
             serde_json::json!({
                 "time": "2026-06-01T16:00:00.123Z", "call_id": "abc@pbx", "account": "acme",
                 "caller": "+12125550100", "callee": "+13105550199", "verdict": "reject",
-                "rule": "quota", "code": 403, "list": null,
+                "rule": "quota", "code": 403, "list": null, "counter": "account_per_day",
                 "counters": [{"name": "account_per_day", "value": 3, "limit": 3}]
             })
         );
@@ -363,5 +436,53 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1000);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn reopen_after_a_rename_splits_the_lines_without_loss_or_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.jsonl");
+        let (log, handle) = DecisionLog::start(&DecisionSink::File(path.clone())).unwrap();
+        for i in 0..500 {
+            log.log(SystemTime::UNIX_EPOCH, &i.to_string(), &decision());
+        }
+        std::fs::rename(&path, dir.path().join("decisions.jsonl.1")).unwrap();
+        for i in 500..700 {
+            log.log(SystemTime::UNIX_EPOCH, &i.to_string(), &decision());
+        }
+        log.reopen().unwrap();
+        for i in 700..1000 {
+            log.log(SystemTime::UNIX_EPOCH, &i.to_string(), &decision());
+        }
+        log.close();
+        handle.join().unwrap();
+        let ids = |name: &str| -> Vec<u32> {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            text.lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["call_id"].as_str().unwrap().parse().unwrap()
+                })
+                .collect()
+        };
+        // Lines queued before the reopen go to the renamed file, the rest to the new one.
+        assert_eq!(ids("decisions.jsonl.1"), (0..700).collect::<Vec<_>>());
+        assert_eq!(ids("decisions.jsonl"), (700..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_reopen_keeps_writing_to_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("logs");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("d.jsonl");
+        let (log, handle) = DecisionLog::start(&DecisionSink::File(path.clone())).unwrap();
+        log.log(SystemTime::UNIX_EPOCH, "1", &decision());
+        let moved = dir.path().join("moved");
+        std::fs::rename(&sub, &moved).unwrap();
+        assert!(log.reopen().is_err(), "the directory is gone");
+        log.log(SystemTime::UNIX_EPOCH, "2", &decision());
+        log.close();
+        handle.join().unwrap();
+        assert_eq!(std::fs::read_to_string(moved.join("d.jsonl")).unwrap().lines().count(), 2);
     }
 }

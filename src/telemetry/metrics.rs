@@ -291,6 +291,65 @@ impl Events for Recorder {
     }
 }
 
+/// Call behaviour at a scrape: each tracked account's figures over its window (labels: the
+/// configured account ids only, never a caller ID), the live-call tracker's size and what it
+/// saw, and the suspensions in force by subject and source. A figure with no calls to judge
+/// (ASR without attempts, ACD without an ended call) reads NaN.
+pub fn behaviour(
+    accounts: &[(std::sync::Arc<str>, crate::screen::behaviour::Figures)],
+    tracker: Option<&crate::screen::behaviour::Tracker>,
+    suspensions: &[crate::screen::suspension::Suspension],
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (id, f) in accounts {
+        let a = id.to_string();
+        let g = |name: &'static str, v: f64| gauge!(name, "account" => a.clone()).set(v);
+        g("sipguard_behaviour_attempts", f.attempts as f64);
+        g("sipguard_behaviour_answered", f.answered as f64);
+        g("sipguard_behaviour_asr", f.asr.unwrap_or(f64::NAN));
+        g("sipguard_behaviour_acd_seconds", f.acd_seconds.unwrap_or(f64::NAN));
+        g("sipguard_behaviour_short_calls", f.short_calls as f64);
+        g("sipguard_behaviour_short_call_ratio", f.short_call_ratio.unwrap_or(f64::NAN));
+        g("sipguard_behaviour_longest_sequential_run", f64::from(f.longest_sequential_run));
+        g("sipguard_behaviour_concurrent_calls", f64::from(f.concurrent));
+    }
+    if let Some(tracker) = tracker {
+        gauge!("sipguard_behaviour_tracked_calls").set(tracker.len() as f64);
+        let s = &tracker.stats;
+        for (event, n) in [
+            ("answered", &s.answered),
+            ("unanswered", &s.unanswered),
+            ("ended", &s.ended),
+            ("expired_ringing", &s.expired_ringing),
+            ("expired_answered", &s.expired_answered),
+            ("untracked", &s.untracked),
+            ("retransmission", &s.retransmissions),
+        ] {
+            counter!("sipguard_behaviour_call_events_total", "event" => event).absolute(n.load(Relaxed));
+        }
+    }
+    let mut active: std::collections::BTreeMap<(&'static str, &str), u64> = Default::default();
+    for x in suspensions {
+        let subject = match x.subject {
+            crate::screen::suspension::Subject::Account => "account",
+            crate::screen::suspension::Subject::CallerId => "caller_id",
+        };
+        // Sources are the code's own words (behaviour, complaints); anything else is `other`.
+        let source = match x.source.as_str() {
+            "behaviour" => "behaviour",
+            "complaints" => "complaints",
+            _ => "other",
+        };
+        *active.entry((subject, source)).or_default() += 1;
+    }
+    for subject in ["account", "caller_id"] {
+        for source in ["behaviour", "complaints", "other"] {
+            let n = active.get(&(subject, source)).copied().unwrap_or(0);
+            gauge!("sipguard_suspensions_active", "subject" => subject, "source" => source).set(n as f64);
+        }
+    }
+}
+
 /// `sipguard_complaints_total{account}`: complaints taken (this node, replayed included),
 /// per attributed account or `unattributed`; the labels are configured accounts only.
 pub fn complaints(account: &str, total: u64) {

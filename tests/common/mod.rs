@@ -37,6 +37,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sipguard");
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     Hup,
+    Usr1,
     Term,
     Int,
 }
@@ -45,6 +46,7 @@ impl Signal {
     fn name(self) -> &'static str {
         match self {
             Signal::Hup => "HUP",
+            Signal::Usr1 => "USR1",
             Signal::Term => "TERM",
             Signal::Int => "INT",
         }

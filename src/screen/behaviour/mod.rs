@@ -15,6 +15,7 @@
 //!
 //! Nothing here reads a clock: `now` comes in with every call.
 
+pub mod suspend;
 mod tracker;
 pub mod window;
 

@@ -163,3 +163,69 @@ fn a_reload_keeps_live_calls_and_figures() {
     s.call_event(CallEvent::Final { call: ev("k1"), code: 487 }, at(3));
     assert_eq!(code(&s.screen(&invite("k3", "+12125550100", 13125550200), at(4))), None);
 }
+
+/// Three calls from +12125550100, each answered 486, then one more: ASR 0 below 0.5.
+fn trip(s: &Screener) -> Decision {
+    for i in 0..3u64 {
+        let id = format!("t{i}");
+        assert_eq!(code(&s.screen(&invite(&id, "+12125550100", 13125550000 + 10 * i), at(i))), None);
+        s.call_event(CallEvent::Final { call: ev(&id), code: 486 }, at(i));
+    }
+    s.screen(&invite("t9", "+12125550100", 13125551000), at(10))
+}
+
+#[test]
+fn suspend_caller_id_suspends_from_the_call_that_trips() {
+    let s = screener(
+        "[screening.behaviour]\nmin_attempts = 3\nmin_asr = 0.5\naction = \"suspend_caller_id\"\nsuspend_minutes = 2\n",
+    );
+    let d = trip(&s);
+    assert_eq!((code(&d), d.rule), (Some(403), Some(Rule::Behaviour)));
+    assert_eq!(
+        d.detail.as_deref(),
+        Some("+12125550100 suspended until 2023-11-14T22:15:30Z: caller ID asr 0.000 below 0.5 over 3 attempts")
+    );
+    let listed = s.suspensions().list(at(10));
+    assert_eq!(listed.len(), 1);
+    let x = &listed[0];
+    assert_eq!((x.id.as_str(), x.account.as_str(), x.source.as_str()), ("+12125550100", "acme", "behaviour"));
+    assert_eq!(x.until.duration_since(x.since).ok(), Some(Duration::from_secs(120)));
+    // The next call of that caller ID is refused as suspended; the account's other passes.
+    let d = s.screen(&invite("t10", "+12125550100", 13125552000), at(11));
+    assert_eq!((code(&d), d.rule), (Some(403), Some(Rule::Suspended)));
+    let d = s.screen(&invite("t11", "+12125550101", 13125553000), at(11));
+    assert_eq!((code(&d), d.rule), (None, None));
+    // The refused calls are no attempts; the suspension ends after suspend_minutes.
+    let f = s.account_snapshot("acme", at(12)).and_then(|a| a.behaviour).unwrap_or_else(|| panic!());
+    assert_eq!(f.attempts, 4);
+    assert!(s.suspensions().check("acme", Some(12125550100), at(129)).is_some());
+    assert!(s.suspensions().check("acme", Some(12125550100), at(130)).is_none());
+}
+
+#[test]
+fn suspend_account_bars_every_caller_id() {
+    let s = screener("[screening.behaviour]\nmin_attempts = 3\nmin_asr = 0.5\naction = \"suspend_account\"\n");
+    let d = trip(&s);
+    assert_eq!((code(&d), d.rule), (Some(403), Some(Rule::Behaviour)));
+    assert_eq!(d.counters.last().map(|r| (r.name, r.value, r.limit)), Some(("account_asr_permille", 0, 500)));
+    let d = s.screen(&invite("u1", "+12125550101", 13125553000), at(11));
+    assert_eq!((code(&d), d.rule), (Some(403), Some(Rule::Suspended)));
+    let x = s.suspensions().list(at(11));
+    assert_eq!((x.len(), x[0].id.as_str()), (1, "acme"));
+    assert_eq!(x[0].until.duration_since(x[0].since).ok(), Some(Duration::from_secs(1440 * 60)), "the default");
+}
+
+#[test]
+fn report_mode_only_logs_a_would_be_suspension() {
+    let cfg = format!(
+        "{BASE}mode = \"report\"\n[screening.behaviour]\nmin_attempts = 3\nmin_asr = 0.5\naction = \"suspend_caller_id\"\n"
+    );
+    let cfg = Config::parse(Path::new("t.toml"), &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let s = Screener::new(cfg.screening.unwrap_or_else(|| panic!()), Arc::new(ArcSwap::from_pointee(Dnc::default())));
+    let d = trip(&s);
+    assert_eq!((code(&d), d.rule, d.would_reject), (None, Some(Rule::Behaviour), true));
+    assert!(d.detail.as_deref().is_some_and(|t| t.starts_with("+12125550100 suspended until")), "{:?}", d.detail);
+    assert!(s.suspensions().list(at(10)).is_empty(), "not enforced");
+    let d = s.screen(&invite("t10", "+12125550100", 13125552000), at(11));
+    assert_eq!((code(&d), d.rule, d.would_reject), (None, Some(Rule::Behaviour), true));
+}

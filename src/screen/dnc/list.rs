@@ -31,7 +31,8 @@ pub struct Base {
     pub snap: Snapshot,
     /// Read from a snapshot file (else compiled from text at load).
     pub from_snapshot: bool,
-    pub line_errors: u64,
+    /// Bad lines skipped in a text list (a lenient one).
+    pub line_errors: LineErrors,
     path: PathBuf,
     fingerprint: Fingerprint,
     plan: Option<NumberPlan>,
@@ -44,11 +45,11 @@ impl Base {
         let io = |e| DncError::Io { path: path.to_path_buf(), source: e };
         let refused = |reason| DncError::Snapshot { path: path.to_path_buf(), reason };
         let (snap, from_snapshot, line_errors) = if snapshot::is_snapshot(path).map_err(io)? {
-            (Snapshot::open(path).map_err(refused)?, true, 0)
+            (Snapshot::open(path).map_err(refused)?, true, LineErrors::new(strict))
         } else {
             let mut b = Builder::new(strict);
             b.add_text_file(path, plan)?;
-            let errors = b.errors.count;
+            let errors = std::mem::take(&mut b.errors);
             let image = snapshot::image(&b.finish(), SystemTime::now());
             (Snapshot::from_image(image).map_err(refused)?, false, errors)
         };
@@ -93,7 +94,7 @@ pub struct List {
     accounts: Option<HashSet<Box<str>>>,
     pub base: Arc<Base>,
     pub delta: Delta,
-    pub delta_errors: u64,
+    pub delta_errors: LineErrors,
     /// What the deltas change: numbers added that the base lacks, base numbers removed.
     /// A delta line that changes nothing (removing an unlisted number, adding a listed one)
     /// is counted in neither.
@@ -111,7 +112,7 @@ impl List {
             None => Arc::new(Base::load(&cfg.path, plan, cfg.strict)?),
         };
         let mut categories = Categories { names: base.snap.category_names() };
-        let mut errors = LineErrors { count: 0, strict: cfg.strict };
+        let mut errors = LineErrors::new(cfg.strict);
         let delta = match &cfg.deltas {
             Some(dir) => delta::read_dir(dir, plan, &mut categories, &mut errors)?,
             None => Delta::default(),
@@ -130,7 +131,7 @@ impl List {
             accounts,
             base,
             delta,
-            delta_errors: errors.count,
+            delta_errors: errors,
             effective_added,
             effective_removed,
             categories: categories.names.into_iter().map(Arc::from).collect(),

@@ -66,12 +66,19 @@ pub struct Dnc {
     lists: Vec<List>,
     /// Per account, sorted numbers the account has consent to call.
     consent: HashMap<Box<str>, Vec<u64>>,
+    /// Bad lines skipped in consent files (lenient `[dnc]`).
+    pub consent_errors: LineErrors,
     pub loaded: SystemTime,
 }
 
 impl Default for Dnc {
     fn default() -> Self {
-        Dnc { lists: Vec::new(), consent: HashMap::new(), loaded: SystemTime::UNIX_EPOCH }
+        Dnc {
+            lists: Vec::new(),
+            consent: HashMap::new(),
+            consent_errors: LineErrors::default(),
+            loaded: SystemTime::UNIX_EPOCH,
+        }
     }
 }
 
@@ -96,6 +103,8 @@ pub struct ListSummary {
     pub format_version: u32,
     /// Lines skipped as unreadable in the list and its deltas.
     pub line_errors: u64,
+    /// The first of them.
+    pub skipped: Vec<parse::Skipped>,
 }
 
 /// A list's entry for a number, for `dnc check`.
@@ -124,7 +133,7 @@ impl Dnc {
             lists.push(List::load(lc, cfg.plan.as_ref(), prev)?);
         }
         let mut consent: HashMap<Box<str>, Vec<u64>> = HashMap::new();
-        let mut errors = LineErrors { count: 0, strict: cfg.strict };
+        let mut errors = LineErrors::new(cfg.strict);
         for c in &cfg.consent {
             let numbers = consent.entry(c.account.as_str().into()).or_default();
             for_each_line(&c.path, &mut errors, |text| match parse_line(text, cfg.plan.as_ref())? {
@@ -140,7 +149,7 @@ impl Dnc {
             numbers.sort_unstable();
             numbers.dedup();
         }
-        Ok(Dnc { lists, consent, loaded: SystemTime::now() })
+        Ok(Dnc { lists, consent, consent_errors: errors, loaded: SystemTime::now() })
     }
 
     /// Is `number` blocked for calls from `account` (of `category`)? The first list (in
@@ -208,7 +217,12 @@ impl Dnc {
                     bytes: s.bytes(),
                     built: s.built,
                     format_version: s.version,
-                    line_errors: l.base.line_errors + l.delta_errors,
+                    line_errors: l.base.line_errors.count + l.delta_errors.count,
+                    skipped: {
+                        let mut e = l.base.line_errors.clone();
+                        e.absorb(&l.delta_errors);
+                        e.first
+                    },
                 }
             })
             .collect()

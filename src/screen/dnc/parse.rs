@@ -7,7 +7,7 @@ use super::delta::{Delta, Op};
 use super::snapshot::{Contents, Snapshot};
 use crate::screen::number::{self, NumberPlan};
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Bad lines logged per file; the rest are only counted.
 const LOGGED_ERRORS: u64 = 20;
@@ -89,14 +89,28 @@ impl Categories {
     }
 }
 
-/// Counts bad lines and applies the strict policy.
-#[derive(Debug, Default)]
+/// A bad line that was skipped: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub file: PathBuf,
+    pub line: usize,
+    pub msg: String,
+}
+
+/// Counts bad lines and applies the strict policy; keeps the first ones for check-config.
+#[derive(Debug, Default, Clone)]
 pub struct LineErrors {
     pub count: u64,
     pub strict: bool,
+    /// The first `LOGGED_ERRORS` skipped lines.
+    pub first: Vec<Skipped>,
 }
 
 impl LineErrors {
+    pub fn new(strict: bool) -> LineErrors {
+        LineErrors { count: 0, strict, first: Vec::new() }
+    }
+
     pub fn report(&mut self, file: &Path, line: usize, msg: String) -> Result<(), DncError> {
         if self.strict {
             return Err(DncError::Line { file: file.to_path_buf(), line, msg });
@@ -104,8 +118,16 @@ impl LineErrors {
         self.count += 1;
         if self.count <= LOGGED_ERRORS {
             tracing::warn!(file = %file.display(), line, "DNC list line skipped: {msg}");
+            self.first.push(Skipped { file: file.to_path_buf(), line, msg });
         }
         Ok(())
+    }
+
+    /// Add another file's skipped lines (the first ones kept stay within the bound).
+    pub fn absorb(&mut self, other: &LineErrors) {
+        self.count += other.count;
+        let room = usize::try_from(LOGGED_ERRORS).unwrap_or(usize::MAX).saturating_sub(self.first.len());
+        self.first.extend(other.first.iter().take(room).cloned());
     }
 }
 
@@ -153,7 +175,7 @@ pub struct Builder {
 
 impl Builder {
     pub fn new(strict: bool) -> Builder {
-        Builder { errors: LineErrors { count: 0, strict }, ..Builder::default() }
+        Builder { errors: LineErrors::new(strict), ..Builder::default() }
     }
 
     pub fn add(&mut self, line: Line<'_>) -> Result<(), String> {

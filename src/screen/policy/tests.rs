@@ -162,7 +162,12 @@ fn caller_id_rules() {
     let mut c = invite("192.0.2.10", "+12125550100", "+12125550199");
     c.request_uri = "sip:carrier.example".into();
     c.to = "<sip:support@carrier.example>".into();
-    assert_eq!(s.screen(&c, at).rule, Some(Rule::CallerIdInvalid), "no callee number");
+    let d = s.screen(&c, at);
+    assert_eq!((d.rule, code(&d)), (Some(Rule::CalleeInvalid), Some(404)), "no callee number");
+    // A 12-digit NANP callee cannot exist: refused, not forwarded, and nothing counted.
+    let d = s.screen(&invite("192.0.2.10", "+12125550100", "+131255501221"), at);
+    assert_eq!((d.rule, code(&d)), (Some(Rule::CalleeInvalid), Some(404)), "{d:?}");
+    assert!(d.charge.is_none() && d.counters.is_empty());
     // PAI is the caller ID when present; a different From is a spoofing sign.
     let mut c = invite("192.0.2.10", "+12015550100", "+12125550199");
     c.p_asserted_identity = Some("<sip:+12125550100@pbx.example>".into());
