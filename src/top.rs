@@ -1,6 +1,6 @@
 //! `sipguard top`: a live terminal view built from two scrapes of the admin `/metrics`:
 //! calls/s, verdicts by rule, and the accounts with the most rejects, with their call
-//! behaviour (ASR and ACD over the account's window, when it is tracked).
+//! behaviour (ASR and ACD over the account's window, when it is tracked) and complaints.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -151,10 +151,11 @@ pub fn render(before: &[Sample], after: &[Sample], secs: f64, top_n: usize) -> S
     let (rb, ra) = (by_account(before, true), by_account(after, true));
     let (cb, ca) = (by_account(before, false), by_account(after, false));
     let (rr, cr) = (rates(&rb, &ra, secs), rates(&cb, &ca, secs));
+    let complaints = sum_by(after, "sipguard_complaints_total", |_| true, |x| x.label("account").to_string());
     let _ = writeln!(
         out,
-        "\n{:<24} {:>10} {:>12} {:>10} {:>12} {:>7} {:>8}",
-        "ACCOUNT", "REJECTS/s", "REJECTS", "CALLS/s", "CALLS", "ASR", "ACD"
+        "\n{:<24} {:>10} {:>12} {:>10} {:>12} {:>7} {:>8} {:>10}",
+        "ACCOUNT", "REJECTS/s", "REJECTS", "CALLS/s", "CALLS", "ASR", "ACD", "COMPLAINTS"
     );
     // Every account that screened a call, most rejects per second first, then most rejects.
     let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
@@ -163,13 +164,14 @@ pub fn render(before: &[Sample], after: &[Sample], secs: f64, top_n: usize) -> S
     for acct in accts.into_iter().take(top_n) {
         let _ = writeln!(
             out,
-            "{acct:<24} {:>10.1} {:>12} {:>10.1} {:>12} {:>7} {:>8}",
+            "{acct:<24} {:>10.1} {:>12} {:>10.1} {:>12} {:>7} {:>8} {:>10}",
             get(&rr, acct),
             get(&ra, acct),
             get(&cr, acct),
             get(&ca, acct),
             figure(after, "sipguard_behaviour_asr", acct, |v| format!("{:.1}%", v * 100.0)),
             figure(after, "sipguard_behaviour_acd_seconds", acct, |v| format!("{v:.1}s")),
+            get(&complaints, acct),
         );
     }
     out
@@ -203,6 +205,7 @@ sipguard_tcp_connections 3
 sipguard_behaviour_asr{account="acme"} 0.6496
 sipguard_behaviour_acd_seconds{account="acme"} 42.26
 sipguard_behaviour_asr{account="beta"} NaN
+sipguard_complaints_total{account="beta"} 2
 "#;
 
     #[test]
@@ -227,8 +230,8 @@ sipguard_behaviour_asr{account="beta"} NaN
         assert!(beta < acme, "{out}");
         let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
         assert!(rows.contains(&vec!["-", "forward", "12.0", "35"]), "{out}");
-        assert!(rows.contains(&vec!["beta", "5.0", "11", "5.0", "11", "-", "-"]), "{out}");
-        assert!(rows.contains(&vec!["acme", "2.0", "8", "12.0", "38", "65.0%", "42.3s"]), "{out}");
-        assert!(rows.contains(&vec!["gamma", "0.0", "0", "2.0", "5", "-", "-"]), "{out}");
+        assert!(rows.contains(&vec!["beta", "5.0", "11", "5.0", "11", "-", "-", "2"]), "{out}");
+        assert!(rows.contains(&vec!["acme", "2.0", "8", "12.0", "38", "65.0%", "42.3s", "0"]), "{out}");
+        assert!(rows.contains(&vec!["gamma", "0.0", "0", "2.0", "5", "-", "-", "0"]), "{out}");
     }
 }

@@ -102,3 +102,14 @@ fn the_commented_cluster_block_is_valid_when_uncommented() {
     assert_eq!((c.key_prefix.as_str(), c.timeout.as_millis(), c.nodes, c.connections), ("sipguard:", 50, 1, 2));
     assert!(cfg.screening.unwrap().cluster.is_some(), "screening uses the shared counters");
 }
+
+#[test]
+fn the_commented_complaints_block_is_valid_when_uncommented() {
+    let config = uncommented("# [complaints]");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = match Config::parse(&dir.path().join("sipguard.toml"), &config) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}\n{config}"),
+    };
+    assert_eq!(cfg.complaints, Some(sipguard::config::complaints::ComplaintsConfig::default()));
+}

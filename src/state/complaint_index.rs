@@ -152,6 +152,7 @@ impl IndexFile {
                 if let Err(e) = self.flush() {
                     tracing::warn!(error = %e, "cannot write the index of forwarded calls");
                 }
+                crate::telemetry::metrics::complaint_index(self.index.len());
             }
         })?;
         Ok(())

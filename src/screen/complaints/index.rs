@@ -426,3 +426,42 @@ mod tests {
         assert!(j.entry_of(at(1), "x", None, &forwarded("one-more", 1, 2)).is_none());
     }
 }
+
+#[cfg(test)]
+mod figures {
+    use super::*;
+    use std::time::Instant;
+
+    /// The index's costs at its default bound: `cargo test --release --lib
+    /// complaints::index::figures -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn record_and_look_up_two_million_calls() {
+        let n = 2_000_000u64;
+        let i = Index::new((1, 2), n as usize, Duration::from_secs(7 * 86_400), false);
+        let d = Decision { account: Some("acme".into()), caller: Some(12125550100), ..Decision::pass() };
+        let t0 = Instant::now();
+        for k in 0..n {
+            let mut d = d.clone();
+            d.callee = Some(13120000000 + k);
+            let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000 + k / 10);
+            let e = i.entry_of(t, &format!("call-{k}@host"), Some("192.0.2.1".parse().unwrap()), &d).unwrap();
+            i.record(e, t);
+        }
+        let per_call = t0.elapsed() / n as u32;
+        let t1 = Instant::now();
+        assert!(i.by_call_id("call-7@host").is_some());
+        let by_call_id = t1.elapsed();
+        let t2 = Instant::now();
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 100_000);
+        assert!(
+            i.matching(12125550100, Callee::Number(13120000000 + 1_000_000), t, Duration::from_secs(600)).is_some()
+        );
+        let matching = t2.elapsed();
+        println!(
+            "{n} calls: {} MB of entries, record {per_call:?}/call (incl. formatting the Call-ID), \
+             Call-ID look-up (full scan) {by_call_id:?}, caller/callee/time look-up {matching:?}",
+            n as usize * ENTRY_BYTES / 1_000_000
+        );
+    }
+}
