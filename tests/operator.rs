@@ -204,6 +204,93 @@ fn an_impossible_callee_is_refused_404_and_the_code_is_configurable() {
     }
 }
 
+/// An INVITE from `peer` with the given X-Account, From user and callee.
+fn invite(peer: &UdpPeer, id: &str, account: &str, from_user: &str, callee: &str) -> Vec<u8> {
+    sip(&format!(
+        "INVITE sip:{callee}@127.0.0.1;user=phone SIP/2.0
+         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{id};rport
+         From: <sip:{from_user}@127.0.0.1;user=phone>;tag=f-{id}
+         To: <sip:{callee}@127.0.0.1;user=phone>
+         Call-ID: {id}@test
+         CSeq: 1 INVITE
+         Max-Forwards: 70
+         X-Account: {account}
+         Content-Length: 0
+        ",
+        port = peer.port()
+    ))
+}
+
+#[test]
+fn decision_lines_keep_the_offending_values() {
+    let config = r#"
+[server]
+listen = ["udp:127.0.0.1:{udp_port}"]
+[upstream]
+uri = "sip:127.0.0.1:{upstream_port};transport=udp"
+[log]
+level = "warn"
+decisions = "{dir}/decisions.jsonl"
+[screening]
+account_header = "X-Account"
+trusted_sources = ["127.0.0.1/32"]
+[[account]]
+id = "acme"
+caller_ids = ["+12125550100"]
+quota = { per_day = 1 }
+[[account]]
+id = "rep"
+mode = "report"
+caller_ids = ["+12125550100"]
+[dnc]
+[[dnc.list]]
+name = "internal"
+path = "internal.txt"
+"#;
+    let mut sg = Sipguard::start_with(config, Ports::allocate(), &[("internal.txt", "+13125550199\n")]);
+    let hop = common::NextHop::bind(sg.ports().upstream);
+    let peer = UdpPeer::bind();
+    let calls = [
+        ("u1", "no such\"acct", "+12125550100", "+13125550198", 403),
+        ("c1", "acme", "anonymous", "+13125550198", 403),
+        ("q1", "acme", "+12125550100", "+13125550198", 0),
+        ("q2", "acme", "+12125550100", "+13125550198", 403),
+        ("r1", "rep", "+12125550142", "+13125550199", 0),
+    ];
+    for (id, account, from, callee, code) in calls {
+        peer.send_to(&invite(&peer, id, account, from, callee), sg.udp_addr());
+        if code != 0 {
+            let resp = peer.expect("a response to the INVITE", WAIT).msg();
+            assert_eq!(resp.status(), Some(code), "{id}: {resp:?}");
+        }
+    }
+    hop.wait_for(2, WAIT);
+    sg.send_signal(Signal::Term);
+    assert!(sg.wait_exit(WAIT).success(), "{}", sg.log());
+    let text = std::fs::read_to_string(sg.dir().join("decisions.jsonl")).unwrap_or_default();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    let by_id = |id: &str| {
+        lines.iter().find(|l| l["call_id"] == format!("{id}@test")).unwrap_or_else(|| panic!("no {id} in {text}"))
+    };
+    let u = by_id("u1");
+    assert_eq!((u["rule"].as_str(), u["account"].is_null()), (Some("unknown_account"), true), "{u}");
+    assert_eq!(u["account_header"], "no such\"acct", "{u}");
+    let c = by_id("c1");
+    assert_eq!((c["rule"].as_str(), c["caller"].is_null()), (Some("caller_id_invalid"), true), "{c}");
+    assert_eq!(c["caller_text"], "<sip:anonymous@127.0.0.1;user=phone>;tag=f-c1", "{c}");
+    let q = by_id("q2");
+    assert_eq!((q["rule"].as_str(), q["counter"].as_str()), (Some("quota"), Some("account_per_day")), "{q}");
+    let r = by_id("r1");
+    assert_eq!((r["verdict"].as_str(), r["code"].as_u64()), (Some("would_reject"), Some(403)), "{r}");
+    assert_eq!(
+        r["rules"],
+        serde_json::json!([{"rule": "caller_id_unowned", "code": 403}, {"rule": "dnc", "code": 608}]),
+        "{r}"
+    );
+    assert_eq!(r["list"], "internal", "{r}");
+}
+
 /// The lines of a decision log file (all of them complete JSON), as Call-IDs.
 fn call_ids(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

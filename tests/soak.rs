@@ -62,6 +62,16 @@ fn attack(target: SocketAddr, tcp: SocketAddr, pps: u64, stop: Arc<AtomicBool>, 
                     .collect()
             })
             .unwrap_or_default();
+    if torture.is_empty() {
+        let required = std::env::var("SIPGUARD_REQUIRE_SHARED").is_ok_and(|v| v == "1");
+        assert!(!required, "../shared/conformance/rfc4475 not found: the torture messages are required here");
+        // Uncaptured, so that it shows in the default output.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: ../shared/conformance/rfc4475 not found; the soak sends no torture messages"
+        );
+    }
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move || {
         x ^= x << 13;

@@ -97,6 +97,7 @@ pub fn standard_phrase(code: u16) -> Option<&'static str> {
         438 => "Invalid Identity Header",
         404 => "Not Found",
         480 => "Temporarily Unavailable",
+        484 => "Address Incomplete",
         486 => "Busy Here",
         488 => "Not Acceptable Here",
         600 => "Busy Everywhere",
