@@ -57,7 +57,9 @@ pub enum ComplaintCommand {
     },
     /// File every complaint of FILE, all or none: a bad line is named FILE:LINE.
     Import {
+        /// The file of complaints, one per line.
         file: PathBuf,
+        /// Its layout: `csv` (time,caller,callee,category) or `ftc` (the FTC reported-calls CSV).
         #[arg(long, value_enum, default_value = "csv")]
         format: ImportFormat,
         #[command(flatten)]
@@ -79,6 +81,7 @@ pub enum ComplaintCommand {
     },
     /// The decision record of the call a complaint was matched to (traceback).
     Traceback {
+        /// The complaint's id, as `complaint add` or `complaint list` shows it.
         id: u64,
         #[command(flatten)]
         admin: AdminArgs,
