@@ -156,23 +156,6 @@ fn calls(scenario: &str, kamailio: &Kamailio, uas: SocketAddr, callees: &[&str])
     (stats, started.elapsed())
 }
 
-fn decisions(sg: &Sipguard) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(sg.dir().join("decisions.jsonl")).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Polls until the decision log has `n` lines (it is written off the call path).
-fn wait_decisions(sg: &Sipguard, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let d = decisions(sg);
-        if d.len() >= n || Instant::now() > deadline {
-            return d;
-        }
-        std::thread::sleep(common::POLL);
-    }
-}
-
 fn redirect_defines(sg_port: u16, uas: SocketAddr) -> Vec<String> {
     vec![
         format!("SIPGUARD=\"sip:127.0.0.1:{sg_port}\""),
@@ -203,7 +186,7 @@ fn redirect_recipe_places_passed_calls_and_relays_rejects() {
     // DNC calls got sipguard's 608 relayed by Kamailio.
     assert_eq!(stats.responses_with(200), 3 * 2, "{stats:#?}"); // the INVITE's 200 and the BYE's
     assert_eq!(stats.responses_with(608), 2, "{stats:#?}");
-    let log = wait_decisions(&sg, 5);
+    let log = sg.wait_decisions(5);
     let verdicts: Vec<&str> = log.iter().filter_map(|d| d.get("verdict").and_then(|v| v.as_str())).collect();
     assert_eq!(verdicts, ["forward", "reject", "forward", "reject", "forward"], "{log:#?}");
     // The ACK, the BYE and its 200 never went to sipguard: one decision per call, and
@@ -265,7 +248,7 @@ fn http_recipe_asks_the_decision_api_and_fails_open_or_closed() {
     assert_eq!((stats.successful, stats.failed, stats.unexpected), (3, 0, 0), "{stats:#?}\n{}", uas.errors());
     assert_eq!(stats.responses_with(200), 2 * 2, "{stats:#?}");
     assert_eq!(stats.responses_with(608), 1, "{stats:#?}");
-    let log = wait_decisions(&sg, 3);
+    let log = sg.wait_decisions(3);
     let verdicts: Vec<&str> = log.iter().filter_map(|d| d.get("verdict").and_then(|v| v.as_str())).collect();
     assert_eq!(verdicts, ["forward", "reject", "forward"], "{log:#?}");
     drop(k);
@@ -327,7 +310,7 @@ fn forged_dialog_state_and_verdict_headers_get_nothing_past_the_redirect_recipe(
         return;
     }
     let sg = sipguard("redirect");
-    let hop = NextHop::bind(free_port());
+    let hop = NextHop::bind(0);
     let k = Kamailio::start("sipguard-redirect.cfg", &redirect_defines(sg.ports().udp, hop.addr()));
     let peer = UdpPeer::bind();
 
@@ -354,7 +337,7 @@ fn forged_dialog_state_and_verdict_headers_get_nothing_past_the_redirect_recipe(
     assert_eq!(m.all("x-sipguard-account"), ["acct0001"], "{m:?}");
     assert!(m.start.starts_with(&format!("INVITE sip:{FREE}@{}", hop.addr())), "{m:?}");
     // sipguard screened the two new calls, never the forged re-INVITE.
-    let log = wait_decisions(&sg, 2);
+    let log = sg.wait_decisions(2);
     let ids: Vec<&str> = log.iter().filter_map(|d| d.get("call_id").and_then(|v| v.as_str())).collect();
     assert_eq!(ids, ["dnc-1@kamailio-test", "pass-1@kamailio-test"], "{log:#?}");
 }

@@ -11,22 +11,40 @@ use std::time::{Duration, Instant};
 /// Ports handed out in this test binary, so two tests running in parallel never share one.
 static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
+/// Where candidates come from: below the kernel's ephemeral range, so that no `bind(0)` on
+/// the machine (another test's peer, sipp, a client socket) can take a port between the
+/// moment it is handed out here and the moment its owner binds it.
+fn candidates() -> impl Iterator<Item = u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (first, last) = if low > 12000 { (10000u16, low - 1) } else { (1024u16, low.max(1025) - 1) };
+    let span = u32::from(last - first) + 1;
+    // A start that differs between processes, so test binaries run side by side rarely probe
+    // the same ports first.
+    let start = (std::process::id().wrapping_mul(2654435761)) % span;
+    (0..span).map(move |i| first + ((start + i) % span) as u16)
+}
+
+fn udp_free(port: u16) -> bool {
+    UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn tcp_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
 /// A port on 127.0.0.1 that was free for both UDP and TCP when checked and is not handed out
-/// twice by this process. The OS may still reuse it in between; the window is short.
+/// twice by this process.
 pub fn free_port() -> u16 {
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     let taken = taken.get_or_insert_with(HashSet::new);
-    for _ in 0..1000 {
-        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = udp.local_addr() else { continue };
-        let port = addr.port();
-        if taken.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
-            continue;
+    for port in candidates() {
+        if !taken.contains(&port) && udp_free(port) && tcp_free(port) {
+            taken.insert(port);
+            return port;
         }
-        taken.insert(port);
-        return port;
     }
     panic!("no free port found");
 }
@@ -36,21 +54,14 @@ pub fn free_port() -> u16 {
 pub fn free_media_port() -> u16 {
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     let taken = taken.get_or_insert_with(HashSet::new);
-    for _ in 0..1000 {
-        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = udp.local_addr().map(|a| a.port()) else {
-            continue;
-        };
+    for port in candidates() {
         let Some(video) = port.checked_add(2) else {
             continue;
         };
-        if taken.contains(&port) || taken.contains(&video) || UdpSocket::bind(("127.0.0.1", video)).is_err() {
-            continue;
+        if !taken.contains(&port) && !taken.contains(&video) && udp_free(port) && udp_free(video) {
+            taken.extend([port, video]);
+            return port;
         }
-        taken.extend([port, video]);
-        return port;
     }
     panic!("no free media port pair found");
 }
