@@ -226,9 +226,17 @@ struct Run {
 }
 
 impl Run {
-    /// The run's length if `callee` is dialled next.
+    /// The run's length if `callee` is dialled next. The last callee again (a retry, or the
+    /// refused call of a report-mode account being let through) neither extends nor ends the
+    /// run: retrying a number refused for the run is refused again.
     fn next(&self, callee: u64, gap: u64) -> u32 {
-        if continues(self.last, callee, gap) { self.len.saturating_add(1) } else { 1 }
+        if self.last == Some(callee) {
+            self.len.max(1)
+        } else if continues(self.last, callee, gap) {
+            self.len.saturating_add(1)
+        } else {
+            1
+        }
     }
     fn push(&mut self, callee: u64, gap: u64) -> u32 {
         self.len = self.next(callee, gap);

@@ -259,11 +259,17 @@ fn sequential_runs() {
     assert_eq!(bed.acct.judge(CALLER, base + 4, at(5.0)), Some(Trip::Sequential { run: 4, limit: 3 }));
     // Skipping a number after a refusal does not start afresh: the refused one counts.
     assert_eq!(bed.acct.judge(CALLER, base + 6, at(6.0)), Some(Trip::Sequential { run: 5, limit: 3 }));
+    // Retrying the refused number is refused again, and starting it (report mode lets the
+    // refused call through) keeps the run as it is.
+    assert_eq!(bed.acct.judge(CALLER, base + 6, at(6.5)), Some(Trip::Sequential { run: 5, limit: 3 }));
+    assert_eq!(bed.start("r", base + 6, 6.5), Ok(true));
+    assert_eq!(bed.acct.judge(CALLER, base + 7, at(6.6)), Some(Trip::Sequential { run: 6, limit: 3 }));
     // A jump ends the run; the same number again is not sequential.
     assert_eq!(bed.acct.judge(CALLER, base + 100, at(7.0)), None);
     assert_eq!(bed.start("x", base + 100, 7.0), Ok(true));
     assert_eq!(bed.acct.judge(CALLER, base + 100, at(8.0)), None);
-    assert_eq!(bed.figures(9.0).longest_sequential_run, 3);
+    // The refused number placed anyway ("r") made a run of 5.
+    assert_eq!(bed.figures(9.0).longest_sequential_run, 5);
 }
 
 #[test]
