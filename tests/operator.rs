@@ -6,7 +6,7 @@
 mod common;
 
 use common::raw::sip;
-use common::{Ports, Signal, Sipguard, Sipp, UdpPeer, check_config, require_sipp};
+use common::{NextHop, Ports, Signal, Sipguard, Sipp, UdpPeer, check_config, require_sipp};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -183,15 +183,28 @@ fn an_impossible_callee_is_refused_404_and_the_code_is_configurable() {
     let template = "[server]\nlisten = [\"udp:127.0.0.1:{udp_port}\"]\n\
                     [upstream]\nuri = \"sip:127.0.0.1:{upstream_port};transport=udp\"\n\
                     [screening]\n[[account]]\nid = \"acme\"\nsources = [\"127.0.0.1/32\"]\ncaller_ids = [\"+12125550100\"]\n";
-    for (extra, want) in [("", 404u16), ("[responses.callee_invalid]\ncode = 484\n", 484)] {
+    // Twelve digits under +1, and +1 212 411 (an N11 exchange), cannot exist: refused by
+    // checks.valid_callee (on with `valid`), else left to the next hop. A callee that is no
+    // number at all is refused either way.
+    let off = "[screening.checks]\nvalid_callee = false\n";
+    let cases: [(&str, &str, Option<u16>); 6] = [
+        ("", "+131255501221", Some(404)),
+        ("[responses.callee_invalid]\ncode = 484\n", "+131255501221", Some(484)),
+        ("", "+12124110100", Some(404)),
+        (off, "+131255501221", None),
+        (off, "+12124110100", None),
+        (off, "carrier-test", Some(404)),
+    ];
+    for (i, (extra, callee, want)) in cases.into_iter().enumerate() {
         let sg = Sipguard::start_with(&format!("{template}{extra}"), Ports::allocate(), &[]);
+        let hop = NextHop::bind(sg.ports().upstream);
         let peer = UdpPeer::bind();
         let invite = sip(&format!(
-            "INVITE sip:+131255501221@127.0.0.1;user=phone SIP/2.0
-             Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-ci{want};rport
+            "INVITE sip:{callee}@127.0.0.1;user=phone SIP/2.0
+             Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-ci{i};rport
              From: <sip:+12125550100@127.0.0.1;user=phone>;tag=f1
-             To: <sip:+131255501221@127.0.0.1;user=phone>
-             Call-ID: ci{want}@test
+             To: <sip:{callee}@127.0.0.1;user=phone>
+             Call-ID: ci{i}@test
              CSeq: 1 INVITE
              Max-Forwards: 70
              Content-Length: 0
@@ -199,8 +212,18 @@ fn an_impossible_callee_is_refused_404_and_the_code_is_configurable() {
             port = peer.port()
         ));
         peer.send_to(&invite, sg.udp_addr());
-        let resp = peer.expect("a response to the INVITE", WAIT).msg();
-        assert_eq!(resp.status(), Some(want), "{resp:?}");
+        match want {
+            Some(code) => {
+                let resp = peer.expect(&format!("case {i}: a response to the INVITE from {}", peer.addr()), WAIT).msg();
+                assert_eq!(resp.status(), Some(code), "case {i}: {resp:?}");
+                assert!(hop.received().is_empty(), "case {i}: nothing forwarded");
+            }
+            None => {
+                let got = hop.wait_for(1, WAIT);
+                assert_eq!(got.len(), 1, "case {i}: forwarded");
+                assert!(got[0].msg().start.starts_with(&format!("INVITE sip:{callee}@")), "case {i}: {got:?}");
+            }
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub struct RawScreening {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawChecks {
     pub valid: Option<bool>,
+    pub valid_callee: Option<bool>,
     pub owned: Option<bool>,
     pub same_as_callee: Option<bool>,
     pub from_pai_mismatch: Option<bool>,
@@ -368,8 +369,10 @@ fn validate_checks(raw: &RawChecks, d: &mut Diagnostics<'_>) -> Checks {
             }
         },
     };
+    let valid = raw.valid.unwrap_or(def.valid);
     Checks {
-        valid: raw.valid.unwrap_or(def.valid),
+        valid,
+        valid_callee: raw.valid_callee.unwrap_or(valid),
         owned: raw.owned.unwrap_or(def.owned),
         same_as_callee: raw.same_as_callee.unwrap_or(def.same_as_callee),
         from_pai_mismatch: raw.from_pai_mismatch.unwrap_or(def.from_pai_mismatch),
@@ -763,6 +766,7 @@ category = "finance"
         assert!(e.is_empty(), "{e:?}");
         let cfg = Config::parse(&dir("full", "acme,+12125550101\nother,+13125550100\n").join("t.toml"), text).unwrap();
         let s = cfg.screening.unwrap();
+        assert_eq!((s.checks.valid, s.checks.valid_callee), (true, true), "valid_callee follows valid");
         assert_eq!(s.accounts.len(), 2, "acme and `other` from owned.csv");
         let acme = &s.accounts[0];
         assert_eq!(acme.quota.per_day, Some(500));

@@ -24,11 +24,13 @@ impl OwnedNumbers {
     }
 }
 
-/// Which caller-ID checks run; each can be switched off.
+/// Which number checks run; each can be switched off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checks {
-    /// Reject numbers that cannot exist (NANP NPA/NXX rules, length).
+    /// Reject caller IDs that cannot exist (NANP NPA/NXX rules, length).
     pub valid: bool,
+    /// Reject callees that cannot exist (`callee_invalid`); defaults to `valid`.
+    pub valid_callee: bool,
     /// Reject numbers the account does not own.
     pub owned: bool,
     /// Reject a caller ID equal to the callee.
@@ -41,7 +43,14 @@ pub struct Checks {
 
 impl Default for Checks {
     fn default() -> Self {
-        Checks { valid: true, owned: true, same_as_callee: true, from_pai_mismatch: true, neighbour_digits: 0 }
+        Checks {
+            valid: true,
+            valid_callee: true,
+            owned: true,
+            same_as_callee: true,
+            from_pai_mismatch: true,
+            neighbour_digits: 0,
+        }
     }
 }
 

@@ -330,10 +330,10 @@ impl Screener {
         if let Some(s) = self.suspensions.check(&acct.id, d.caller, now) {
             return Step::Done(suspended(d, mode, &p.responses, &s));
         }
-        // A callee that is no number, or (checks.valid) one that cannot exist, is refused
-        // before anything is counted: callee_invalid.
+        // A callee that is no number, or (checks.valid_callee) one that cannot exist, is
+        // refused before anything is counted: callee_invalid.
         let callee = match d.callee {
-            Some(callee) if !p.checks.valid || crate::screen::number::is_valid(callee) => callee,
+            Some(callee) if !p.checks.valid_callee || crate::screen::number::is_valid(callee) => callee,
             _ => {
                 if d.callee.is_none() {
                     let uri = caller_id::cut(&call.request_uri, RAW_MAX);
