@@ -113,3 +113,26 @@ fn the_commented_complaints_block_is_valid_when_uncommented() {
     };
     assert_eq!(cfg.complaints, Some(sipguard::config::complaints::ComplaintsConfig::default()));
 }
+
+#[test]
+fn the_commented_behaviour_block_and_account_line_are_valid_when_uncommented() {
+    use sipguard::screen::behaviour::Action;
+    let config = uncommented("# [screening.behaviour]").replacen("# behaviour = {", "behaviour = {", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = match Config::parse(&dir.path().join("sipguard.toml"), &config) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}\n{config}"),
+    };
+    let screening = cfg.screening.expect("[screening]");
+    let b = screening.behaviour.expect("[screening.behaviour]");
+    let l = b.limits;
+    assert_eq!((l.window_minutes, l.min_attempts, l.short_call_seconds), (360, 20, 6));
+    assert_eq!((l.min_asr, l.max_short_call_ratio, l.min_acd_seconds), (Some(0.15), Some(0.3), Some(10)));
+    assert_eq!((l.max_concurrent, l.max_sequential, l.sequential_gap), (Some(50), Some(5), 1));
+    assert_eq!((l.max_distinct_callees_per_hour, l.max_call_seconds), (Some(300), 14_400));
+    assert_eq!((l.action, l.suspend_minutes, b.max_tracked_calls), (Action::SuspendCallerId, 1440, 1_000_000));
+    // The account line overrides key by key and keeps the rest.
+    let acme = screening.accounts.iter().find(|a| &*a.id == "acme").expect("account acme");
+    let a = acme.behaviour.expect("acme's behaviour");
+    assert_eq!((a.max_concurrent, a.action, a.max_sequential), (Some(20), Action::SuspendAccount, Some(5)));
+}
