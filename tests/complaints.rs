@@ -59,6 +59,16 @@ fn start(state: &Path, ports: Ports) -> Sipguard {
     Sipguard::start_with(&config, ports, &[("owned.csv", OWNED)])
 }
 
+/// A state directory, the proxy on fresh ports keeping its state there, and a sipp UAS as
+/// its next hop.
+fn bed() -> (tempfile::TempDir, Ports, Sipguard, Sipp) {
+    let state = tempfile::tempdir().unwrap();
+    let ports = Ports::allocate();
+    let sg = start(state.path(), ports);
+    let uas = Sipp::uas("uas_basic.xml", ports.upstream);
+    (state, ports, sg, uas)
+}
+
 fn now_rfc3339() -> String {
     chrono::DateTime::<chrono::Utc>::from(SystemTime::now()).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -139,10 +149,7 @@ fn a_complaint_bars_the_callee_then_suspends_and_everything_survives_restarts() 
     if !require_sipp() {
         return;
     }
-    let state = tempfile::tempdir().unwrap();
-    let ports = Ports::allocate();
-    let mut sg = start(state.path(), ports);
-    let uas = Sipp::uas("uas_basic.xml", ports.upstream);
+    let (state, ports, mut sg, uas) = bed();
 
     // Calls placed: acme's caller ID A to two callees.
     assert_eq!(answered(&calls(&sg, &uas, "acme", CALLER_A, CALLEE_1, 2)), (2, 0, 0));
@@ -222,10 +229,7 @@ fn attribution_by_call_id_index_and_owner_traceback_and_bad_input() {
     if !require_sipp() {
         return;
     }
-    let state = tempfile::tempdir().unwrap();
-    let ports = Ports::allocate();
-    let sg = start(state.path(), ports);
-    let uas = Sipp::uas("uas_basic.xml", ports.upstream);
+    let (_state, _ports, sg, uas) = bed();
     assert_eq!(answered(&calls(&sg, &uas, "beta", "+12125550110", CALLEE_1, 1)), (1, 0, 0));
     let forwarded = decision(&sg, |v| v["account"] == "beta" && v["verdict"] == "forward");
     let call_id = forwarded["call_id"].as_str().unwrap().to_string();
@@ -315,4 +319,48 @@ fn attribution_by_call_id_index_and_owner_traceback_and_bad_input() {
     assert!(metrics.contains("sipguard_complaints_total{account=\"beta\"} 2"), "{metrics}");
     assert!(metrics.contains("sipguard_complaints_total{account=\"gamma\"} 3"), "{metrics}");
     assert!(metrics.contains("sipguard_complaints_total{account=\"unattributed\"} 1"), "{metrics}");
+}
+
+#[test]
+fn an_import_of_ten_thousand_files_each_one_and_an_oversized_one_files_none() {
+    if !require_sipp() {
+        return;
+    }
+    let (state, _ports, sg, uas) = bed();
+    let now = now_rfc3339();
+    let records = |n: usize| -> String {
+        let list: Vec<Value> = (0..n)
+            .map(|i| json!({"callee": format!("+1415{:07}", 5_550_000 + i), "caller": "+12125550110", "time": now}))
+            .collect();
+        json!({ "complaints": list }).to_string()
+    };
+
+    // 10,000 complaints in one import: all filed, each complainant on beta's list.
+    let started = Instant::now();
+    let (code, text) = api(&sg, "POST", "/v1/complaints/import", Some(TOKEN), Some(&records(10_000)));
+    let took = started.elapsed();
+    assert_eq!(code, 201, "{}", &text[..text.len().min(500)]);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["filed"], 10_000);
+    // A loose bound: the import is linear work of well under a second here; a per-record
+    // cost that grew with what was filed before it (10,000^2 steps) would not fit.
+    assert!(took < Duration::from_secs(20), "10,000 complaints took {took:?}");
+    assert_eq!(listed(&sg, "?account=beta&limit=1")["count"], 10_000);
+    let journal = std::fs::read_to_string(state.path().join("complaints.journal")).unwrap();
+    assert!(journal.lines().count() >= 10_000, "every complaint journalled");
+
+    // One record over the cap: 413 naming the field, nothing filed.
+    let (code, text) = api(&sg, "POST", "/v1/complaints/import", Some(TOKEN), Some(&records(100_001)));
+    assert_eq!(code, 413, "{}", &text[..text.len().min(500)]);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["field"], "complaints");
+    assert_eq!(listed(&sg, "?limit=1")["count"], 10_000);
+
+    // Lift the suspensions the complaints caused: the last complainant still gets 608 from
+    // beta, a number nobody complained from passes.
+    for id in ["beta", "12125550110"] {
+        let (code, out, err) = cli(&sg, &["suspension", "lift", id]);
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    assert_eq!(answered(&calls(&sg, &uas, "beta", "+12125550110", "+14155559999", 1)), (0, 1, 0));
+    assert_eq!(answered(&calls(&sg, &uas, "beta", "+12125550110", "+14155560000", 1)), (1, 0, 0));
 }

@@ -4,11 +4,11 @@
 //! same bytes; OPTIONS to us gets 200, other methods 405 with Allow.
 mod common;
 
+use common::decisions::field;
 use common::raw::sip;
 use common::{NextHop, Ports, SipMsg, Sipguard, Sipp, SippStats, UdpPeer, require_sipp};
-use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -62,25 +62,6 @@ fn calls(sg: &Sipguard, rows: &[String], hop: &NextHop) -> SippStats {
     )
 }
 
-fn decisions(sg: &Sipguard, n: usize) -> Vec<Value> {
-    let path = sg.dir().join("decisions.jsonl");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |i| &text[..i]);
-        let lines: Vec<&str> = complete.lines().collect();
-        if lines.len() >= n {
-            return lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}"))).collect();
-        }
-        assert!(Instant::now() < deadline, "decision log has {} lines, expected {n}:\n{text}", lines.len());
-        std::thread::sleep(common::POLL);
-    }
-}
-
-fn field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 fn invite(peer: &UdpPeer, id: &str, account: &str, caller: &str, callee: &str) -> Vec<u8> {
     sip(&format!(
         "INVITE sip:{callee}@127.0.0.1:5999;user=phone SIP/2.0
@@ -121,7 +102,7 @@ fn passed_calls_are_redirected_each_rule_rejects_and_nothing_is_forwarded() {
     let stats = calls(&sg, &rows, &hop);
     assert_eq!((stats.successful, stats.failed, stats.unexpected), (7, 0, 0), "{stats:#?}");
     assert_eq!(stats.responses, BTreeMap::from([(302, 3), (403, 3), (608, 1)]), "{stats:#?}");
-    let log = decisions(&sg, 7);
+    let log = sg.wait_decisions(7);
     let got: Vec<(&str, &str)> = log.iter().map(|d| (field(d, "verdict"), field(d, "rule"))).collect();
     assert_eq!(
         got,

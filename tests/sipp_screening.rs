@@ -4,12 +4,12 @@
 //! what the decision log says.
 mod common;
 
+use common::decisions::field;
 use common::raw::sip;
 use common::{NextHop, Ports, Signal, SipMsg, Sipguard, Sipp, SippStats, UdpPeer, require_sipp};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -55,40 +55,6 @@ fn calls(sg: &Sipguard, scenario: &str, rows: &[String], uas: &str) -> SippStats
     Sipp::uac_with_calls(scenario, sg.udp_addr(), &rows, &["-m", &m, "-r", "20", "-l", "1", "-key", "uas", uas])
 }
 
-/// The decision log once it holds at least `n` lines (polled), each parsed.
-fn decisions(sg: &Sipguard, n: usize) -> Vec<Value> {
-    decisions_at(&sg.dir().join("decisions.jsonl"), n)
-}
-
-fn decisions_at(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        // Only whole lines: the writer may be half-way through one.
-        let complete = text.rfind('\n').map_or("", |i| &text[..i]);
-        let lines: Vec<&str> = complete.lines().collect();
-        if lines.len() >= n {
-            return lines
-                .iter()
-                .map(|l| match serde_json::from_str(l) {
-                    Ok(v) => v,
-                    Err(e) => panic!("decision line `{l}`: {e}"),
-                })
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "decision log has {} lines after {WAIT:?}, expected {n}:\n{text}",
-            lines.len()
-        );
-        std::thread::sleep(common::POLL);
-    }
-}
-
-fn field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// A raw INVITE from `peer` for acct0001 (or `account`), Call-ID and branch from `id`.
 fn invite(peer: &UdpPeer, id: &str, account: &str, caller: &str) -> Vec<u8> {
     sip(&format!(
@@ -129,7 +95,7 @@ fn owned_caller_ids_of_a_known_account_pass() {
     assert_all_ok(&stats, 9);
     // 200 to each INVITE and each BYE: every call reached the UAS and was answered there.
     assert_eq!(stats.responses_with(200), 18, "{stats:#?}");
-    let log = decisions(&sg, 9);
+    let log = sg.wait_decisions(9);
     assert_eq!(log.len(), 9);
     for d in &log {
         assert_eq!(field(d, "verdict"), "forward", "{d}");
@@ -147,7 +113,7 @@ fn unowned_caller_id_is_refused_with_403() {
     let stats = calls(&sg, "uac_reject.xml", &rows(4, "acct0001", UNOWNED), &hop.addr().to_string());
     assert_all_ok(&stats, 4);
     assert_eq!(stats.responses, BTreeMap::from([(403, 4)]), "{stats:#?}");
-    let log = decisions(&sg, 4);
+    let log = sg.wait_decisions(4);
     for d in &log {
         assert_eq!(field(d, "verdict"), "reject", "{d}");
         assert_eq!(field(d, "rule"), "caller_id_unowned", "{d}");
@@ -168,7 +134,7 @@ fn calls_beyond_the_daily_quota_get_403() {
     assert_all_ok(&stats, 8);
     // Five calls rang and were answered (200 to INVITE and BYE), three refused.
     assert_eq!(stats.responses, BTreeMap::from([(180, 5), (200, 10), (403, 3)]), "{stats:#?}");
-    let log = decisions(&sg, 8);
+    let log = sg.wait_decisions(8);
     let verdicts: Vec<(&str, &str)> = log.iter().map(|d| (field(d, "verdict"), field(d, "rule"))).collect();
     let mut expected = vec![("forward", ""); 5];
     expected.extend([("reject", "quota"); 3]);
@@ -220,7 +186,7 @@ fn unknown_account_is_refused_with_403() {
     let stats = calls(&sg, "uac_reject.xml", &rows(3, "nobody", "+12125550100"), &hop.addr().to_string());
     assert_all_ok(&stats, 3);
     assert_eq!(stats.responses, BTreeMap::from([(403, 3)]), "{stats:#?}");
-    for d in decisions(&sg, 3) {
+    for d in sg.wait_decisions(3) {
         assert_eq!(field(&d, "rule"), "unknown_account", "{d}");
     }
     assert!(hop.received().is_empty(), "{:?}", hop.received());
@@ -241,7 +207,7 @@ fn report_mode_forwards_and_logs_would_reject() {
     let status = sg.wait_exit(WAIT);
     assert!(status.success(), "{status}\n{}", sg.log());
     let text = std::fs::read_to_string(sg.dir().join("decisions.jsonl")).unwrap_or_default();
-    let log = decisions_at(&sg.dir().join("decisions.jsonl"), 5);
+    let log = sg.wait_decisions(5);
     assert_eq!(log.len(), 5, "{text}");
     for d in &log {
         assert_eq!(field(d, "verdict"), "would_reject", "{d}");
@@ -298,7 +264,7 @@ fn a_retransmitted_invite_is_screened_and_counted_once() {
     // A new call (new Call-ID and branch) finds the quota used up by the first, once.
     let r = ask(&sg, &peer, &invite(&peer, "second", "acct0001", "+12125550100"));
     assert_eq!(r.status(), Some(403), "{r:?}");
-    let log = decisions(&sg, 2);
+    let log = sg.wait_decisions(2);
     assert_eq!(log.len(), 2, "{log:#?}");
     assert_eq!((field(&log[0], "verdict"), field(&log[0], "call_id")), ("forward", "retrans@test"), "{log:#?}");
     assert_eq!((field(&log[1], "verdict"), field(&log[1], "rule")), ("reject", "quota"), "{log:#?}");

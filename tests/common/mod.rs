@@ -9,6 +9,7 @@
 //! items are expected per file.
 #![allow(dead_code, unused_imports)]
 
+pub mod decisions;
 pub mod ports;
 pub mod raw;
 pub mod redis;
@@ -163,6 +164,16 @@ impl Sipguard {
         if let Err(e) = std::fs::write(self.dir.path().join(name), contents) {
             panic!("write {name}: {e}");
         }
+    }
+
+    /// The decision log `{dir}/decisions.jsonl` as it stands (whole lines).
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        decisions::read(&self.dir().join("decisions.jsonl"))
+    }
+
+    /// The decision log once it holds at least `n` lines (polled; fails after a timeout).
+    pub fn wait_decisions(&self, n: usize) -> Vec<serde_json::Value> {
+        decisions::wait(&self.dir().join("decisions.jsonl"), n)
     }
 
     /// Everything the proxy has written to stdout and stderr so far.
