@@ -111,6 +111,18 @@ mod tests {
     }
 
     #[test]
+    fn the_complaints_list_has_a_response_section_of_its_own() {
+        let text = format!("{BASE}[complaints]\n[responses.complaints]\ncode = 603\n");
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        let r = c.screening.unwrap().responses;
+        assert_eq!(r.named_or_dnc(crate::screen::complaints::lists::LIST_NAME).code, 603);
+        assert_eq!(r.named_or_dnc("dnc").code, 608, "the dnc rule keeps its own");
+        let text = format!("{BASE}[responses.complaints]\ncode = 603\n");
+        let e = Config::parse(Path::new("t.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("t.toml:3: [responses.complaints] answers callees on complaints lists"), "{e}");
+    }
+
+    #[test]
     fn complaints_need_screening() {
         let e = Config::parse(Path::new("t.toml"), "[server]\n\n[complaints]\n").unwrap_err().to_string();
         assert!(e.contains("t.toml:3: [complaints] needs a [screening] section"), "{e}");

@@ -452,12 +452,14 @@ fn validate_responses(raw: &RawResponses, d: &mut Diagnostics<'_>) -> Responses 
         let key = name.as_str();
         let rule = Rule::from_name(key);
         let dnc_name = key.strip_prefix("dnc_").is_some_and(valid_id);
-        if rule.is_none() && !dnc_name {
+        // The answer to a callee on an account's complaints list ([complaints]).
+        let complaints = key == crate::screen::complaints::lists::LIST_NAME;
+        if rule.is_none() && !dnc_name && !complaints {
             let known: Vec<&str> = Rule::ALL.iter().map(|r| r.name()).collect();
             d.error(
                 r.span(),
                 format!(
-                    "unknown rule `{key}` in [responses]: expected one of {}, or dnc_<name> for a DNC list",
+                    "unknown rule `{key}` in [responses]: expected one of {}, complaints, or dnc_<name> for a DNC list",
                     known.join(", ")
                 ),
             );
