@@ -6,7 +6,7 @@
 #                         [--systems sipguard,kamailio,floor] [--scenarios pass,reject]
 #                         [--runs N] [--out DIR] [--workload DIR] [--udp-batch-wait US]
 #                         [--udp-threads N] [--cluster local|redis|local,redis]
-#                         [--wait-quiet CPUS]
+#                         [--wait-quiet CPUS] [--behaviour]
 #
 # --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500);
 # --udp-threads its server.udp_threads (default: half the CPUs, at least 1);
@@ -19,6 +19,9 @@
 # variant would not make the per-call round trip this measures.
 # --wait-quiet: before each run, wait (up to 10 min) until the machine was busy less than
 # CPUS CPUs over 3 s (other tenants' builds), e.g. 0.3.
+# --behaviour (with --policy full): sipguard also tracks call behaviour with every rule of
+# [screening.behaviour] on and none tripping for the workload's calls (all answered), so the
+# pass figure includes tracking each INVITE, 200 and BYE.
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.
@@ -40,8 +43,9 @@ batch_wait=""
 udp_threads=""
 cluster=local
 quiet=""
+behaviour=""
 
-usage() { sed -n '4,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -57,6 +61,7 @@ while [[ $# -gt 0 ]]; do
     --udp-threads) udp_threads=$2; shift 2 ;;
     --cluster) cluster=$2; shift 2 ;;
     --wait-quiet) quiet=$2; shift 2 ;;
+    --behaviour) behaviour=1; shift ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -138,6 +143,22 @@ dir = "$tmp/state"
 EOF
   if [[ "$policy" == full ]]; then
     sed "s|@WORKLOAD@|$workload|g" "$ROOT/bench/sipguard-full.toml.in" >>"$conf"
+  fi
+  if [[ -n "$behaviour" ]]; then
+    [[ "$policy" == full ]] || { echo "--behaviour needs --policy full" >&2; exit 2; }
+    # Limits far above what the workload reaches: every rule is evaluated, none refuses.
+    cat >>"$conf" <<'EOF2'
+
+[screening.behaviour]
+window_minutes = 360
+min_attempts = 20
+min_asr = 0.15
+max_short_call_ratio = 1.0
+max_concurrent = 1000000
+max_sequential = 1000
+max_distinct_callees_per_hour = 10000000
+action = "suspend_caller_id"
+EOF2
   fi
   if redis_on; then
     [[ "$policy" == full ]] || { echo "--cluster redis needs --policy full (the quota it counts)" >&2; exit 2; }
