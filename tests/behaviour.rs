@@ -264,7 +264,11 @@ max_sequential = 3
     let callees = ["+13125550001", "+13125550002", "+13125550003", "+13125550004", "+13125550005", "+13125559000"];
     let rows: Vec<String> = callees.iter().map(|c| format!("acme;{A};{c}")).collect();
     let s = place(&sg, "uac_timed.xml", &rows, 1, 0);
-    assert_eq!((s.responses_with(200), s.responses_with(403)), (8, 2), "four calls answered (INVITE and BYE), two refused: {s:#?}");
+    assert_eq!(
+        (s.responses_with(200), s.responses_with(403)),
+        (8, 2),
+        "four calls answered (INVITE and BYE), two refused: {s:#?}"
+    );
     // The same calls from the report-mode account all go through, marked.
     let rows: Vec<String> = callees.iter().map(|c| format!("gamma;+12125550120;{c}")).collect();
     let s = place(&sg, "uac_timed.xml", &rows, 1, 0);
@@ -294,7 +298,10 @@ max_sequential = 3
     assert_eq!(seen("gamma"), want("would_reject"), "{log:#?}");
     let refused = log.iter().find(|d| d["account"] == "acme" && d["rule"] == "sequential").unwrap_or_else(|| panic!());
     let r = &refused["counters"][0];
-    assert_eq!((r["name"].as_str(), r["value"].as_u64(), r["limit"].as_u64()), (Some("sequential_run"), Some(4), Some(3)));
+    assert_eq!(
+        (r["name"].as_str(), r["value"].as_u64(), r["limit"].as_u64()),
+        (Some("sequential_run"), Some(4), Some(3))
+    );
     drop(uas);
 
     // beta: three calls the next hop refuses (ASR 0 over 3 attempts), then two more. Report

@@ -224,7 +224,10 @@ impl Config {
         }
         if complaints.is_none() && raw.responses.0.contains_key(crate::screen::complaints::lists::LIST_NAME) {
             let at = text.find("responses.complaints").map_or(0..0, |o| o..o);
-            d.error(at, "[responses.complaints] answers callees on complaints lists, which need a [complaints] section");
+            d.error(
+                at,
+                "[responses.complaints] answers callees on complaints lists, which need a [complaints] section",
+            );
         }
         let stir_on = raw.stir.as_ref().and_then(|s| s.mode.as_ref()).is_some_and(|m| m.get_ref() != "off");
         if raw.screening.is_none() && stir_on {
