@@ -125,11 +125,11 @@ fn answered(s: &SippStats) -> (u64, u64, u64) {
 fn decision(sg: &Sipguard, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let log = std::fs::read_to_string(sg.dir().join("decisions.jsonl")).unwrap_or_default();
-        if let Some(v) = log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| pred(v)).last() {
-            return v;
+        let log = sg.decisions();
+        if let Some(v) = log.iter().filter(|v| pred(v)).last() {
+            return v.clone();
         }
-        assert!(Instant::now() < deadline, "no such decision in\n{log}");
+        assert!(Instant::now() < deadline, "no such decision in {log:#?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
