@@ -6,13 +6,13 @@
 //! too, and bad input is refused whole with the field or FILE:LINE named.
 mod common;
 
+use common::decisions::WAIT;
 use common::{BIN, Ports, Signal, Sipguard, Sipp, SippStats, require_sipp};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-const WAIT: Duration = Duration::from_secs(5);
 const TOKEN: &str = "t0ken";
 const CALLER_A: &str = "+12125550100";
 const CALLER_B: &str = "+12125550101";
@@ -126,7 +126,7 @@ fn decision(sg: &Sipguard, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
         let log = sg.decisions();
-        if let Some(v) = log.iter().filter(|v| pred(v)).last() {
+        if let Some(v) = log.iter().rev().find(|v| pred(v)) {
             return v.clone();
         }
         assert!(Instant::now() < deadline, "no such decision in {log:#?}");
