@@ -152,8 +152,7 @@ pub const VERDICT_CACHE_CAP: usize = 200_000;
 /// once. Config and screen are swapped whole on reload (arc-swap); the verdict cache is
 /// sharded, each shard behind its own lock, held for a look-up or an insert only.
 pub struct Proxy {
-    cfg: ArcSwap<ProxyConfig>,
-    screen: ArcSwap<ScreenSlot>,
+    loaded: ArcSwap<Loaded>,
     cache: SharedCache,
     /// Emit `Action::Decided` for each screening (off when no decision log is written).
     record_decisions: AtomicBool,
@@ -161,8 +160,11 @@ pub struct Proxy {
     events: Arc<dyn Events>,
 }
 
-/// The screen, sized for arc-swap.
-struct ScreenSlot(Arc<dyn Screen>);
+/// The config and the screen, swapped together: one arc-swap load per message.
+struct Loaded {
+    cfg: Arc<ProxyConfig>,
+    screen: Arc<dyn Screen>,
+}
 
 /// How loaded the shell is when it hands a message in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -200,14 +202,16 @@ struct Screened {
     decision: Decision,
 }
 
+/// Length of our To tag: `sg` and 16 hex digits.
+const OUR_TAG_LEN: usize = 18;
+
 /// Seconds a shed call is asked to wait before trying again.
 pub const SHED_RETRY_AFTER: &str = "5";
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, screen: Arc<dyn Screen>) -> Proxy {
         Proxy {
-            cfg: ArcSwap::from_pointee(cfg),
-            screen: ArcSwap::from_pointee(ScreenSlot(screen)),
+            loaded: ArcSwap::from_pointee(Loaded { cfg: Arc::new(cfg), screen }),
             cache: SharedCache::new(VERDICT_CACHE_CAP),
             record_decisions: AtomicBool::new(true),
             events: Arc::new(NoEvents),
@@ -227,16 +231,17 @@ impl Proxy {
 
     /// Apply a reloaded configuration; cached verdicts stay valid.
     pub fn reconfigure(&self, cfg: ProxyConfig) {
-        self.cfg.store(Arc::new(cfg));
+        let cfg = Arc::new(cfg);
+        self.loaded.rcu(|cur| Loaded { cfg: cfg.clone(), screen: cur.screen.clone() });
     }
 
     /// Swap the screening step (a reload that adds or removes `[screening]`).
     pub fn set_screen(&self, screen: Arc<dyn Screen>) {
-        self.screen.store(Arc::new(ScreenSlot(screen)));
+        self.loaded.rcu(|cur| Loaded { cfg: cur.cfg.clone(), screen: screen.clone() });
     }
 
     pub fn config(&self) -> Arc<ProxyConfig> {
-        self.cfg.load_full()
+        self.loaded.load().cfg.clone()
     }
 
     /// Handle one message; actions are appended to `out`.
@@ -265,7 +270,7 @@ impl Proxy {
 
     /// The screen in use (the shell reads its STIR state to fetch certificates).
     pub fn screen(&self) -> Arc<dyn Screen> {
-        self.screen.load().0.clone()
+        self.loaded.load().screen.clone()
     }
 
     fn run(&self, now: SystemTime, from: Inbound, bytes: &[u8], load: Load, resume: Resume, out: &mut Vec<Action>) {
@@ -283,12 +288,11 @@ impl Proxy {
         decided: Option<Decision>,
         out: &mut Vec<Action>,
     ) {
-        let cfg = self.cfg.load();
-        let screen = self.screen.load();
+        let loaded = self.loaded.load();
         let ctx = Ctx {
-            cfg: &cfg,
+            cfg: &loaded.cfg,
             events: &*self.events,
-            screen: &*screen.0,
+            screen: &*loaded.screen,
             cache: &self.cache,
             record_decisions: self.record_decisions.load(Ordering::Relaxed),
             load,
@@ -339,17 +343,16 @@ impl Ctx<'_> {
             Err(check::Unanswerable::BadVia) => return out.push(Action::Drop(DropReason::BadVia)),
         };
         // Read once: the branch, the verdict key, the dialog proof and the ACK check use them.
-        let tags = Tags {
-            from: msg.value(Kind::From).map(tag_of).unwrap_or_default(),
-            to: msg.value(Kind::To).map(tag_of).unwrap_or_default(),
-        };
-        if is_ack && tags.to == self.to_tag(msg, &top) {
+        let to_tag = msg.value(Kind::To).map(tag_of).unwrap_or_default();
+        // Only a tag of our form can be ours: no hash for the ACK of a forwarded call.
+        if is_ack && to_tag.len() == OUR_TAG_LEN && to_tag.starts_with(b"sg") && to_tag == self.to_tag(msg, &top) {
             return out.push(Action::Drop(DropReason::AckAbsorbed));
         }
+        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: to_tag };
         if self.is_scanner(msg) {
             return out.push(Action::Drop(DropReason::Scanner));
         }
-        let facts = match check::request(msg, top.clone(), self.cfg.max_message_bytes) {
+        let facts = match check::request(msg, top.clone(), tags.to, self.cfg.max_message_bytes) {
             Ok(f) => f,
             Err(_) if is_ack => return out.push(Action::Drop(DropReason::AckDropped)),
             Err(p) => return self.reply_problem(msg, &top, from, &p, out),
@@ -408,7 +411,9 @@ impl Ctx<'_> {
         // Only an INVITE that proves its dialog was screened here skips screening.
         if invite && side.is_none() {
             let ruri = route::effective_request_uri(msg, facts.ruri.as_ref(), self.cfg);
-            let facts_key = facts_key(&self.cfg.key, msg, ruri, from, self.screen.account_header().as_deref());
+            // The account header's value, looked up once for the verdict key and the screen.
+            let account = self.screen.account_header().and_then(|h| msg.named(&h));
+            let facts_key = facts_key(&self.cfg.key, msg, ruri, from, account.unwrap_or_default());
             let cached = self
                 .cache
                 .get(call, now)
@@ -428,7 +433,7 @@ impl Ctx<'_> {
                     self.events.cache_hit();
                     e.verdict.clone()
                 }
-                _ => match self.screen_call(now, from, msg, ruri) {
+                _ => match self.screen_call(now, from, msg, ruri, account) {
                     Step::Done(decision) => {
                         let v = if self.redirecting() {
                             redirect::verdict(&decision, ruri)
@@ -580,7 +585,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn screen_call<'a>(&self, now: SystemTime, from: Inbound, msg: &Message<'a>, ruri: &'a [u8]) -> Step {
+    fn screen_call<'a>(
+        &self,
+        now: SystemTime,
+        from: Inbound,
+        msg: &Message<'a>,
+        ruri: &'a [u8],
+        account: Option<&'a [u8]>,
+    ) -> Step {
         // Borrowed from the message; only a value that is not valid UTF-8 is copied. (The
         // strict check first: it is several times faster than the lossy one on valid text.)
         let text = |b: &'a [u8]| match std::str::from_utf8(b) {
@@ -592,7 +604,7 @@ impl Ctx<'_> {
         let pai = msg.value(Kind::PAssertedIdentity).filter(|_| self.cfg.is_trusted(from.src.ip()));
         let call = Call {
             source: Some(from.src.ip()),
-            account_header: self.screen.account_header().and_then(|h| msg.named(&h)).map(text),
+            account_header: account.map(text),
             request_uri: text(ruri),
             from: msg.value(Kind::From).map(text).unwrap_or_default(),
             to: msg.value(Kind::To).map(text).unwrap_or_default(),
@@ -628,9 +640,12 @@ impl Ctx<'_> {
     /// A Via of ours further down the stack whose loop part matches this request: the
     /// request came back unchanged (a spiral changes the Request-URI and passes).
     fn looped(&self, msg: &Message<'_>, lp: u32) -> bool {
+        // Built once: `memmem::find` builds its searcher on every call.
+        static OURS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(branch::OUR_BRANCH_PREFIX.as_bytes()));
         let b = msg.bytes;
         msg.all(Kind::Via)
-            .filter(|h| memchr::memmem::find(&b[h.value.clone()], branch::OUR_BRANCH_PREFIX.as_bytes()).is_some())
+            .filter(|h| OURS.find(&b[h.value.clone()]).is_some())
             .flat_map(|h| values(b, h.value.clone()))
             .any(|v| {
                 via::parse(b, v).is_ok_and(|v| {
@@ -643,7 +658,7 @@ impl Ctx<'_> {
     /// Our To tag for a local reply: derived from what an INVITE, its retransmissions and
     /// the ACK for the reply share (top Via, Call-ID, CSeq number), read raw so that even a
     /// request that failed the checks gets a stable tag, and keyed so nobody can predict it.
-    fn to_tag(&self, msg: &Message<'_>, top: &TopVia) -> [u8; 18] {
+    fn to_tag(&self, msg: &Message<'_>, top: &TopVia) -> [u8; OUR_TAG_LEN] {
         let cseq = msg.value(Kind::CSeq).unwrap_or_default();
         let digits = &cseq[..cseq.iter().position(|c| !c.is_ascii_digit()).unwrap_or(cseq.len())];
         let parts: [&[u8]; 3] = [&msg.bytes[top.value()], msg.value(Kind::CallId).unwrap_or_default(), digits];
@@ -797,23 +812,8 @@ impl Ctx<'_> {
         };
         let hop = route::next_hop(msg, facts.ruri.as_ref(), self.cfg, far, &mut s, self.events)?;
         let out_adv = self.cfg.advert_for(&hop.dest);
-        let mut head = Vec::with_capacity(200);
-        head.extend_from_slice(b"Via: SIP/2.0/");
-        head.extend_from_slice(hop.transport.via_token().as_bytes());
-        head.extend_from_slice(&out_adv.via_tail);
-        let back = via::reply_target(from.transport, &facts.top.via, from.src);
-        branch::write(&mut head, &self.cfg.key, tx, lp, from.transport, back);
-        head.extend_from_slice(b"\r\n");
-        if facts.max_forwards.is_none() {
-            head.extend_from_slice(b"Max-Forwards: 70\r\n");
-        }
-        for h in extra {
-            head.extend_from_slice(h.name.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(h.value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
         let via_line = msg.headers[facts.top.header].line.start;
+        let mut rr = None;
         if self.cfg.record_route && creates_dialog(msg, tags) {
             let in_adv = self.cfg.advert_for(&from.src);
             // Only a screened INVITE gets the proof: a SUBSCRIBE or REFER, never screened,
@@ -822,25 +822,42 @@ impl Ctx<'_> {
                 let callee = msg.value(Kind::To).map(party_of).unwrap_or_default();
                 branch::route_mac(&self.cfg.key, msg.value(Kind::CallId).unwrap_or_default(), tags.from, callee)
             });
-            let mut rr = Vec::with_capacity(160);
+            let mut values = Vec::with_capacity(160);
             // RFC 5658: when the two sides differ in transport or address, one value for
             // each side, the one facing the next hop on top.
-            record_route(&mut rr, out_adv, hop.transport, mac);
+            record_route(&mut values, out_adv, hop.transport, mac);
             if in_adv.text != out_adv.text || from.transport != hop.transport {
-                record_route(&mut rr, in_adv, from.transport, mac);
+                record_route(&mut values, in_adv, from.transport, mac);
             }
             // Ours go above every Record-Route already present (§16.6 step 4).
             match msg.first(Kind::RecordRoute) {
-                Some(h) if h.line.start < via_line => s.insert(h.line.start, &rr),
-                _ => head.extend_from_slice(&rr),
+                Some(h) if h.line.start < via_line => s.insert(h.line.start, &values),
+                _ => rr = Some(values),
             }
         }
-        s.insert(via_line, &head);
+        let back = via::reply_target(from.transport, &facts.top.via, from.src);
+        s.insert_with(via_line, |head| {
+            head.extend_from_slice(b"Via: SIP/2.0/");
+            head.extend_from_slice(hop.transport.via_token().as_bytes());
+            head.extend_from_slice(&out_adv.via_tail);
+            branch::write(head, &self.cfg.key, tx, lp, from.transport, back);
+            head.extend_from_slice(b"\r\n");
+            if facts.max_forwards.is_none() {
+                head.extend_from_slice(b"Max-Forwards: 70\r\n");
+            }
+            for h in extra {
+                head.extend_from_slice(h.name.as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(h.value.as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
+            if let Some(rr) = &rr {
+                head.extend_from_slice(rr);
+            }
+        });
         reply::received_edits(&mut s, b, &facts.top, from.transport, from.src, 0);
         if let Some((idx, v)) = facts.max_forwards {
-            let mut n = Vec::with_capacity(3);
-            push_dec(&mut n, v - 1);
-            s.replace(msg.headers[idx].value.clone(), &n);
+            s.replace_with(msg.headers[idx].value.clone(), |n| push_dec(n, v - 1));
         }
         let pai_kept = self.trust_boundary(msg, from, &mut s);
         if let Some(v) = verstat {
@@ -903,9 +920,9 @@ fn tag_verstat(msg: &Message<'_>, pai_kept: bool, v: Verstat, s: &mut Splice) {
 /// scan at all for the common INVITE without Identity (the scanner indexes first headers).
 fn identity<'a>(msg: &Message<'a>) -> Option<Cow<'a, [u8]>> {
     let b = msg.bytes;
-    let first = msg.first(Kind::Identity)?;
-    let at = msg.headers.iter().position(|h| std::ptr::eq(h, first)).unwrap_or(msg.headers.len());
-    let mut more = msg.headers.iter().skip(at + 1).filter(|h| h.kind == Kind::Identity).peekable();
+    let mut all = msg.all(Kind::Identity);
+    let first = all.next()?;
+    let mut more = all.peekable();
     if more.peek().is_none() {
         return Some(Cow::Borrowed(&b[first.value.clone()]));
     }
@@ -930,7 +947,7 @@ fn record_route(out: &mut Vec<u8>, adv: &Advert, transport: Transport, mac: Opti
         out.push(b';');
         out.extend_from_slice(crate::sip::uri::OUR_ROUTE_PARAM);
         out.push(b'=');
-        branch::push_hex(out, mac, 16);
+        crate::sip::splice::push_hex(out, mac, 16);
     }
     out.extend_from_slice(b">\r\n");
 }
@@ -979,12 +996,11 @@ fn call_key(key: &branch::Key, msg: &Message<'_>, tags: &Tags<'_>) -> u64 {
 /// Everything screening reads from an INVITE besides the call: a cached verdict is reused
 /// only for the same facts, so an INVITE that keeps a screened call's Call-ID and From tag
 /// but names another callee or caller ID is screened anew.
-fn facts_key(key: &branch::Key, msg: &Message<'_>, ruri: &[u8], from: Inbound, account_header: Option<&str>) -> u64 {
+fn facts_key(key: &branch::Key, msg: &Message<'_>, ruri: &[u8], from: Inbound, account: &[u8]) -> u64 {
     let ip = match from.src.ip() {
         std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(v6) => v6.octets(),
     };
-    let account = account_header.and_then(|h| msg.named(h)).unwrap_or_default();
     let to = msg.value(Kind::To).unwrap_or_default();
     // The To tag is not a fact: a retry keeps it empty, an unproven re-INVITE has one.
     let tag = crate::sip::addr::tag(to, 0..to.len()).unwrap_or(to.len()..to.len());

@@ -22,7 +22,12 @@ pub struct NextHop {
 }
 
 pub fn is_local(cfg: &ProxyConfig, u: &SipUri<'_>) -> bool {
-    cfg.is_our_address(u.host, u.port) || u.socket_addr().is_some_and(|a| cfg.local.contains(&a))
+    if cfg.is_our_address(u.host, u.port) {
+        return true;
+    }
+    // The port first: most URIs name another one, and reading the host costs more.
+    let port = u.port.unwrap_or(if u.secure { 5061 } else { 5060 });
+    cfg.local.iter().any(|a| a.port() == port) && u.socket_addr().is_some_and(|a| cfg.local.contains(&a))
 }
 
 /// The Request-URI the request will be forwarded with: after a strict router (Request-URI
@@ -87,7 +92,8 @@ fn choose(
     let b = msg.bytes;
     // Every Route value once: (header index, value range). No per-value copies.
     let mut routes: Vec<(usize, Range<usize>)> = Vec::new();
-    for (header, h) in msg.headers.iter().enumerate().filter(|(_, h)| h.kind == Kind::Route) {
+    let from = msg.first_index(Kind::Route).unwrap_or(msg.headers.len());
+    for (header, h) in msg.headers.iter().enumerate().skip(from).filter(|(_, h)| h.kind == Kind::Route) {
         routes.extend(values(b, h.value.clone()).map(|r| (header, r)));
     }
     let mut removed = vec![false; routes.len()];
@@ -139,7 +145,9 @@ fn choose(
         return Ok(hop(up));
     }
     let ruri_text = if strict { value(routes.len() - 1) } else { msg.request_uri() };
-    let sip = uri::scheme(ruri_text).is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
+    // A Request-URI the checks parsed is a SIP URI already.
+    let sip = (!strict && ruri.is_some())
+        || uri::scheme(ruri_text).is_some_and(|s| s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips"));
     if !sip {
         return Err(Problem {
             code: 416,

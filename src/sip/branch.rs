@@ -11,6 +11,7 @@
 //! port), so a response is relayed only to where the request really came from.
 
 use super::addr::Transport;
+use super::splice::push_hex;
 use siphasher::sip::{SipHasher13, SipHasher24};
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
@@ -191,15 +192,28 @@ pub fn hex(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 16 {
         return None;
     }
-    s.iter().try_fold(0u64, |acc, &c| Some(acc << 4 | u64::from((c as char).to_digit(16)?)))
+    s.iter().try_fold(0u64, |acc, &c| match HEX_VALUE[c as usize] {
+        0xff => None,
+        d => Some(acc << 4 | u64::from(d)),
+    })
 }
 
-/// Append `v` as `digits` lower-case hex digits (no formatting machinery on the hot path).
-pub fn push_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
-    for i in (0..digits).rev() {
-        out.push(b"0123456789abcdef"[((v >> (i * 4)) & 0xf) as usize]);
+/// The value of each hex digit; 0xff for any other byte.
+static HEX_VALUE: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 0xff,
+        };
+        i += 1;
     }
-}
+    t
+};
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,6 @@
 //! decide between forwarding, a local 4xx/5xx, and a silent drop. It also extracts the few
 //! facts later steps need, so each header is parsed once.
 
-use super::addr::tag;
 use super::scan::{self, Kind, Message, StartLine, is_token, trim, values};
 use super::uri;
 use super::via::{self, Via};
@@ -67,7 +66,7 @@ impl TopVia {
 
 /// The top Via: needed before anything can be answered.
 pub fn top_via(msg: &Message<'_>) -> Result<TopVia, Unanswerable> {
-    let header = msg.headers.iter().position(|h| h.kind == Kind::Via).ok_or(Unanswerable::NoVia)?;
+    let header = msg.first_index(Kind::Via).ok_or(Unanswerable::NoVia)?;
     let mut values = values(msg.bytes, msg.headers[header].value.clone());
     let first = values.next().ok_or(Unanswerable::BadVia)?;
     let second = values.next();
@@ -75,9 +74,10 @@ pub fn top_via(msg: &Message<'_>) -> Result<TopVia, Unanswerable> {
     Ok(TopVia { via, header, first, second })
 }
 
-/// Check a request whose top Via is readable. `max_body` caps Content-Length.
+/// Check a request whose top Via is readable. `to_tag` is its To tag (`addr::tag_of`, read
+/// once by the caller, empty when there is none); `max_body` caps Content-Length.
 /// Lower Via values are not parsed here: they matter only to the hop that gets the response.
-pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Facts<'a>, Problem> {
+pub fn request<'a>(msg: &Message<'a>, top: TopVia, to_tag: &[u8], max_body: usize) -> Result<Facts<'a>, Problem> {
     let b = msg.bytes;
     let StartLine::Request { version, uri: uri_r, .. } = &msg.start else {
         return Err(Problem::bad("not a request"));
@@ -99,13 +99,8 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
             return Err(Problem::bad(format!("missing {} header", name(kind))));
         }
     }
-    let mut seen = 0u32;
-    for h in msg.headers.iter().filter(|h| h.kind.single_valued()) {
-        let bit = 1u32 << (h.kind as u32);
-        if seen & bit != 0 {
-            return Err(Problem::bad(format!("more than one {} header", name(h.kind))));
-        }
-        seen |= bit;
+    if let Some(&k) = Kind::SINGLE_VALUED.iter().find(|&&k| msg.repeats(k)) {
+        return Err(Problem::bad(format!("more than one {} header", name(k))));
     }
     let cseq_number = cseq(msg)?;
     // More Via values than any request can have gathered under Max-Forwards' usual 70: a
@@ -119,7 +114,7 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
             unsupported: None,
         });
     }
-    let max_forwards = match msg.headers.iter().position(|h| h.kind == Kind::MaxForwards) {
+    let max_forwards = match msg.first_index(Kind::MaxForwards) {
         None => None,
         Some(idx) => {
             let v = scan::parse_uint(&b[msg.headers[idx].value.clone()], 255)
@@ -132,8 +127,7 @@ pub fn request<'a>(msg: &Message<'a>, top: TopVia, max_body: usize) -> Result<Fa
     // Address syntax is checked on requests that start something downstream; an in-dialog
     // request (To tag) repeats addresses already checked on the dialog's first request. An
     // INVITE is always checked: a To tag alone proves nothing.
-    let in_dialog = msg.first(Kind::To).is_some_and(|h| tag(b, h.value.clone()).is_some());
-    if !in_dialog || msg.method() == b"INVITE" {
+    if to_tag.is_empty() || msg.method() == b"INVITE" {
         addresses(msg)?;
     }
     if let Some(d) = msg.value(Kind::Date)
@@ -291,7 +285,7 @@ pub fn name_addr(v: &[u8]) -> Result<(), &'static str> {
             let start = i + lt + 1;
             let gt = memchr::memchr(b'>', &v[start..]).ok_or("missing >")? + start;
             let inner = &v[start..gt];
-            if inner.is_empty() || inner.iter().any(|&c| scan::is_lws(c) || c == b'<') {
+            if inner.is_empty() || scan::angle_uri_len(inner) != inner.len() {
                 return Err("whitespace or < inside <URI>");
             }
             Ok(())
@@ -317,7 +311,8 @@ mod tests {
 
     fn check(m: &[u8]) -> Result<Facts<'_>, Problem> {
         let msg = scan::scan(m).unwrap();
-        request(&msg, top_via(&msg).unwrap(), 65535)
+        let to_tag = msg.value(Kind::To).map(crate::sip::addr::tag_of).unwrap_or_default();
+        request(&msg, top_via(&msg).unwrap(), to_tag, 65535)
     }
 
     const OK: &str = "INVITE sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:bob@c>\r\nCall-ID: x\r\nCSeq: 7 INVITE\r\nMax-Forwards: 0068\r\nContent-Length: 0\r\n\r\n";

@@ -4,23 +4,37 @@
 use std::ops::Range;
 
 /// A set of non-overlapping edits on one message. Inserted text lives in one scratch
-/// buffer, so building the edits allocates at most twice.
+/// buffer, allocated with the first text, and the edits (a forward makes three to six) in
+/// place, so building them allocates at most once.
 #[derive(Debug, Default)]
 pub struct Splice {
-    edits: Vec<(Range<usize>, Range<usize>)>,
+    edits: smallvec::SmallVec<[(Range<usize>, Range<usize>); 8]>,
     scratch: Vec<u8>,
 }
 
 impl Splice {
     pub fn new() -> Self {
-        Splice { edits: Vec::with_capacity(8), scratch: Vec::with_capacity(256) }
+        Splice { edits: smallvec::SmallVec::new(), scratch: Vec::new() }
     }
 
-    /// Replace `at` (may be empty: a pure insert) with the text written by `f`.
+    /// Replace `at` (may be empty: a pure insert) with `text`.
     pub fn replace(&mut self, at: Range<usize>, text: &[u8]) {
+        self.replace_with(at, |out| out.extend_from_slice(text));
+    }
+
+    /// Replace `at` with the text `write` appends to the buffer it is given (written in
+    /// place, with no buffer of its own).
+    pub fn replace_with(&mut self, at: Range<usize>, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.scratch.capacity() == 0 {
+            self.scratch.reserve(256);
+        }
         let s = self.scratch.len();
-        self.scratch.extend_from_slice(text);
+        write(&mut self.scratch);
         self.edits.push((at, s..self.scratch.len()));
+    }
+
+    pub fn insert_with(&mut self, at: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        self.replace_with(at..at, write);
     }
 
     pub fn insert(&mut self, at: usize, text: &[u8]) {
@@ -28,15 +42,24 @@ impl Splice {
     }
 
     pub fn delete(&mut self, r: Range<usize>) {
-        self.replace(r, b"");
+        // No text, so no scratch buffer: a relayed response only deletes.
+        let s = self.scratch.len();
+        self.edits.push((r, s..s));
     }
 
     /// Apply to `src`. Edits are applied in position order (stable for equal positions, so
     /// inserts at one point keep the order they were added in).
-    pub fn apply(mut self, src: &[u8]) -> Vec<u8> {
+    pub fn apply(self, src: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.apply_into(&mut out, src);
+        out
+    }
+
+    /// `apply`, appending to `out`.
+    pub fn apply_into(mut self, out: &mut Vec<u8>, src: &[u8]) {
         self.edits.sort_by_key(|(r, _)| (r.start, r.end));
         let extra: usize = self.edits.iter().map(|(_, t)| t.len()).sum();
-        let mut out = Vec::with_capacity(src.len() + extra);
+        out.reserve(src.len() + extra);
         let mut pos = 0;
         for (r, t) in &self.edits {
             let start = r.start.clamp(pos, src.len());
@@ -45,15 +68,17 @@ impl Splice {
             pos = r.end.clamp(start, src.len());
         }
         out.extend_from_slice(src.get(pos..).unwrap_or_default());
-        out
     }
 }
 
 /// Append `v` as `digits` lower-case hex digits (no formatting machinery on the hot path).
 pub fn push_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
-    for i in (0..digits).rev() {
-        out.push(b"0123456789abcdef"[((v >> (i * 4)) & 0xf) as usize]);
+    let mut buf = [0u8; 16];
+    let n = buf.len().min(digits as usize);
+    for (i, c) in buf[..n].iter_mut().enumerate() {
+        *c = b"0123456789abcdef"[((v >> ((n - 1 - i) * 4)) & 0xf) as usize];
     }
+    out.extend_from_slice(&buf[..n]);
 }
 
 /// Append `v` in decimal.

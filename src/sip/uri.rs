@@ -26,23 +26,23 @@ pub struct SipUri<'a> {
 pub fn scheme(uri: &[u8]) -> Option<&[u8]> {
     let colon = uri.iter().position(|&b| b == b':')?;
     let s = &uri[..colon];
-    (!s.is_empty() && s[0].is_ascii_alphabetic() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
-        .then_some(s)
+    (!s.is_empty()
+        && s[0].is_ascii_alphabetic()
+        && s.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
+    .then_some(s)
 }
 
 /// Parse a `sip:`/`sips:` URI (no angle brackets). `None` when it is not one.
 pub fn parse(uri: &[u8]) -> Option<SipUri<'_>> {
-    let sch = scheme(uri)?;
-    let secure = if sch.eq_ignore_ascii_case(b"sip") {
-        false
-    } else if sch.eq_ignore_ascii_case(b"sips") {
-        true
-    } else {
-        return None;
+    // The scheme is whatever precedes the first ':', so these prefixes are exactly the
+    // schemes `sip` and `sips`.
+    let (secure, rest) = match uri {
+        [s, i, p, b':', rest @ ..] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (false, rest),
+        [s, i, p, x, b':', rest @ ..] if [*s, *i, *p, *x].eq_ignore_ascii_case(b"sips") => (true, rest),
+        _ => return None,
     };
-    let rest = &uri[sch.len() + 1..];
     // userinfo ends at the last '@' before any header part; the user part may hold ';' and '?'.
-    let (user, hostpart) = match rest.iter().rposition(|&b| b == b'@') {
+    let (user, hostpart) = match memchr::memrchr(b'@', rest) {
         Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
         None => (None, rest),
     };

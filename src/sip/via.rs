@@ -3,7 +3,7 @@
 
 use super::addr::{Transport, host_ip, skip_lws, take_token};
 use super::branch::MAGIC;
-use super::scan::is_token;
+use super::scan::param_value_len;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
@@ -131,9 +131,7 @@ pub fn parse(b: &[u8], r: Range<usize>) -> Result<Via, ViaError> {
                 }
                 i += 1;
             } else {
-                while i < end && (is_token(b[i]) || b"[]:".contains(&b[i])) {
-                    i += 1;
-                }
+                i += param_value_len(b.get(i..end).unwrap_or_default());
             }
             if s == i {
                 return Err(ViaError::Param);
