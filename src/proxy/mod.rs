@@ -34,6 +34,7 @@ use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
@@ -343,12 +344,14 @@ impl Ctx<'_> {
             Err(check::Unanswerable::BadVia) => return out.push(Action::Drop(DropReason::BadVia)),
         };
         // Read once: the branch, the verdict key, the dialog proof and the ACK check use them.
-        let to_tag = msg.value(Kind::To).map(tag_of).unwrap_or_default();
+        let to = msg.value(Kind::To).unwrap_or_default();
+        let to_range = crate::sip::addr::tag(to, 0..to.len());
+        let to_tag = to_range.clone().and_then(|r| to.get(r)).unwrap_or_default();
         // Only a tag of our form can be ours: no hash for the ACK of a forwarded call.
         if is_ack && to_tag.len() == OUR_TAG_LEN && to_tag.starts_with(b"sg") && to_tag == self.to_tag(msg, &top) {
             return out.push(Action::Drop(DropReason::AckAbsorbed));
         }
-        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: to_tag };
+        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: to_tag, to_range };
         if self.is_scanner(msg) {
             return out.push(Action::Drop(DropReason::Scanner));
         }
@@ -413,7 +416,7 @@ impl Ctx<'_> {
             let ruri = route::effective_request_uri(msg, facts.ruri.as_ref(), self.cfg);
             // The account header's value, looked up once for the verdict key and the screen.
             let account = self.screen.account_header().and_then(|h| msg.named(&h));
-            let facts_key = facts_key(&self.cfg.key, msg, ruri, from, account.unwrap_or_default());
+            let facts_key = facts_key(&self.cfg.key, msg, ruri, from, &tags, account.unwrap_or_default());
             let cached = self
                 .cache
                 .get(call, now)
@@ -787,7 +790,7 @@ impl Ctx<'_> {
     /// verdict.
     fn answered(&self, msg: &Message<'_>) {
         let Some(n) = invite_cseq(msg) else { return };
-        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: b"" };
+        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: b"", to_range: None };
         self.cache.answered(call_key(&self.cfg.key, msg, &tags), n);
     }
 
@@ -965,6 +968,8 @@ fn invite_cseq(msg: &Message<'_>) -> Option<u64> {
 struct Tags<'a> {
     from: &'a [u8],
     to: &'a [u8],
+    /// Where the To tag is in the To value.
+    to_range: Option<Range<usize>>,
 }
 
 /// Requests that establish a dialog get our Record-Route when record_route is on.
@@ -996,19 +1001,19 @@ fn call_key(key: &branch::Key, msg: &Message<'_>, tags: &Tags<'_>) -> u64 {
 /// Everything screening reads from an INVITE besides the call: a cached verdict is reused
 /// only for the same facts, so an INVITE that keeps a screened call's Call-ID and From tag
 /// but names another callee or caller ID is screened anew.
-fn facts_key(key: &branch::Key, msg: &Message<'_>, ruri: &[u8], from: Inbound, account: &[u8]) -> u64 {
+fn facts_key(key: &branch::Key, msg: &Message<'_>, ruri: &[u8], from: Inbound, tags: &Tags<'_>, account: &[u8]) -> u64 {
     let ip = match from.src.ip() {
         std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(v6) => v6.octets(),
     };
     let to = msg.value(Kind::To).unwrap_or_default();
     // The To tag is not a fact: a retry keeps it empty, an unproven re-INVITE has one.
-    let tag = crate::sip::addr::tag(to, 0..to.len()).unwrap_or(to.len()..to.len());
+    let tag = tags.to_range.clone().unwrap_or(to.len()..to.len());
     let parts: [&[u8]; 7] = [
         ruri,
         msg.value(Kind::From).unwrap_or_default(),
-        &to[..tag.start],
-        &to[tag.end..],
+        to.get(..tag.start).unwrap_or_default(),
+        to.get(tag.end..).unwrap_or_default(),
         msg.value(Kind::PAssertedIdentity).unwrap_or_default(),
         account,
         &ip,

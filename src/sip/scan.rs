@@ -466,10 +466,12 @@ impl<'a> Message<'a> {
     }
 
     /// The header named `name` (case-insensitive), for configurable headers like X-Account.
+    /// Names equal but for case have one kind, so the kind is compared first.
     pub fn named(&self, name: &str) -> Option<&'a [u8]> {
+        let kind = Kind::of(name.as_bytes());
         self.headers
             .iter()
-            .find(|h| self.text(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+            .find(|h| h.kind == kind && self.text(&h.name).eq_ignore_ascii_case(name.as_bytes()))
             .map(|h| self.text(&h.value))
     }
 }
