@@ -9,7 +9,7 @@
 //! proof); `behaviour` adds `[screening.behaviour]` with every rule on (none trips), so the
 //! tracking cost per relayed message is (behaviour - full-rr) / 5. A pass
 //! call is INVITE, 200, ACK, BYE, 200, as in `../shared/bench/sipp/uac_pass.xml`. The same
-//! driver under `valgrind --tool=callgrind --toggle-collect='sipguard::proxy::Proxy::handle_loaded'`
+//! driver under `valgrind --tool=callgrind --toggle-collect='sipguard::proxy::Proxy::run_with'`
 //! gives instruction counts.
 use sipguard::config::Config;
 use sipguard::config::server::Transport;
