@@ -26,7 +26,7 @@ pub fn is_local(cfg: &ProxyConfig, u: &SipUri<'_>) -> bool {
         return true;
     }
     // The port first: most URIs name another one, and reading the host costs more.
-    let port = u.port.unwrap_or(if u.secure { 5061 } else { 5060 });
+    let port = u.port_or_default();
     cfg.local.iter().any(|a| a.port() == port) && u.socket_addr().is_some_and(|a| cfg.local.contains(&a))
 }
 

@@ -113,7 +113,7 @@ pub fn received_edits(s: &mut Splice, b: &[u8], top: &TopVia, transport: Transpo
     let tcp = transport == Transport::Tcp;
     let needs_received = match &v.received {
         Some(_) => true,
-        None => tcp || v.rport.is_some() || !host_is(&b[v.host.clone()], src.ip()),
+        None => tcp || v.rport.is_some() || host_ip(&b[v.host.clone()]) != Some(src.ip()),
     };
     if v.rport.is_none() && !tcp && !needs_received {
         // The common case of a client that wrote its real address and asked for nothing.
@@ -148,11 +148,6 @@ pub fn received_edits(s: &mut Splice, b: &[u8], top: &TopVia, transport: Transpo
     if !tail.is_empty() {
         s.insert(top.value().end - base, &tail);
     }
-}
-
-/// Is `host` (as written in a Via) the address `ip`?
-fn host_is(host: &[u8], ip: IpAddr) -> bool {
-    host_ip(host) == Some(ip)
 }
 
 /// Append an IP address as `received` writes it (IPv6 without brackets, RFC 5118 §4.5).

@@ -87,8 +87,12 @@ impl SipUri<'_> {
             Some(ip) => ip,
             None => host_ip(self.host)?,
         };
-        let default = if self.secure { 5061 } else { 5060 };
-        Some(SocketAddr::new(ip, self.port.unwrap_or(default)))
+        Some(SocketAddr::new(ip, self.port_or_default()))
+    }
+
+    /// The port, else the scheme's default (5061 for sips, 5060 for sip).
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(if self.secure { 5061 } else { 5060 })
     }
 }
 
