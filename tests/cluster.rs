@@ -392,3 +392,42 @@ fn a_redis_cluster_of_three_masters_shares_the_caps_of_two_nodes() {
     let s = account(&b);
     assert_eq!((s["calls_today"].as_u64(), s["callees_today"].as_u64()), (Some(7), Some(7)), "{s}");
 }
+
+/// CLIENT LIST lines of the connections sipguard's UDP threads keep for themselves.
+fn udp_clients(r: &Redis) -> Vec<String> {
+    let list = r.command(&["CLIENT", "LIST"]).unwrap_or_default();
+    list.lines().filter(|l| l.contains("name=sipguard-udp ")).map(str::to_string).collect()
+}
+
+#[test]
+fn the_udp_thread_reserves_on_a_connection_of_its_own_and_opens_it_again_when_redis_drops_it() {
+    if !require_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let cfg = config(&redis_cluster(&redis, ""), "per_day = 9").replace("[upstream]", "udp_threads = 1\n\n[upstream]");
+    let sg = node(&cfg, Ports::allocate());
+    let hop = NextHop::bind(sg.ports().upstream);
+    wait_until("connected", WAIT, || metric(&sg, "sipguard_cluster_backend_up") == 1.0);
+    wait_until("the UDP thread's own connection", WAIT, || udp_clients(&redis).len() == 1);
+    assert!(place(&sg, &hop, "direct", 0, 4).is_empty());
+    let first = udp_clients(&redis);
+    assert!(first[0].contains("cmd=evalsha"), "the reservations went on it: {first:?}");
+    assert_eq!(redis.sum("sipguard:{acct0001}:day:*"), 4);
+    // Redis drops it (its idle `timeout`, CLIENT KILL): that is no outage and no call is
+    // lost or counted twice; the next call is reserved through the other connections.
+    let id = first[0].split(' ').find_map(|f| f.strip_prefix("id=")).expect("an id").to_string();
+    assert_eq!(redis.command(&["CLIENT", "KILL", "ID", &id]).as_deref(), Some(":1"));
+    assert!(place(&sg, &hop, "after", 10, 3).is_empty());
+    assert_eq!(hop.received().len(), 7);
+    assert_eq!(redis.sum("sipguard:{acct0001}:day:*"), 7);
+    wait_until("a new connection of its own", WAIT, || {
+        udp_clients(&redis).iter().any(|l| !l.starts_with(&format!("id={id} ")))
+    });
+    assert!(place(&sg, &hop, "again", 20, 2).is_empty());
+    assert_eq!(redis.sum("sipguard:{acct0001}:day:*"), 9);
+    assert_eq!(count_lines(&sg, "Redis unreachable"), 0, "{}", sg.log());
+    // The cap holds through it: 9 a day, 9 placed.
+    assert_eq!(place(&sg, &hop, "over", 30, 1), vec![403]);
+    assert_eq!(account(&sg)["calls_today"].as_u64(), Some(9), "{}", account(&sg));
+}

@@ -11,6 +11,7 @@
 //! totals stay right. A reservation that timed out but is counted by Redis later is taken
 //! back (its call was decided without it); one whose answer never comes (the connection
 //! died with it in flight) may stay counted, which errs on the strict side.
+pub mod direct;
 pub mod redis;
 
 use crate::config::cluster::RedisConfig;
@@ -116,7 +117,7 @@ impl Cluster {
         tokio::select! {
             (result, ..) = &mut work => match result {
                 Ok(t) => {
-                    self.timeouts.store(0, Ordering::Relaxed);
+                    self.answered();
                     Ok(t)
                 }
                 Err(e) => Err(self.failed(classify(&e))),
@@ -213,8 +214,17 @@ impl Cluster {
         self.pool.load_full().ok_or(StoreFailure::Down)
     }
 
+    /// A call's reservation was answered: timeouts in a row start again from zero.
+    pub fn answered(&self) {
+        self.timeouts.store(0, Ordering::Relaxed);
+    }
+
+    pub fn scripts(&self) -> &Scripts {
+        &self.scripts
+    }
+
     /// Count a failure; mark Redis down when it says the connection is gone.
-    fn failed(&self, f: StoreFailure) -> StoreFailure {
+    pub fn failed(&self, f: StoreFailure) -> StoreFailure {
         m::cluster_failure(f.label());
         let down = match f {
             StoreFailure::Connection => true,

@@ -11,7 +11,7 @@ use crate::screen::quota::shared::{self, Reservation, Tally};
 use crate::screen::quota::{CountersSnapshot, Usage, Windows};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisResult, Script, ScriptInvocation};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult, Script, ScriptInvocation, ToRedisArgs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -162,6 +162,93 @@ impl Default for Scripts {
     }
 }
 
+impl Scripts {
+    /// RESERVE for `r` as one EVALSHA (the script is loaded when the connection opens).
+    pub fn reserve_cmd(&self, prefix: &str, r: &Reservation) -> Cmd {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(self.reserve.get_hash()).arg(5);
+        reserve_args(prefix, r, &mut c);
+        c
+    }
+
+    /// RELEASE for `r` as one EVALSHA.
+    pub fn release_cmd(&self, prefix: &str, r: &Reservation) -> Cmd {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(self.release.get_hash()).arg(5);
+        release_args(prefix, r, &mut c);
+        c
+    }
+
+    /// SCRIPT LOAD of the scripts `reserve_cmd` and `release_cmd` call, with the digest
+    /// each reply must be.
+    pub fn load_cmds(&self) -> [(Cmd, &str); 2] {
+        [(RESERVE, &self.reserve), (RELEASE, &self.release)].map(|(code, s)| {
+            let mut c = redis::cmd("SCRIPT");
+            c.arg("LOAD").arg(code);
+            (c, s.get_hash())
+        })
+    }
+}
+
+/// Where a script call's keys and arguments go: a `ScriptInvocation` (EVALSHA, with EVAL
+/// when the script is not loaded) or a packed EVALSHA (a UDP thread's own connection).
+pub trait ScriptArgs {
+    fn key(&mut self, k: String);
+    fn arg<T: ToRedisArgs>(&mut self, a: T);
+}
+
+impl ScriptArgs for ScriptInvocation<'_> {
+    fn key(&mut self, k: String) {
+        ScriptInvocation::key(self, k);
+    }
+    fn arg<T: ToRedisArgs>(&mut self, a: T) {
+        ScriptInvocation::arg(self, a);
+    }
+}
+
+impl ScriptArgs for Cmd {
+    fn key(&mut self, k: String) {
+        Cmd::arg(self, k);
+    }
+    fn arg<T: ToRedisArgs>(&mut self, a: T) {
+        Cmd::arg(self, a);
+    }
+}
+
+/// RESERVE's keys and arguments for `r` (see the script).
+fn reserve_args(prefix: &str, r: &Reservation, to: &mut impl ScriptArgs) {
+    for k in keys(prefix, &r.account, &r.windows) {
+        to.key(k);
+    }
+    for cap in r.caps {
+        to.arg(cap.map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)));
+    }
+    to.arg(r.caller);
+    to.arg(r.callee);
+    for e in r.windows.expiry() {
+        to.arg(e);
+    }
+    to.arg(r.max_tracked);
+}
+
+/// RELEASE's keys and arguments for `r`.
+fn release_args(prefix: &str, r: &Reservation, to: &mut impl ScriptArgs) {
+    for k in keys(prefix, &r.account, &r.windows) {
+        to.key(k);
+    }
+    for i in [shared::CALLER_DAY, shared::CALLEE_DAY, shared::CALLEE_WEEK] {
+        to.arg(if r.counts(i) { "1" } else { "0" });
+    }
+    to.arg(r.caller);
+    to.arg(r.callee);
+}
+
+/// RESERVE's reply: {admitted, five values before it, 1 when a hash was full}.
+pub fn tally(v: &[i64]) -> Tally {
+    let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+    Tally { admitted: at(0) == 1, values: [at(1), at(2), at(3), at(4), at(5)], full: at(6) == 1 }
+}
+
 /// The account as it appears inside the hash tag: `{`, `}`, `%` and bytes outside printable
 /// ASCII are %-escaped, so an account id can neither end the tag nor collide with another.
 fn tag(account: &str) -> String {
@@ -273,31 +360,14 @@ impl Pool {
 
     pub async fn reserve(&self, s: &Scripts, prefix: &str, r: &Reservation) -> RedisResult<Tally> {
         let mut inv = s.reserve.prepare_invoke();
-        for k in keys(prefix, &r.account, &r.windows) {
-            inv.key(k);
-        }
-        for cap in r.caps {
-            inv.arg(cap.map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)));
-        }
-        inv.arg(r.caller).arg(r.callee);
-        for e in r.windows.expiry() {
-            inv.arg(e);
-        }
-        inv.arg(r.max_tracked);
+        reserve_args(prefix, r, &mut inv);
         let v: Vec<i64> = self.conn().invoke(&inv).await?;
-        let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
-        Ok(Tally { admitted: at(0) == 1, values: [at(1), at(2), at(3), at(4), at(5)], full: at(6) == 1 })
+        Ok(tally(&v))
     }
 
     pub async fn release(&self, s: &Scripts, prefix: &str, r: &Reservation) -> RedisResult<()> {
         let mut inv = s.release.prepare_invoke();
-        for k in keys(prefix, &r.account, &r.windows) {
-            inv.key(k);
-        }
-        for i in [shared::CALLER_DAY, shared::CALLEE_DAY, shared::CALLEE_WEEK] {
-            inv.arg(if r.counts(i) { "1" } else { "0" });
-        }
-        inv.arg(r.caller).arg(r.callee);
+        release_args(prefix, r, &mut inv);
         let _: i64 = self.conn().invoke(&inv).await?;
         Ok(())
     }

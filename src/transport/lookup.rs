@@ -316,49 +316,58 @@ fn max_age(v: &str) -> Option<Duration> {
 impl Shell {
     /// Hand a held INVITE back to the core and carry out what it returns.
     pub fn resume(&self, held: &Held, wait: bool) {
-        self.resume_with(|now, out| self.proxy.resume(now, held, wait, out), None);
+        let mut actions = Vec::new();
+        self.run_held(|now, out| self.proxy.resume(now, held, wait, out), None, &mut actions);
+        self.dispatch(&mut actions);
     }
 
     /// Hand back an INVITE that waited for the cluster store, with its decision.
     pub fn resume_counted(&self, held: &Held, decision: Decision) {
+        let mut actions = Vec::new();
+        self.resume_counted_into(held, decision, &mut actions);
+        self.dispatch(&mut actions);
+    }
+
+    /// As `resume_counted`, leaving the actions for the caller (a UDP thread sends them
+    /// with its batch).
+    pub fn resume_counted_into(&self, held: &Held, decision: Decision, actions: &mut Vec<Action>) {
         let charge = decision.charge.as_ref().and_then(|c| c.shared.clone());
         let mut decision = Some(decision);
-        self.resume_with(
+        self.run_held(
             |now, out| {
                 if let Some(d) = decision.take() {
                     self.proxy.resume_counted(now, held, d, out)
                 }
             },
             charge,
+            actions,
         );
     }
 
     /// Run `core` on a held INVITE (unless stopping: then a reservation made for it is
-    /// taken back), record its decisions and carry out its actions.
-    fn resume_with(
+    /// taken back) and record its decisions; its actions are left in `actions`.
+    fn run_held(
         &self,
         core: impl FnOnce(std::time::SystemTime, &mut Vec<Action>),
         charge: Option<Box<Reservation>>,
+        actions: &mut Vec<Action>,
     ) {
-        let mut actions = Vec::new();
-        {
-            let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-            if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(r) = charge {
-                    self.lookups.release(r);
-                }
-                return;
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(r) = charge {
+                self.lookups.release(r);
             }
-            core(self.clock.now(), &mut actions);
-            if let Some(sink) = &self.decisions {
-                for a in &actions {
-                    if let Action::Decided(d) = a {
-                        sink.record(d);
-                    }
+            return;
+        }
+        let from = actions.len();
+        core(self.clock.now(), actions);
+        if let Some(sink) = &self.decisions {
+            for a in actions.get(from..).unwrap_or_default() {
+                if let Action::Decided(d) = a {
+                    sink.record(d);
                 }
             }
         }
-        self.dispatch(&mut actions);
     }
 }
 

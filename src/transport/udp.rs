@@ -10,16 +10,19 @@
 //! saves, so an idle or lightly loaded proxy blocks in the kernel and adds no latency.
 
 use super::{Shell, same_family};
+use crate::cluster::direct::{Answer, Direct};
 use crate::config::server::Transport;
 use crate::proxy::Load;
 use crate::proxy::{Action, Inbound};
+use crate::screen::Lookup;
 use crate::telemetry::metrics as m;
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeSpec, TimeVal};
 use smallvec::SmallVec;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,16 +91,51 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
     let mut actions = Vec::with_capacity(4);
     let mut got: SmallVec<[(usize, SocketAddr, Load); BATCH]> = SmallVec::new();
     let mut pacer = Pacer::new(batch_wait, Instant::now());
+    // Reservations in the cluster store go through this thread's own connection to Redis
+    // when it can have one (a single plain-TCP Redis).
+    let mut direct = shell.cluster.clone().and_then(|c| Direct::new(c, Instant::now()));
+    let mut answers = Vec::new();
+    let mut retries = Vec::new();
     loop {
         got.clear();
+        let mut flags = MsgFlags::MSG_WAITFORONE;
+        let mut waited = None;
+        if let Some(d) = &mut direct {
+            d.tick(Instant::now());
+            // Answers and deadlines of reservations in flight wake the thread too.
+            waited = wait_with_redis(Some(&sock), d, None);
+            if let Some((_, redis_ready)) = waited {
+                d.poll(redis_ready, Instant::now());
+            }
+            d.take_into(&mut answers);
+            d.take_retries(&mut retries);
+        }
+        for (counting, held) in retries.drain(..) {
+            shell.dispatch_one(Action::Lookup { lookup: Lookup::Counters(counting), held });
+        }
+        if !answers.is_empty() {
+            settle(&shell, &local, &mut answers, &mut direct, &mut tx, &mut actions);
+            if waited.is_none() {
+                // Nothing else will wake the thread: send before blocking.
+                flush_all(&mut direct, &mut tx, fd, &mut tx_headers);
+            }
+        }
+        match waited {
+            Some((false, _)) => {
+                flush_all(&mut direct, &mut tx, fd, &mut tx_headers);
+                continue;
+            }
+            Some((true, _)) => flags |= MsgFlags::MSG_DONTWAIT,
+            None => {}
+        }
         {
             // An array, not a collection with a destructor: recvmmsg borrows it for as long
             // as the buffers it points into.
             let mut chunks = bufs.chunks_mut(DATAGRAM_BUF);
             let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
                 std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
-            // Blocks for the first datagram, then takes what is already queued.
-            match recvmmsg(fd, &mut rx_headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+            // Blocks for the first datagram (unless told not to), then takes what is queued.
+            match recvmmsg(fd, &mut rx_headers, slices.iter_mut(), flags, None) {
                 Ok(results) => {
                     let now = std::time::SystemTime::now();
                     for r in results {
@@ -116,32 +154,115 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "udp recv failed");
-                    continue;
-                }
+                Err(nix::errno::Errno::EAGAIN) => {}
+                Err(e) => tracing::debug!(error = %e, "udp recv failed"),
             }
         }
+        let now = Instant::now();
         for (i, &(n, src, load)) in got.iter().enumerate() {
             let start = i * DATAGRAM_BUF;
             let bytes = bufs.get(start..start + n.min(DATAGRAM_BUF)).unwrap_or_default();
             shell.process(Inbound { transport: Transport::Udp, src }, bytes, load, &mut actions);
             for a in actions.drain(..) {
-                match a {
-                    // Sent from this socket with the rest of the batch.
-                    Action::Send { transport: Transport::Udp, dest, bytes, .. } if same_family(&local, &dest) => {
-                        tx.push(dest, bytes)
-                    }
-                    other => shell.dispatch_one(other),
-                }
+                route(&shell, &local, a, &mut direct, &mut tx, now);
             }
         }
-        tx.flush(fd, &mut tx_headers);
+        if let Some(d) = &mut direct {
+            // Reservations refused at once (Redis down, too many waiting).
+            d.take_into(&mut answers);
+            settle(&shell, &local, &mut answers, &mut direct, &mut tx, &mut actions);
+        }
+        flush_all(&mut direct, &mut tx, fd, &mut tx_headers);
+        if got.is_empty() {
+            continue;
+        }
         let wait = pacer.after_batch(got.len(), Instant::now());
         m::udp_batch(!wait.is_zero());
         if !wait.is_zero() {
-            std::thread::sleep(wait);
+            // With reservations in flight, their answers end the wait early: a held INVITE
+            // does not sit out the pace on top of its round trip.
+            let paced = direct.as_ref().and_then(|d| wait_with_redis(None, d, Some(wait)));
+            if paced.is_none() {
+                std::thread::sleep(wait);
+            }
         }
+    }
+}
+
+/// Carry out one action of the core: a UDP send to this socket's family joins the batch, a
+/// reservation goes to this thread's Redis connection when it has one.
+fn route(shell: &Shell, local: &SocketAddr, a: Action, direct: &mut Option<Direct>, tx: &mut Outbox, now: Instant) {
+    match a {
+        Action::Send { transport: Transport::Udp, dest, bytes, .. } if same_family(local, &dest) => {
+            tx.push(dest, bytes)
+        }
+        Action::Lookup { lookup: Lookup::Counters(counting), held } if direct.as_ref().is_some_and(Direct::ready) => {
+            if let Some(d) = direct {
+                d.reserve(counting, held, now);
+            }
+        }
+        other => shell.dispatch_one(other),
+    }
+}
+
+/// Hand the store's answers to the core and carry out what it returns.
+fn settle(
+    shell: &Shell,
+    local: &SocketAddr,
+    answers: &mut Vec<Answer>,
+    direct: &mut Option<Direct>,
+    tx: &mut Outbox,
+    actions: &mut Vec<Action>,
+) {
+    for a in answers.drain(..) {
+        let decision = shell.proxy.screen().counted(*a.counting, a.result, shell.clock.now());
+        shell.resume_counted_into(&a.held, decision, actions);
+        let now = Instant::now();
+        for act in actions.drain(..) {
+            route(shell, local, act, direct, tx, now);
+        }
+    }
+}
+
+fn flush_all(
+    direct: &mut Option<Direct>,
+    tx: &mut Outbox,
+    fd: std::os::fd::RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+) {
+    if let Some(d) = direct {
+        d.flush();
+    }
+    tx.flush(fd, headers);
+}
+
+/// With reservations in flight on `d`, wait for an answer from Redis, the next deadline,
+/// a datagram on `sock` (when given) or the end of `pace` (when given), whichever comes
+/// first: whether the UDP socket and the Redis connection are readable. `None`: nothing in
+/// flight, so the caller blocks in its receive (or sleeps its pace) as without Redis.
+fn wait_with_redis(sock: Option<&UdpSocket>, d: &Direct, pace: Option<Duration>) -> Option<(bool, bool)> {
+    let (redis, write) = d.waits()?;
+    let now = Instant::now();
+    let left = d.deadline().map(|at| at.saturating_duration_since(now));
+    let timeout = match (left, pace) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let redis_events = if write { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+    let redis = PollFd::new(redis, redis_events);
+    let mut fds: SmallVec<[PollFd<'_>; 2]> = SmallVec::new();
+    fds.push(redis);
+    if let Some(s) = sock {
+        fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+    }
+    // ppoll, not poll: its timeout is not rounded to milliseconds.
+    match ppoll(&mut fds, timeout.map(TimeSpec::from_duration), None) {
+        Ok(_) => {
+            let ready = |f: Option<&PollFd<'_>>| f.and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+            Some((ready(fds.get(1)), ready(fds.first())))
+        }
+        // Interrupted: look again.
+        Err(_) => Some((false, false)),
     }
 }
 
