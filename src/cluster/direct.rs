@@ -114,7 +114,13 @@ impl Link {
                     self.broken = true;
                     break;
                 }
-                Ok(n) => self.input.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Ok(n) => {
+                    self.input.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    if n < chunk.len() {
+                        // All there was: another read would only say so.
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -507,7 +513,178 @@ impl Direct {
 
 #[cfg(test)]
 mod tests {
-    use super::frame_len;
+    use super::*;
+    use crate::config::server::Transport;
+    use crate::proxy::{Inbound, Load};
+    use crate::screen::Decision;
+    use crate::screen::quota::Windows;
+    use std::net::TcpListener;
+
+    fn call(n: u64) -> (Box<Counting>, Held) {
+        let reservation = Reservation {
+            account: Arc::from("acme"),
+            windows: Windows { hour: 0, day: 1, week: 0, day_start: 0 },
+            caller: 12_125_550_100,
+            callee: 12_125_550_000 + n,
+            caps: [None, Some(10), None, None, None],
+            max_tracked: 1000,
+        };
+        let held = Held {
+            from: Inbound { transport: Transport::Udp, src: "127.0.0.1:5060".parse().unwrap() },
+            bytes: format!("INVITE {n}").into_bytes(),
+            load: Load::Normal,
+        };
+        (Box::new(Counting { reservation, decision: Decision::pass() }), held)
+    }
+
+    /// A link and the Redis end of its connection.
+    fn pair() -> (Link, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (theirs, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        (Link::new(ours), theirs)
+    }
+
+    fn send(link: &mut Link, calls: std::ops::Range<u64>, now: Instant) {
+        let scripts = Scripts::default();
+        for n in calls {
+            let (c, h) = call(n);
+            scripts.reserve_cmd("p:", &c.reservation).write_packed_command(&mut link.out);
+            link.fifo.push_back(Entry::Call { counting: c, held: h, sent: now });
+        }
+        link.flush();
+    }
+
+    /// Read until the Redis end has `n` whole requests; returns them.
+    fn requests(theirs: &mut TcpStream, n: usize) -> Vec<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while out.len() < n {
+            match frame_len(&buf) {
+                Ok(Some(len)) => out.push(buf.drain(..len).collect()),
+                _ => {
+                    let got = theirs.read(&mut chunk).unwrap();
+                    assert!(got > 0, "connection closed with {} of {n} requests", out.len());
+                    buf.extend_from_slice(&chunk[..got]);
+                }
+            }
+        }
+        out
+    }
+
+    fn read_all(link: &mut Link, now: Instant, answers: &mut Vec<Answer>) {
+        let scripts = Scripts::default();
+        // The answers are on loopback: they come at once, but not always in the same read.
+        for _ in 0..200 {
+            link.read(&scripts, "p:", now, answers);
+            if link.broken || link.fifo.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn answers_in_one_pipeline_go_back_to_their_calls_in_order() {
+        let (mut link, mut theirs) = pair();
+        let now = Instant::now();
+        send(&mut link, 0..3, now);
+        let reqs = requests(&mut theirs, 3);
+        assert!(reqs.iter().all(|r| r.windows(7).any(|w| w == b"EVALSHA")));
+        // Admitted, refused (cap reached), admitted: one write, split across a frame.
+        let replies = b"*7\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n*7\r\n:0\r\n:0\r\n:10\r\n:0\r\n:0\r\n:0\r\n:0\r\n*7\r\n:1\r\n:0\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n";
+        theirs.write_all(&replies[..20]).unwrap();
+        let mut answers = Vec::new();
+        std::thread::sleep(Duration::from_millis(5));
+        link.read(&Scripts::default(), "p:", now, &mut answers);
+        assert!(answers.len() <= 1, "a partial answer is not taken");
+        theirs.write_all(&replies[20..]).unwrap();
+        read_all(&mut link, now, &mut answers);
+        assert!(!link.broken);
+        let got: Vec<(String, bool)> = answers
+            .iter()
+            .map(|a| (String::from_utf8_lossy(&a.held.bytes).into_owned(), a.result.as_ref().unwrap().admitted))
+            .collect();
+        assert_eq!(got, [("INVITE 0".into(), true), ("INVITE 1".into(), false), ("INVITE 2".into(), true)]);
+        assert_eq!(answers[1].result.as_ref().unwrap().values[1], 10);
+    }
+
+    #[test]
+    fn a_late_answer_is_decided_by_timeout_and_taken_back_when_it_counted() {
+        let (mut link, mut theirs) = pair();
+        let t0 = Instant::now();
+        send(&mut link, 0..2, t0);
+        requests(&mut theirs, 2);
+        let mut answers = Vec::new();
+        link.expire(t0 + Duration::from_millis(49), Duration::from_millis(50), &mut answers);
+        assert!(answers.is_empty());
+        link.expire(t0 + Duration::from_millis(50), Duration::from_millis(50), &mut answers);
+        assert_eq!(answers.len(), 2);
+        assert!(answers.iter().all(|a| a.result == Err(StoreFailure::Timeout)));
+        // Redis counted the first, refused the second: only the first is taken back.
+        theirs
+            .write_all(
+                b"*7\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n*7\r\n:0\r\n:9\r\n:10\r\n:0\r\n:0\r\n:0\r\n:0\r\n",
+            )
+            .unwrap();
+        let mut more = Vec::new();
+        read_all(&mut link, t0, &mut more);
+        assert!(more.is_empty(), "a call is decided once");
+        link.flush();
+        let release = requests(&mut theirs, 1);
+        let digest = Scripts::default().load_cmds()[1].1.to_string();
+        assert!(release[0].windows(digest.len()).any(|w| w == digest.as_bytes()), "RELEASE for the counted call");
+        assert_eq!(link.fifo.len(), 1, "the release's answer is still to come");
+        // A connection whose oldest request waited LATE_ANSWER is given up.
+        link.expire(t0 + LATE_ANSWER, Duration::from_millis(50), &mut more);
+        assert!(link.broken);
+    }
+
+    #[test]
+    fn answers_nobody_asked_for_or_that_are_not_resp_break_the_connection() {
+        for junk in [&b":1\r\n"[..], b"HTTP/1.1 200 OK\r\n"] {
+            let (mut link, mut theirs) = pair();
+            let now = Instant::now();
+            if junk.starts_with(b"HTTP") {
+                send(&mut link, 0..1, now);
+                requests(&mut theirs, 1);
+            }
+            theirs.write_all(junk).unwrap();
+            let mut answers = Vec::new();
+            for _ in 0..200 {
+                link.read(&Scripts::default(), "p:", now, &mut answers);
+                if link.broken {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(link.broken, "{:?}", String::from_utf8_lossy(junk));
+            // The call in flight is reserved again elsewhere, not decided here.
+            let mut retry = Vec::new();
+            link.undecided(&mut retry);
+            assert_eq!(retry.len(), usize::from(junk.starts_with(b"HTTP")));
+            assert!(answers.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_closed_connection_is_noticed() {
+        let (mut link, theirs) = pair();
+        send(&mut link, 0..1, Instant::now());
+        drop(theirs);
+        let mut answers = Vec::new();
+        for _ in 0..200 {
+            link.read(&Scripts::default(), "p:", Instant::now(), &mut answers);
+            if link.broken {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(link.broken);
+    }
 
     #[test]
     fn frames_resp2_values_and_waits_for_the_rest() {

@@ -96,6 +96,9 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
     let mut direct = shell.cluster.clone().and_then(|c| Direct::new(c, Instant::now()));
     let mut answers = Vec::new();
     let mut retries = Vec::new();
+    // Whether Redis was readable when the last pace ended: the next round then goes straight
+    // to its receive, without a wait of its own that would find the datagrams already there.
+    let mut after_pace: Option<bool> = None;
     loop {
         got.clear();
         let mut flags = MsgFlags::MSG_WAITFORONE;
@@ -103,7 +106,10 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
         if let Some(d) = &mut direct {
             d.tick(Instant::now());
             // Answers and deadlines of reservations in flight wake the thread too.
-            waited = wait_with_redis(Some(&sock), d, None);
+            waited = match after_pace.take() {
+                Some(redis_ready) => Some((true, redis_ready)),
+                None => wait_with_redis(Some(&sock), d, None),
+            };
             if let Some((_, redis_ready)) = waited {
                 d.poll(redis_ready, Instant::now());
             }
@@ -182,6 +188,7 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
             // With reservations in flight, their answers end the wait early: a held INVITE
             // does not sit out the pace on top of its round trip.
             let paced = direct.as_ref().and_then(|d| wait_with_redis(None, d, Some(wait)));
+            after_pace = paced.map(|(_, redis_ready)| redis_ready);
             if paced.is_none() {
                 std::thread::sleep(wait);
             }
