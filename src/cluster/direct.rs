@@ -76,12 +76,15 @@ struct Link {
     out: Vec<u8>,
     input: Vec<u8>,
     fifo: VecDeque<Entry>,
+    /// Entries before this index have been past their timeout already: none of them is a
+    /// `Call`, so a wake during a stall looks only at what is new.
+    expired: usize,
     broken: bool,
 }
 
 impl Link {
     fn new(stream: TcpStream) -> Link {
-        Link { stream, out: Vec::new(), input: Vec::new(), fifo: VecDeque::new(), broken: false }
+        Link { stream, out: Vec::new(), input: Vec::new(), fifo: VecDeque::new(), expired: 0, broken: false }
     }
 
     /// Send what is queued, as far as the socket takes it.
@@ -157,6 +160,7 @@ impl Link {
             self.broken = true;
             return;
         };
+        self.expired = self.expired.saturating_sub(1);
         let value = redis::parse_redis_value(frame);
         let reply =
             value.map_err(|e| e.to_string()).and_then(|v| Vec::<i64>::from_redis_value(v).map_err(|e| e.to_string()));
@@ -180,18 +184,21 @@ impl Link {
         }
     }
 
-    /// Decide the calls whose answer is later than `timeout`.
+    /// Decide the calls whose answer is later than `timeout`. Entries are queued in the
+    /// order they were sent, so this starts where the last call left off and stops at the
+    /// first entry still in time: each entry is looked at once past its timeout.
     fn expire(&mut self, now: Instant, timeout: Duration, answers: &mut Vec<Answer>) {
         if self.fifo.front().is_some_and(|e| now.saturating_duration_since(e.sent()) >= LATE_ANSWER) {
             self.broken = true;
             return;
         }
-        for e in self.fifo.iter_mut() {
+        let from = self.expired.min(self.fifo.len());
+        for e in self.fifo.range_mut(from..) {
             let sent = e.sent();
             if now.saturating_duration_since(sent) < timeout {
-                // Everything behind was sent later.
                 break;
             }
+            self.expired += 1;
             if let Entry::Call { .. } = e
                 && let Entry::Call { counting, held, .. } = std::mem::replace(e, Entry::Release { sent })
             {
@@ -201,11 +208,12 @@ impl Link {
         }
     }
 
-    /// When the next call's deadline (or the stall limit) passes.
+    /// When the next entry's timeout (or the stall limit) passes. The next entry may be a
+    /// release rather than a call: waking for it costs one look and moves past it.
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
         let stall = self.fifo.front().map(|e| e.sent() + LATE_ANSWER);
-        let call = self.fifo.iter().find(|e| matches!(e, Entry::Call { .. })).map(|e| e.sent() + timeout);
-        match (stall, call) {
+        let next = self.fifo.get(self.expired).map(|e| e.sent() + timeout);
+        match (stall, next) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -641,6 +649,47 @@ mod tests {
         // A connection whose oldest request waited LATE_ANSWER is given up.
         link.expire(t0 + LATE_ANSWER, Duration::from_millis(50), &mut more);
         assert!(link.broken);
+    }
+
+    #[test]
+    fn a_stall_looks_at_each_call_once_past_its_timeout() {
+        let (mut link, mut theirs) = pair();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let timeout = ms(50);
+        for n in 0..1000 {
+            send(&mut link, n..n + 1, t0 + ms(n));
+        }
+        let mut answers = Vec::new();
+        for k in 0..1000u64 {
+            let wake = t0 + timeout + ms(k);
+            link.expire(wake, timeout, &mut answers);
+            assert_eq!(answers.len(), k as usize + 1, "one more call decided at {k} ms");
+            assert_eq!(link.expired, k as usize + 1, "the decided ones are not looked at again");
+            link.expire(wake, timeout, &mut answers);
+            assert_eq!(answers.len(), k as usize + 1, "a second wake decides nothing");
+            let next = (k < 999).then(|| t0 + ms(k + 1) + timeout);
+            assert_eq!(link.deadline(timeout), next.map(|n| n.min(t0 + LATE_ANSWER)).or(Some(t0 + LATE_ANSWER)));
+        }
+        assert!(answers.iter().all(|a| a.result == Err(StoreFailure::Timeout)));
+        // Redis comes back and refuses the first ten: they leave the queue, the count follows.
+        drop(requests(&mut theirs, 10));
+        theirs.write_all(&b"*7\r\n:0\r\n:9\r\n:10\r\n:0\r\n:0\r\n:0\r\n:0\r\n".repeat(10)).unwrap();
+        let mut more = Vec::new();
+        for _ in 0..200 {
+            link.read(&Scripts::default(), "p:", t0 + ms(1100), &mut more);
+            if link.fifo.len() == 990 {
+                break;
+            }
+            std::thread::sleep(ms(1));
+        }
+        assert_eq!((link.fifo.len(), link.expired), (990, 990));
+        assert!(more.is_empty() && link.out.is_empty(), "refused late calls are not released");
+        // A new call behind them gets its own deadline and is decided once.
+        send(&mut link, 1000..1001, t0 + ms(1100));
+        assert_eq!(link.deadline(timeout), Some(t0 + ms(1150)));
+        link.expire(t0 + ms(1150), timeout, &mut more);
+        assert_eq!((more.len(), link.expired), (1, 991));
     }
 
     #[test]
