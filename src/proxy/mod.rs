@@ -813,7 +813,7 @@ impl Ctx<'_> {
             Some(Side::Caller) => false,
             None => self.cfg.is_far_side(from.src.ip()),
         };
-        let hop = route::next_hop(msg, facts.ruri.as_ref(), self.cfg, far, &mut s, self.events)?;
+        let hop = route::next_hop(msg, facts.ruri.as_ref(), self.cfg, (far, side.is_some()), &mut s, self.events)?;
         let out_adv = self.cfg.advert_for(&hop.dest);
         let via_line = msg.headers[facts.top.header].line.start;
         let mut rr = None;

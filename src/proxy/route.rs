@@ -12,6 +12,7 @@ use crate::sip::check::Problem;
 use crate::sip::scan::{Kind, Message, StartLine, values};
 use crate::sip::splice::Splice;
 use crate::sip::uri::{self, SipUri};
+use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -65,16 +66,18 @@ fn relay_denied(dest: SocketAddr) -> Problem {
 }
 
 /// Choose the next hop, adding the Route/Request-URI edits to `s`. `ruri` is the
-/// Request-URI as parsed by the checks (None when it is not a SIP URI).
+/// Request-URI as parsed by the checks (None when it is not a SIP URI). `top_is_ours`: the
+/// caller has parsed the first Route value and found it ours (a dialog proof), so it is not
+/// parsed again.
 pub fn next_hop(
     msg: &Message<'_>,
     ruri: Option<&SipUri<'_>>,
     cfg: &ProxyConfig,
-    from_far_side: bool,
+    (from_far_side, top_is_ours): (bool, bool),
     s: &mut Splice,
     events: &dyn super::events::Events,
 ) -> Result<NextHop, Problem> {
-    let hop = choose(msg, ruri, cfg, from_far_side, s)?;
+    let hop = choose(msg, ruri, cfg, (from_far_side, top_is_ours), s)?;
     if !cfg.relay_permits(hop.dest.ip()) {
         events.relay_denied();
         return Err(relay_denied(hop.dest));
@@ -86,17 +89,18 @@ fn choose(
     msg: &Message<'_>,
     ruri: Option<&SipUri<'_>>,
     cfg: &ProxyConfig,
-    from_far_side: bool,
+    (from_far_side, top_is_ours): (bool, bool),
     s: &mut Splice,
 ) -> Result<NextHop, Problem> {
     let b = msg.bytes;
-    // Every Route value once: (header index, value range). No per-value copies.
-    let mut routes: Vec<(usize, Range<usize>)> = Vec::new();
+    // Every Route value once: (header index, value range). No per-value copies, and no
+    // allocation for the usual one or two values.
+    let mut routes: SmallVec<[(usize, Range<usize>); 4]> = SmallVec::new();
     let from = msg.first_index(Kind::Route).unwrap_or(msg.headers.len());
     for (header, h) in msg.headers.iter().enumerate().skip(from).filter(|(_, h)| h.kind == Kind::Route) {
         routes.extend(values(b, h.value.clone()).map(|r| (header, r)));
     }
-    let mut removed = vec![false; routes.len()];
+    let mut removed: SmallVec<[bool; 4]> = smallvec::smallvec![false; routes.len()];
     let mut popped = false;
     let value = |i: usize| uri::inner(b.get(routes[i].1.clone()).unwrap_or_default());
     // A strict router sent us our own Record-Route as Request-URI: the real target is the
@@ -122,13 +126,12 @@ fn choose(
     }
     // Our own values at the top: one, or two after a transport or family change (RFC 5658).
     for (i, gone) in removed.iter_mut().enumerate() {
-        match uri::parse(value(i)) {
-            Some(u) if !*gone && is_local(cfg, &u) => {
-                *gone = true;
-                popped = true;
-            }
-            _ => break,
+        let ours = (i == 0 && top_is_ours) || uri::parse(value(i)).is_some_and(|u| is_local(cfg, &u));
+        if *gone || !ours {
+            break;
         }
+        *gone = true;
+        popped = true;
     }
     delete_values(msg, &routes, &removed, s);
     let hop = |(transport, dest): (Transport, SocketAddr)| NextHop { transport, dest };

@@ -149,3 +149,38 @@ proptest! {
         expect.clear();
     }
 }
+
+/// The value split as the grammar reads it, one byte at a time: a comma splits only outside
+/// quotes and `<...>`, and a backslash inside quotes escapes the next byte.
+fn split_slowly(b: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+    let (mut quoted, mut angle) = (false, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b'<' if !quoted => angle = true,
+            b'>' if !quoted => angle = false,
+            b',' if !quoted && !angle => {
+                out.push(scan::trim(b, start..i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(scan::trim(b, start..b.len()));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn values_split_as_the_byte_by_byte_reading_does(
+        v in prop::collection::vec(prop::sample::select(&b",\"<>\\ a;="[..]), 0..40)
+    ) {
+        let got: Vec<_> = scan::values(&v, 0..v.len()).collect();
+        prop_assert_eq!(got, split_slowly(&v));
+    }
+}

@@ -516,21 +516,30 @@ impl Iterator for ValueIter<'_> {
             self.done = true;
             return Some(trim(b, start..self.end));
         }
+        // Jump from one byte that can change the state to the next: inside quotes only `\`
+        // and `"` matter, inside `<...>` only `"` and `>`, elsewhere `,` `"` and `<`.
         let (mut quoted, mut angle) = (false, false);
         let mut i = start;
-        while i < self.end {
-            match b[i] {
-                b'\\' if quoted => i += 1,
-                b'"' => quoted = !quoted,
-                b'<' if !quoted => angle = true,
-                b'>' if !quoted => angle = false,
-                b',' if !quoted && !angle => {
-                    self.pos = i + 1;
-                    return Some(trim(b, start..i));
+        while let Some(rest) = b.get(i..self.end) {
+            let hit = if quoted {
+                memchr::memchr2(b'\\', b'"', rest)
+            } else if angle {
+                memchr::memchr2(b'"', b'>', rest)
+            } else {
+                memchr::memchr3(b',', b'"', b'<', rest)
+            };
+            let Some(at) = hit.map(|h| i + h) else { break };
+            match b.get(at) {
+                Some(b'\\') => i = at + 1,
+                Some(b'"') => quoted = !quoted,
+                Some(b'<') => angle = true,
+                Some(b'>') => angle = false,
+                _ => {
+                    self.pos = at + 1;
+                    return Some(trim(b, start..at));
                 }
-                _ => {}
             }
-            i += 1;
+            i = i.max(at) + 1;
         }
         self.done = true;
         Some(trim(b, start..self.end))
