@@ -19,6 +19,8 @@
 # variant would not make the per-call round trip this measures.
 # --wait-quiet: before each run, wait (up to 10 min) until the machine was busy less than
 # CPUS CPUs over 3 s (other tenants' builds), e.g. 0.3.
+# The summary gives each ratio twice: of the systems' medians, and as the median of the runs'
+# own ratios (each run measures the systems back to back, so a pair shares the host's state).
 # --behaviour (with --policy full): sipguard also tracks call behaviour with every rule of
 # [screening.behaviour] on and none tripping for the workload's calls (all answered), so the
 # pass figure includes tracking each INVITE, 200 and BYE.
@@ -45,7 +47,7 @@ cluster=local
 quiet=""
 behaviour=""
 
-usage() { sed -n '4,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -330,7 +332,27 @@ for scen in scenarios:
         ratios[f"sipguard-redis/sipguard {scen}"] = round(sr / sg, 2)
 for k, v in ratios.items():
     print(f"{k:<26} {v:>6.2f}x  (total CPU per call; runs with failed calls are left out)")
-json.dump({"params": json.load(open(os.path.join(out, "params.json"))), "results": summary, "ratios": ratios},
+# The same ratios run by run: the systems of one run are measured back to back, so a pair
+# shares the host's state of the moment, which drifts between runs on shared machines
+# (the floor relay alone has moved 2x between runs). The median of the pairs' ratios is the
+# figure that drift moves least; the ratio of medians above mixes runs of different moments.
+def per_run(s, scen):
+    d = {}
+    for p in glob.glob(os.path.join(out, f"{s}-{scen}-*.json")):
+        r = json.load(open(p))
+        if r["failed"] == 0:
+            d[int(p.rsplit("-", 1)[1][:-5])] = r["sut_cpu_us_per_call"]
+    return d
+paired = {}
+for k in ratios:
+    name, scen = k.split(" ")
+    a, b = name.split("/")
+    ra, rb = per_run(a, scen), per_run(b, scen)
+    pairs = sorted(round(ra[i] / rb[i], 2) for i in ra if i in rb and rb[i] > 0)
+    if pairs:
+        paired[k] = {"median": pairs[len(pairs) // 2] if len(pairs) % 2 else round((pairs[len(pairs) // 2 - 1] + pairs[len(pairs) // 2]) / 2, 2), "runs": pairs}
+        print(f"{k:<26} {paired[k]['median']:>6.2f}x  (median of the {len(pairs)} runs' own ratios: {', '.join(f'{x:.2f}' for x in pairs)})")
+json.dump({"params": json.load(open(os.path.join(out, "params.json"))), "results": summary, "ratios": ratios, "paired": paired},
           open(os.path.join(out, "summary.json"), "w"), indent=1)
 print(f"JSON: {out}/summary.json")
 PY
