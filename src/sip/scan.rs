@@ -529,8 +529,10 @@ impl Iterator for ValueIter<'_> {
                 memchr::memchr3(b',', b'"', b'<', rest)
             };
             let Some(at) = hit.map(|h| i + h) else { break };
+            // Past the byte found; past the escaped one too after a backslash.
+            i = at + 1;
             match b.get(at) {
-                Some(b'\\') => i = at + 1,
+                Some(b'\\') => i += 1,
                 Some(b'"') => quoted = !quoted,
                 Some(b'<') => angle = true,
                 Some(b'>') => angle = false,
@@ -539,7 +541,6 @@ impl Iterator for ValueIter<'_> {
                     return Some(trim(b, start..at));
                 }
             }
-            i = i.max(at) + 1;
         }
         self.done = true;
         Some(trim(b, start..self.end))
