@@ -82,10 +82,8 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
     };
     let fd = sock.as_raw_fd();
     let mut bufs = vec![0u8; BATCH * DATAGRAM_BUF];
-    let stamped = !overload_delay.is_zero()
-        && nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestamp, &true).is_ok();
-    let mut rx_headers =
-        MultiHeaders::<SockaddrStorage>::preallocate(BATCH, stamped.then(|| nix::cmsg_space!(TimeVal)));
+    let mut stamps = Stamps::new(!overload_delay.is_zero(), Instant::now());
+    let mut rx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut tx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut tx = Outbox::default();
     let mut actions = Vec::with_capacity(4);
@@ -145,7 +143,7 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
                 Ok(results) => {
                     let now = std::time::SystemTime::now();
                     for r in results {
-                        let load = match r.cmsgs().ok().and_then(|mut c| c.next()) {
+                        let load = match stamps.on.then(|| r.cmsgs().ok().and_then(|mut c| c.next())).flatten() {
                             Some(ControlMessageOwned::ScmTimestamp(tv)) => {
                                 let at = std::time::UNIX_EPOCH
                                     + Duration::new(tv.tv_sec().max(0) as u64, (tv.tv_usec().max(0) as u32) * 1000);
@@ -165,6 +163,17 @@ pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, over
             }
         }
         let now = Instant::now();
+        let late = got.iter().any(|g| g.2 == Load::Shedding);
+        if let Some(on) = stamps.after_receive(got.len(), late, now) {
+            // Fresh headers: the kernel shrinks each one's control length to what it used,
+            // so headers that went without stamps have no room left for one.
+            let space = on.then(|| nix::cmsg_space!(TimeVal));
+            rx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, space);
+            if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestamp, &on).is_err() {
+                tracing::warn!("udp receive timestamps unavailable: no overload shedding on this socket");
+                stamps.unavailable();
+            }
+        }
         for (i, &(n, src, load)) in got.iter().enumerate() {
             let start = i * DATAGRAM_BUF;
             let bytes = bufs.get(start..start + n.min(DATAGRAM_BUF)).unwrap_or_default();
@@ -312,6 +321,62 @@ impl Pacer {
     }
 }
 
+/// Receive timestamps, on only while the socket's queue is backed up.
+///
+/// A datagram's wait in the kernel's queue (what overload shedding judges) is known only
+/// from a kernel stamp, and stamps cost a control message per datagram on every receive,
+/// about 2 % of a passed call's CPU. A queue that keeps being read down to empty holds
+/// nothing that waited long, so the stamps are asked for once two receives in a row came
+/// back full (more than 2 x BATCH datagrams were waiting), and given up again after
+/// `STAMP_HOLD` without a full receive or a late datagram. Datagrams already queued when
+/// the stamps come on read as not having waited (the kernel stamps them on reading), so
+/// shedding starts at most one backlog later than with stamps always on.
+#[derive(Debug)]
+pub struct Stamps {
+    /// Stamps are asked for now.
+    on: bool,
+    /// Overload shedding is configured and the socket can stamp.
+    usable: bool,
+    full_in_row: u32,
+    last_busy: Instant,
+}
+
+/// How long the stamps stay on after the queue last backed up or a datagram came late.
+const STAMP_HOLD: Duration = Duration::from_secs(2);
+
+impl Stamps {
+    pub fn new(usable: bool, now: Instant) -> Stamps {
+        Stamps { on: false, usable, full_in_row: 0, last_busy: now }
+    }
+
+    /// Record a receive of `n` datagrams at `now`, `late` when one of them waited too long;
+    /// returns whether to turn the stamps on or off.
+    pub fn after_receive(&mut self, n: usize, late: bool, now: Instant) -> Option<bool> {
+        if !self.usable {
+            return None;
+        }
+        self.full_in_row = if n >= BATCH { self.full_in_row.saturating_add(1) } else { 0 };
+        if n >= BATCH || late {
+            self.last_busy = now;
+        }
+        if !self.on && self.full_in_row >= 2 {
+            self.on = true;
+            return Some(true);
+        }
+        if self.on && now.saturating_duration_since(self.last_busy) >= STAMP_HOLD {
+            self.on = false;
+            return Some(false);
+        }
+        None
+    }
+
+    /// The socket refused to stamp: never ask again.
+    pub fn unavailable(&mut self) {
+        self.usable = false;
+        self.on = false;
+    }
+}
+
 fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(a) = s.as_sockaddr_in() {
         return Some(SocketAddr::V4((*a).into()));
@@ -385,6 +450,37 @@ mod tests {
         assert_eq!(run(&mut p, t0, 62, 120, 1), Duration::ZERO);
         // Load comes back.
         assert_eq!(run(&mut p, t0, 182, 120, 8), wait);
+    }
+
+    #[test]
+    fn stamps_come_on_with_a_backlog_and_go_after_the_hold() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut s = Stamps::new(true, t0);
+        assert_eq!(s.after_receive(5, false, ms(1)), None);
+        assert_eq!(s.after_receive(BATCH, false, ms(2)), None, "one full receive is a burst");
+        assert_eq!(s.after_receive(3, false, ms(3)), None, "read down to empty");
+        assert_eq!(s.after_receive(BATCH, false, ms(4)), None);
+        assert_eq!(s.after_receive(BATCH, false, ms(5)), Some(true), "two full in a row: backed up");
+        assert_eq!(s.after_receive(BATCH, false, ms(6)), None, "already on");
+        assert_eq!(s.after_receive(1, false, ms(1000)), None);
+        assert_eq!(s.after_receive(1, true, ms(1500)), None, "a late datagram keeps them on");
+        assert_eq!(s.after_receive(1, false, ms(1500 + 1999)), None);
+        assert_eq!(s.after_receive(1, false, ms(1500 + 2000)), Some(false), "quiet for the hold");
+        assert_eq!(s.after_receive(1, false, ms(5000)), None, "off stays off");
+    }
+
+    #[test]
+    fn stamps_stay_off_when_shedding_is_off_or_the_socket_cannot_stamp() {
+        let t0 = Instant::now();
+        let mut off = Stamps::new(false, t0);
+        let mut refused = Stamps::new(true, t0);
+        for i in 0..10 {
+            assert_eq!(off.after_receive(BATCH, true, t0 + Duration::from_millis(i)), None);
+        }
+        refused.unavailable();
+        assert_eq!(refused.after_receive(BATCH, false, t0), None);
+        assert_eq!(refused.after_receive(BATCH, false, t0), None);
     }
 
     #[test]
