@@ -284,7 +284,7 @@ cat >"$out/params.json" <<EOF
  "nproc": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
 EOF
 python3 - "$out" "$(IFS=,; echo "${sys_list[*]}")" "$scenarios" <<'PY'
-import glob, json, os, sys
+import glob, json, os, statistics, sys
 out, systems, scenarios = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 summary, best = {}, {}
 print(f"{'system':<14} {'scenario':<8} {'runs':>4} {'ok':>7} {'failed':>7} {'user us':>8} {'sys us':>8} {'total us':>9} {'rss MiB':>8}  all runs (us/call; redis-server's own)")
@@ -350,7 +350,7 @@ for k in ratios:
     ra, rb = per_run(a, scen), per_run(b, scen)
     pairs = sorted(round(ra[i] / rb[i], 2) for i in ra if i in rb and rb[i] > 0)
     if pairs:
-        paired[k] = {"median": pairs[len(pairs) // 2] if len(pairs) % 2 else round((pairs[len(pairs) // 2 - 1] + pairs[len(pairs) // 2]) / 2, 2), "runs": pairs}
+        paired[k] = {"median": round(statistics.median(pairs), 2), "runs": pairs}
         print(f"{k:<26} {paired[k]['median']:>6.2f}x  (median of the {len(pairs)} runs' own ratios: {', '.join(f'{x:.2f}' for x in pairs)})")
 json.dump({"params": json.load(open(os.path.join(out, "params.json"))), "results": summary, "ratios": ratios, "paired": paired},
           open(os.path.join(out, "summary.json"), "w"), indent=1)
