@@ -73,8 +73,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// The receive loop; runs until the process exits. A datagram that waited in the kernel's
-/// queue longer than `overload_delay` (its receive timestamp says so) means the core is
-/// behind: new calls in it are shed (503) until the queue drains. Zero turns that off.
+/// queue longer than `overload_delay` (its receive timestamp says so; stamps are taken while
+/// the queue is backed up, see `Stamps`) means the core is behind: new calls in it are shed
+/// (503) until the queue drains. Zero turns that off.
 pub fn serve(shell: Arc<Shell>, sock: Arc<UdpSocket>, batch_wait: Duration, overload_delay: Duration) {
     let local = match sock.local_addr() {
         Ok(a) => a,
