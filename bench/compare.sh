@@ -6,7 +6,7 @@
 #                         [--systems sipguard,kamailio,floor] [--scenarios pass,reject]
 #                         [--runs N] [--out DIR] [--workload DIR] [--udp-batch-wait US]
 #                         [--udp-threads N] [--cluster local|redis|local,redis]
-#                         [--wait-quiet CPUS] [--behaviour]
+#                         [--wait-quiet CPUS] [--behaviour] [--dialogs]
 #
 # --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500);
 # --udp-threads its server.udp_threads (default: half the CPUs, at least 1);
@@ -23,7 +23,13 @@
 # own ratios (each run measures the systems back to back, so a pair shares the host's state).
 # --behaviour (with --policy full): sipguard also tracks call behaviour with every rule of
 # [screening.behaviour] on and none tripping for the workload's calls (all answered), so the
-# pass figure includes tracking each INVITE, 200 and BYE.
+# pass figure includes tracking each INVITE and its 200. The BYE ends a tracked call only
+# when it proves its dialog, which the shared scenarios never do (see --dialogs): without
+# --dialogs every call stays tracked as answered.
+# --dialogs: run a copy of the shared harness whose UAS copies Record-Route into its 200 and
+# whose UAC sends ACK and BYE with the Route set it learnt, as user agents do (RFC 3261
+# §12.1). sipguard then checks each ACK's and BYE's Record-Route MAC, and with --behaviour
+# each call ends with its duration. Every system runs the same copy.
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.
@@ -46,8 +52,9 @@ udp_threads=""
 cluster=local
 quiet=""
 behaviour=""
+dialogs=""
 
-usage() { sed -n '4,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -64,6 +71,7 @@ while [[ $# -gt 0 ]]; do
     --cluster) cluster=$2; shift 2 ;;
     --wait-quiet) quiet=$2; shift 2 ;;
     --behaviour) behaviour=1; shift ;;
+    --dialogs) dialogs=1; shift ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -94,6 +102,24 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+# --dialogs: the harness copy, with the two scenario changes made in place (and checked).
+if [[ -n "$dialogs" ]]; then
+  cp -r "$SHARED" "$tmp/harness"
+  python3 - "$tmp/harness/sipp" <<'EOF3'
+import sys
+d = sys.argv[1]
+def edit(name, old, new, count):
+    p = f"{d}/{name}"
+    s = open(p).read()
+    if s.count(old) < count:
+        sys.exit(f"--dialogs: {name} no longer has {old!r} {count} times")
+    open(p, "w").write(s.replace(old, new))
+edit("uas.xml", "[last_CSeq:]\n      Contact", "[last_CSeq:]\n      [last_Record-Route:]\n      Contact", 1)
+edit("uac_pass.xml", '<recv response="200" rtd="true"/>', '<recv response="200" rtd="true" rrs="true"/>', 1)
+edit("uac_pass.xml", "Max-Forwards: 70\n      Content-Length: 0", "[routes]\n      Max-Forwards: 70\n      Content-Length: 0", 2)
+EOF3
+  SHARED=$tmp/harness
+fi
 out=${out:-$ROOT/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
