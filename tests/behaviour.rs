@@ -4,7 +4,8 @@
 //! which a low ASR suspends the caller ID (another of the account's caller IDs still passes),
 //! the suspension kept across a kill -9; `max_concurrent` with `sipp -l`, and the slot of a
 //! call whose BYE never comes freed after `max_call_seconds`; sequential dialling refused
-//! (`max_sequential`), and report mode forwarding what it would refuse or suspend.
+//! (`max_sequential`), and report mode forwarding what it would refuse or suspend; a user
+//! agent that ignores Record-Route (its BYEs end nothing, and are counted and logged).
 mod common;
 
 use common::{Ports, Sipguard, Sipp, SippStats, http, require_sipp};
@@ -230,6 +231,37 @@ fn max_concurrent_with_parallel_calls_and_a_missed_bye_freeing_its_slot() {
     assert_eq!((s.responses_with(200), s.responses_with(403)), (4, 0), "{s:#?}");
     let (_, metrics) = http(&sg, "GET", "/metrics", None);
     assert!(metrics.contains("sipguard_behaviour_call_events_total{event=\"expired_answered\"} 1"), "{metrics}");
+}
+
+#[test]
+fn a_user_agent_ignoring_record_route_keeps_its_calls_live_and_is_counted_and_logged_once() {
+    if !require_sipp() {
+        return;
+    }
+    let ports = Ports::allocate();
+    let sg = start("max_concurrent = 3\nmax_call_seconds = 600\n", ports, None);
+    let _uas = Sipp::uas("uas_answer.xml", ports.upstream);
+
+    // Two calls hung up with BYEs that carry no Route: relayed (the UAC gets its 200 to
+    // each BYE or the call fails), but they prove no dialog, so neither call ends here.
+    calls(&sg, "uac_ignores_rr.xml", A, 1, 2, 1, 100);
+    let f = account(&sg);
+    assert_eq!(
+        (f["attempts"].as_u64(), f["answered"].as_u64(), f["ended"].as_u64(), f["concurrent"].as_u64()),
+        (Some(2), Some(2), Some(0), Some(2)),
+        "{f}"
+    );
+    let (_, metrics) = http(&sg, "GET", "/metrics", None);
+    assert!(metrics.contains("sipguard_behaviour_call_events_total{event=\"unproven_bye\"} 2"), "{metrics}");
+    assert!(metrics.contains("sipguard_behaviour_call_events_total{event=\"ended\"} 0"), "{metrics}");
+    let warning = "came without our Record-Route";
+    assert!(sg.wait_for_log(warning, Duration::from_secs(5)), "{}", sg.log());
+    assert_eq!(sg.log().matches(warning).count(), 1, "logged once: {}", sg.log());
+
+    // A record-routed call of the same account still ends with its BYE.
+    calls(&sg, "uac_timed.xml", A, 500, 1, 1, 100);
+    let (f, _) = poll(&sg, Duration::from_secs(5), |f| f["ended"] == 1);
+    assert_eq!(f["concurrent"].as_u64(), Some(2), "{f}");
 }
 
 #[test]

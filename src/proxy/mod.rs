@@ -393,6 +393,14 @@ impl Ctx<'_> {
             let caller_tag = if side == Side::Caller { tags.from } else { tags.to };
             let call = CallRef { call_id: msg.value(Kind::CallId).unwrap_or_default(), caller_tag };
             self.screen.call_event(CallEvent::Bye { call }, now);
+        } else if side.is_none()
+            && msg.method() == b"BYE"
+            && !tags.to.is_empty()
+            && !self.redirecting()
+            && self.screen.tracks_calls()
+        {
+            let call_id = msg.value(Kind::CallId).unwrap_or_default();
+            self.screen.call_event(CallEvent::UnprovenBye { call_id, tags: [tags.from, tags.to] }, now);
         }
         let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
         let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };

@@ -324,6 +324,7 @@ pub fn behaviour(
             ("expired_answered", &s.expired_answered),
             ("untracked", &s.untracked),
             ("retransmission", &s.retransmissions),
+            ("unproven_bye", &s.unproven_byes),
         ] {
             counter!("sipguard_behaviour_call_events_total", "event" => event).absolute(n.load(Relaxed));
         }

@@ -615,6 +615,9 @@ pub enum CallEvent<'a> {
     Final { call: CallRef<'a>, code: u16 },
     /// A BYE that proved its dialog was record-routed here.
     Bye { call: CallRef<'a> },
+    /// A BYE without that proof: its Call-ID and its From and To tags (either may be the
+    /// caller's).
+    UnprovenBye { call_id: &'a [u8], tags: [&'a [u8]; 2] },
 }
 
 /// The behaviour engine: the live-call tracker. Account state lives with each account's
@@ -677,6 +680,9 @@ impl Behaviour {
         match ev {
             CallEvent::Final { call, code } => self.tracker.response(self.tracker.key(call), code, now),
             CallEvent::Bye { call } => self.tracker.bye(self.tracker.key(call), now),
+            CallEvent::UnprovenBye { call_id, tags } => {
+                self.tracker.unproven_bye(tags.map(|caller_tag| self.tracker.key(CallRef { call_id, caller_tag })))
+            }
         }
     }
 

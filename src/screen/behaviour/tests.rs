@@ -352,3 +352,30 @@ fn unstart_takes_a_call_back() {
     bed.final_("a", 200, 2.0);
     assert_eq!(bed.figures(3.0).answered, 0);
 }
+
+#[test]
+fn a_bye_without_the_dialog_proof_ends_nothing_and_is_counted_when_it_names_a_tracked_call() {
+    let bed = Bed::new(Limits { max_concurrent: Some(5), ..Limits::default() });
+    assert_eq!(bed.start("a", 1, 0.0), Ok(true));
+    bed.final_("a", 200, 1.0);
+    let unproven = |id: &'static str, tags: [&'static [u8]; 2], t: f64| {
+        bed.b.event(CallEvent::UnprovenBye { call_id: id.as_bytes(), tags }, at(t));
+    };
+    let count = || bed.b.tracker.stats.unproven_byes.load(std::sync::atomic::Ordering::Relaxed);
+    // The caller's tag as the To tag (a BYE from the callee's side) is found too.
+    unproven("a", [b"callee", b"tag"], 5.0);
+    unproven("a", [b"tag", b"callee"], 6.0);
+    assert_eq!(count(), 2);
+    let f = bed.figures(7.0);
+    assert_eq!((f.concurrent, f.ended), (1, 0), "still live, no duration: {f:?}");
+    // Calls that are not tracked are not counted: unknown Call-ID, other tags.
+    unproven("b", [b"tag", b"callee"], 8.0);
+    unproven("a", [b"x", b"y"], 8.0);
+    assert_eq!(count(), 2);
+    // The proven BYE still ends it, with its duration.
+    bed.bye("a", 10.0);
+    let f = bed.figures(10.0);
+    assert_eq!((f.concurrent, f.ended), (0, 1), "{f:?}");
+    unproven("a", [b"tag", b"callee"], 11.0);
+    assert_eq!(count(), 2, "ended calls are not counted");
+}

@@ -8,7 +8,7 @@ use crate::screen::hash::NumberMap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
@@ -42,6 +42,8 @@ pub struct TrackerStats {
     pub expired_answered: AtomicU64,
     pub untracked: AtomicU64,
     pub retransmissions: AtomicU64,
+    /// BYEs of tracked calls relayed without the dialog proof (their calls stay live).
+    pub unproven_byes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -55,6 +57,8 @@ pub struct Tracker {
     len: AtomicUsize,
     cap: AtomicUsize,
     pub stats: TrackerStats,
+    /// The first unproven BYE of a tracked call was logged.
+    warned_unproven: AtomicBool,
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -78,6 +82,7 @@ impl Tracker {
             len: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap),
             stats: TrackerStats::default(),
+            warned_unproven: AtomicBool::new(false),
         }
     }
 
@@ -190,6 +195,24 @@ impl Tracker {
             self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
         }
         live.acct.ended(live.caller, live.started, now, duration);
+    }
+
+    /// A BYE relayed without the dialog proof: it may have been aimed anywhere, so it ends
+    /// nothing; counted (and the first one logged) when it names a tracked call, because a
+    /// user agent that ignores Record-Route keeps its calls live until `max_call_seconds`.
+    pub(super) fn unproven_bye(&self, keys: [u64; 2]) {
+        let tracked = keys.iter().any(|&k| self.shard(k).1.calls.contains_key(&k));
+        if !tracked {
+            return;
+        }
+        self.stats.unproven_byes.fetch_add(1, Ordering::Relaxed);
+        if !self.warned_unproven.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a BYE of a tracked call came without our Record-Route in its Route header: the call stays \
+                 counted as live until max_call_seconds (does its user agent ignore Record-Route?); \
+                 sipguard_behaviour_call_events_total{{event=\"unproven_bye\"}} counts them"
+            );
+        }
     }
 
     /// End every call whose deadline has passed. Costs one relaxed load per shard when
