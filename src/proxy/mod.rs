@@ -385,22 +385,19 @@ impl Ctx<'_> {
         }
         // A redirect server hands out no dialog proofs: every INVITE is a call to screen.
         let side = if self.redirecting() { None } else { self.dialog_side(msg, from, &tags) };
-        // The end of a call record-routed here, from either side, for its duration.
-        if let Some(side) = side
-            && msg.method() == b"BYE"
-            && self.screen.tracks_calls()
-        {
-            let caller_tag = if side == Side::Caller { tags.from } else { tags.to };
-            let call = CallRef { call_id: msg.value(Kind::CallId).unwrap_or_default(), caller_tag };
-            self.screen.call_event(CallEvent::Bye { call }, now);
-        } else if side.is_none()
-            && msg.method() == b"BYE"
-            && !tags.to.is_empty()
-            && !self.redirecting()
-            && self.screen.tracks_calls()
-        {
+        // The end of a call record-routed here, from either side, for its duration; a BYE
+        // in a dialog that proves nothing ends nothing, and is only reported.
+        if msg.method() == b"BYE" && !self.redirecting() && self.screen.tracks_calls() {
             let call_id = msg.value(Kind::CallId).unwrap_or_default();
-            self.screen.call_event(CallEvent::UnprovenBye { call_id, tags: [tags.from, tags.to] }, now);
+            let event = match side {
+                Some(Side::Caller) => Some(CallEvent::Bye { call: CallRef { call_id, caller_tag: tags.from } }),
+                Some(Side::Callee) => Some(CallEvent::Bye { call: CallRef { call_id, caller_tag: tags.to } }),
+                None if tags.to.is_empty() => None,
+                None => Some(CallEvent::UnprovenBye { call_id, tags: [tags.from, tags.to] }),
+            };
+            if let Some(event) = event {
+                self.screen.call_event(event, now);
+            }
         }
         let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
         let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
