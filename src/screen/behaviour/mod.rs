@@ -254,16 +254,28 @@ struct Caller {
 
 /// Distinct callees over the last hour: the last time each was called, and the calls in
 /// order so that they expire.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Distinct {
     seen: NumberMap<u64>,
     order: VecDeque<(u64, u64)>,
+    /// The time of `order`'s first call (`u64::MAX`: none), so that a call with nothing to
+    /// expire reads no more than this.
+    oldest: u64,
+}
+
+impl Default for Distinct {
+    fn default() -> Self {
+        Distinct { seen: NumberMap::default(), order: VecDeque::new(), oldest: u64::MAX }
+    }
 }
 
 const HOUR_MS: u64 = 3_600_000;
 
 impl Distinct {
     fn expire(&mut self, now: u64) {
+        if self.oldest.saturating_add(HOUR_MS) > now {
+            return;
+        }
         while let Some(&(t, callee)) = self.order.front() {
             if t + HOUR_MS > now {
                 break;
@@ -273,6 +285,7 @@ impl Distinct {
                 self.seen.remove(&callee);
             }
         }
+        self.oldest = self.order.front().map_or(u64::MAX, |&(t, _)| t);
     }
 
     fn add(&mut self, callee: u64, now: u64, cap: usize) {
@@ -280,6 +293,9 @@ impl Distinct {
             return;
         }
         self.seen.insert(callee, now);
+        if self.order.is_empty() {
+            self.oldest = now;
+        }
         self.order.push_back((now, callee));
         // Calls to callees seen again leave stale entries behind: rebuild from the map when
         // they outnumber it.
@@ -287,6 +303,7 @@ impl Distinct {
             let mut v: Vec<(u64, u64)> = self.seen.iter().map(|(&c, &t)| (t, c)).collect();
             v.sort_unstable();
             self.order = v.into();
+            self.oldest = self.order.front().map_or(u64::MAX, |&(t, _)| t);
         }
     }
 }
@@ -432,9 +449,10 @@ impl AccountBehaviour {
     }
 
     /// Count a call let through: an attempt for the account and its caller ID, a live call,
-    /// the sequential run and the distinct callees. `Err` when `max_concurrent` is reached
-    /// (another call took the last slot since `judge`): nothing is counted then.
-    fn start(&self, caller: u64, callee: u64, now: u64, force: bool) -> Result<(), Trip> {
+    /// the sequential run and the distinct callees; the account's `max_call_seconds` in ms.
+    /// `Err` when `max_concurrent` is reached (another call took the last slot since
+    /// `judge`): nothing is counted then.
+    fn start(&self, caller: u64, callee: u64, now: u64, force: bool) -> Result<u64, Trip> {
         let mut g = self.lock();
         let l = g.limits;
         if let Some(limit) = l.max_concurrent
@@ -446,10 +464,10 @@ impl AccountBehaviour {
         let step = now / l.step_ms();
         let run = g.run.push(callee, l.sequential_gap);
         g.live = g.live.saturating_add(1);
-        if let Some(b) = g.window.at(step, step, true) {
+        g.window.update(step, step, true, |b| {
             b.attempts = b.attempts.saturating_add(1);
             b.run = b.run.max(run);
-        }
+        });
         let cap = l.max_distinct_callees_per_hour.map_or(DISTINCT_FIGURE_CAP, |n| n as usize);
         g.distinct.expire(now);
         g.distinct.add(callee, now, cap);
@@ -469,12 +487,12 @@ impl AccountBehaviour {
         if let Some(c) = c {
             let run = c.run.push(callee, l.sequential_gap);
             c.live = c.live.saturating_add(1);
-            if let Some(b) = c.window.at(step, step, true) {
+            c.window.update(step, step, true, |b| {
                 b.attempts = b.attempts.saturating_add(1);
                 b.run = b.run.max(run);
-            }
+            });
         }
-        Ok(())
+        Ok(u64::from(l.max_call_seconds) * 1000)
     }
 
     /// Give back a live slot taken by `start` for a call that is not tracked after all.
@@ -492,14 +510,10 @@ impl AccountBehaviour {
         let step_ms = g.limits.step_ms();
         let (step, now) = (started / step_ms, now / step_ms);
         g.live = g.live.saturating_sub(1);
-        if let Some(b) = g.window.at(step, now, false) {
-            b.attempts = b.attempts.saturating_sub(1);
-        }
+        g.window.update(step, now, false, |b| b.attempts = b.attempts.saturating_sub(1));
         if let Some(c) = g.callers.get_mut(&caller) {
             c.live = c.live.saturating_sub(1);
-            if let Some(b) = c.window.at(step, now, false) {
-                b.attempts = b.attempts.saturating_sub(1);
-            }
+            c.window.update(step, now, false, |b| b.attempts = b.attempts.saturating_sub(1));
         }
     }
 
@@ -508,11 +522,10 @@ impl AccountBehaviour {
         let mut g = self.lock();
         let step_ms = g.limits.step_ms();
         let (step, now) = (started / step_ms, now / step_ms);
-        if let Some(b) = g.window.at(step, now, false) {
-            b.answered = b.answered.saturating_add(1);
-        }
-        if let Some(b) = g.callers.get_mut(&caller).and_then(|c| c.window.at(step, now, false)) {
-            b.answered = b.answered.saturating_add(1);
+        let answer = |b: &mut window::Bucket| b.answered = b.answered.saturating_add(1);
+        g.window.update(step, now, false, answer);
+        if let Some(c) = g.callers.get_mut(&caller) {
+            c.window.update(step, now, false, answer);
         }
     }
 
@@ -532,14 +545,10 @@ impl AccountBehaviour {
             }
         };
         g.live = g.live.saturating_sub(1);
-        if let Some(b) = g.window.at(step, now, false) {
-            time(b);
-        }
+        g.window.update(step, now, false, time);
         if let Some(c) = g.callers.get_mut(&caller) {
             c.live = c.live.saturating_sub(1);
-            if let Some(b) = c.window.at(step, now, false) {
-                time(b);
-            }
+            c.window.update(step, now, false, time);
         }
     }
 
@@ -653,17 +662,7 @@ impl Behaviour {
     ) -> Result<bool, Trip> {
         let now = millis(now);
         self.tracker.expire(now);
-        if self.tracker.contains(key) {
-            return Ok(false);
-        }
-        acct.start(caller, callee, now, force)?;
-        let max_ms = u64::from(acct.limits().max_call_seconds) * 1000;
-        if self.tracker.insert(key, acct.clone(), caller, now, max_ms) {
-            Ok(true)
-        } else {
-            acct.unlive(caller);
-            Ok(false)
-        }
+        self.tracker.start(key, acct, caller, now, || acct.start(caller, callee, now, force))
     }
 
     /// Take back a `start`: the call was not forwarded after all.

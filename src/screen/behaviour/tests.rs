@@ -53,24 +53,21 @@ impl Bed {
 fn window_edges() {
     let mut w = Window::default();
     // Step 100 holds until the window (30 steps) has moved past it.
-    if let Some(b) = w.at(100, 100, true) {
-        b.attempts = 3;
-    }
+    assert!(w.update(100, 100, true, |b| b.attempts = 3));
     assert_eq!(w.sums(100).attempts, 3);
     assert_eq!(w.sums(100 + STEPS - 1).attempts, 3, "the last step it is in");
     assert_eq!(w.sums(100 + STEPS).attempts, 0, "the first step it is out");
     // A step that has left the window is not created or found.
-    assert!(w.at(100, 100 + STEPS, false).is_none());
-    assert!(w.at(50, 100, true).is_none());
+    assert!(!w.update(100, 100 + STEPS, false, |_| ()));
+    assert!(!w.update(50, 100, true, |_| ()));
     assert!(w.is_empty(), "pruned by the look-up");
     // Out of order (a clock that stepped back): inserted in order, found again.
     for s in [10, 12, 11] {
-        if let Some(b) = w.at(s, 12, true) {
-            b.attempts += 1;
-        }
+        assert!(w.update(s, 12, true, |b| b.attempts += 1));
     }
     assert_eq!(w.len(), 3);
-    assert!(w.at(11, 12, false).is_some_and(|b| *b == Bucket { step: 11, attempts: 1, ..Bucket::default() }));
+    assert!(w.update(11, 12, false, |_| ()));
+    assert_eq!(w.bucket(11), Some(&Bucket { step: 11, attempts: 1, ..Bucket::default() }));
     assert_eq!(w.sums(12).attempts, 3);
     // A step in the future (the caller's clock ahead) is not summed yet.
     assert_eq!(w.sums(11).attempts, 2);
@@ -378,4 +375,120 @@ fn a_bye_without_the_dialog_proof_ends_nothing_and_is_counted_when_it_names_a_tr
     assert_eq!((f.concurrent, f.ended), (0, 1), "{f:?}");
     unproven("a", [b"tag", b"callee"], 11.0);
     assert_eq!(count(), 2, "ended calls are not counted");
+}
+
+/// The window against the plain model it replaced (every bucket in one ordered list, the
+/// sums taken by scanning it), over runs of updates and reads with a clock that may step
+/// back: the same buckets, the same sums, the same answers.
+mod window_model {
+    use super::super::window::{Bucket, STEPS, Sums, Window};
+    use proptest::prelude::*;
+
+    #[derive(Default)]
+    struct Model(Vec<Bucket>);
+
+    impl Model {
+        fn update(&mut self, step: u64, now: u64, create: bool, f: impl FnOnce(&mut Bucket)) -> bool {
+            self.0.retain(|b| b.step + STEPS > now);
+            if step + STEPS <= now {
+                return false;
+            }
+            let i = match self.0.iter().position(|b| b.step >= step) {
+                Some(i) if self.0[i].step == step => i,
+                _ if !create => return false,
+                Some(i) => {
+                    self.0.insert(i, Bucket { step, ..Bucket::default() });
+                    i
+                }
+                None => {
+                    self.0.push(Bucket { step, ..Bucket::default() });
+                    self.0.len() - 1
+                }
+            };
+            f(&mut self.0[i]);
+            true
+        }
+        fn sums(&self, now: u64) -> Sums {
+            let mut s = Sums::default();
+            for b in self.0.iter().filter(|b| b.step + STEPS > now && b.step <= now) {
+                s.attempts += u64::from(b.attempts);
+                s.answered += u64::from(b.answered);
+                s.timed += u64::from(b.timed);
+                s.short += u64::from(b.short);
+                s.millis += b.millis;
+                s.longest_run = s.longest_run.max(b.run);
+            }
+            s
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Count an attempt `back` steps before `now` (0: the current step), with a run.
+        Attempt {
+            now: u64,
+            back: u64,
+            run: u32,
+        },
+        /// Answer, time (ms) or take back a call of a step.
+        Change {
+            now: u64,
+            step: u64,
+            what: u8,
+            millis: u64,
+        },
+        Read {
+            now: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..120u64, 0..3u64, 0..8u32).prop_map(|(now, back, run)| Op::Attempt { now, back, run }),
+            (0..120u64, 0..120u64, 0..4u8, 0..20_000u64).prop_map(|(now, step, what, millis)| Op::Change {
+                now,
+                step,
+                what,
+                millis
+            }),
+            (0..120u64).prop_map(|now| Op::Read { now }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_window_keeps_the_sums_of_the_buckets_it_holds(ops in proptest::collection::vec(op(), 1..200)) {
+            let (mut w, mut m) = (Window::default(), Model::default());
+            for op in ops {
+                match op {
+                    Op::Attempt { now, back, run } => {
+                        let step = now.saturating_sub(back);
+                        let f = |b: &mut Bucket| {
+                            b.attempts += 1;
+                            b.run = b.run.max(run);
+                        };
+                        prop_assert_eq!(w.update(step, now, true, f), m.update(step, now, true, f));
+                    }
+                    Op::Change { now, step, what, millis } => {
+                        let f = |b: &mut Bucket| match what {
+                            0 => b.answered += 1,
+                            1 => {
+                                b.timed += 1;
+                                b.millis += millis;
+                                b.short += u32::from(millis < 6000);
+                            }
+                            2 => b.attempts = b.attempts.saturating_sub(1),
+                            _ => b.run = b.run.saturating_sub(1),
+                        };
+                        prop_assert_eq!(w.update(step, now, false, f), m.update(step, now, false, f));
+                    }
+                    Op::Read { now } => prop_assert_eq!(w.sums(now), m.sums(now)),
+                }
+                prop_assert_eq!(w.len(), m.0.len());
+                for b in &m.0 {
+                    prop_assert_eq!(w.bucket(b.step), Some(b));
+                }
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! an entry is removed exactly once (answer timeout, final non-2xx, BYE, or expiry), and
 //! only that removal gives its account's live slot back.
 
-use super::{AccountBehaviour, CallRef, RING_SECONDS};
+use super::{AccountBehaviour, CallRef, RING_SECONDS, Trip};
 use crate::screen::hash::NumberMap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -114,34 +114,37 @@ impl Tracker {
         self.next[i].store(next, Ordering::Relaxed);
     }
 
-    pub(super) fn contains(&self, key: u64) -> bool {
-        self.shard(key).1.calls.contains_key(&key)
-    }
-
-    /// Track a ringing call; false when full (or tracked already).
-    pub(super) fn insert(
+    /// Count a call with `count` and track it as ringing: true when tracked. False when it
+    /// is tracked already (nothing counted: the same call screened again), or when the
+    /// tracker is full (counted, its live slot given back). `count` runs under the shard's
+    /// lock, so a call arriving twice at once is counted once; it takes the account's lock,
+    /// and nothing takes a shard's lock while holding an account's.
+    pub(super) fn start(
         &self,
         key: u64,
-        acct: Arc<AccountBehaviour>,
+        acct: &Arc<AccountBehaviour>,
         caller: u64,
         now: u64,
-        max_call_ms: u64,
-    ) -> bool {
-        if self.len.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed) {
-            self.stats.untracked.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
+        count: impl FnOnce() -> Result<u64, Trip>,
+    ) -> Result<bool, Trip> {
         let (i, mut s) = self.shard(key);
         if s.calls.contains_key(&key) {
-            return false;
+            return Ok(false);
+        }
+        let max_call_ms = count()?;
+        if self.len.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed) {
+            drop(s);
+            self.stats.untracked.fetch_add(1, Ordering::Relaxed);
+            acct.unlive(caller);
+            return Ok(false);
         }
         compact(&mut s);
         let deadline = now.saturating_add(RING_SECONDS * 1000);
-        s.calls.insert(key, Live { acct, caller, started: now, answered: 0, max_call_ms, deadline });
+        s.calls.insert(key, Live { acct: acct.clone(), caller, started: now, answered: 0, max_call_ms, deadline });
         s.due.push(Reverse((deadline, key)));
         self.len.fetch_add(1, Ordering::Relaxed);
         self.publish(i, &s);
-        true
+        Ok(true)
     }
 
     /// Stop tracking a call (no figures change here).

@@ -2,6 +2,11 @@
 //! while they hold something (a caller ID that called in three steps of the window holds
 //! three buckets). Figures are attributed to the step in which the call was attempted, so
 //! that within any window `answered <= attempts` and `short <= timed <= answered`.
+//!
+//! The newest bucket is held inline and the sums over the window are kept with every change:
+//! counting a call, its answer or its end, and judging the next one, read no memory beyond
+//! the subject's own entry. The older buckets are touched only when one leaves the window
+//! (once per step) and for a call attempted in an older step than the newest.
 
 use std::collections::VecDeque;
 
@@ -49,67 +54,144 @@ impl Sums {
     pub fn short_ratio(&self) -> Option<f64> {
         (self.timed > 0).then(|| self.short as f64 / self.timed as f64)
     }
+
+    fn add(&mut self, b: &Bucket) {
+        self.attempts += u64::from(b.attempts);
+        self.answered += u64::from(b.answered);
+        self.timed += u64::from(b.timed);
+        self.short += u64::from(b.short);
+        self.millis = self.millis.saturating_add(b.millis);
+        self.longest_run = self.longest_run.max(b.run);
+    }
+}
+
+/// `total - before + after`, for a sum that holds `before`.
+fn moved(total: u64, before: u64, after: u64) -> u64 {
+    total.saturating_sub(before).saturating_add(after)
 }
 
 /// One subject's window (a caller ID, or an account).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Window {
-    buckets: VecDeque<Bucket>,
+    /// The newest bucket held.
+    head: Option<Bucket>,
+    /// The older buckets held, oldest first (all before `head`'s step).
+    older: VecDeque<Bucket>,
+    /// Sums over every bucket held.
+    total: Sums,
+    /// The step at which the oldest bucket held leaves the window (`u64::MAX`: none held).
+    leaves: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window { head: None, older: VecDeque::new(), total: Sums::default(), leaves: u64::MAX }
+    }
 }
 
 impl Window {
     /// Buckets held (for memory accounting and eviction).
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.older.len() + usize::from(self.head.is_some())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        // `older` is only ever filled behind a head, and emptied before it.
+        self.head.is_none()
     }
 
     /// Drop the buckets that left the window at step `now`: a bucket covers its step, and
     /// the window is the `STEPS` steps ending with `now`'s.
     pub fn prune(&mut self, now: u64) {
-        while self.buckets.front().is_some_and(|b| b.step + STEPS <= now) {
-            self.buckets.pop_front();
+        if now < self.leaves {
+            return;
+        }
+        while self.older.front().is_some_and(|b| b.step + STEPS <= now) {
+            self.older.pop_front();
+        }
+        if self.older.is_empty() && self.head.is_some_and(|h| h.step + STEPS <= now) {
+            self.head = None;
+        }
+        self.total = Sums::default();
+        for b in self.older.iter().chain(&self.head) {
+            self.total.add(b);
+        }
+        self.leaves = self.older.front().or(self.head.as_ref()).map_or(u64::MAX, |b| b.step + STEPS);
+    }
+
+    /// Change the bucket of `step` with `f`, creating it when `create`: false when there is
+    /// none, or the step has left the window at `now` (its figures no longer count).
+    pub fn update(&mut self, step: u64, now: u64, create: bool, f: impl FnOnce(&mut Bucket)) -> bool {
+        self.prune(now);
+        if step + STEPS <= now {
+            return false;
+        }
+        let Some(b) = self.slot(step, create) else { return false };
+        let before = *b;
+        f(b);
+        let after = *b;
+        let t = &mut self.total;
+        t.attempts = moved(t.attempts, before.attempts.into(), after.attempts.into());
+        t.answered = moved(t.answered, before.answered.into(), after.answered.into());
+        t.timed = moved(t.timed, before.timed.into(), after.timed.into());
+        t.short = moved(t.short, before.short.into(), after.short.into());
+        t.millis = moved(t.millis, before.millis, after.millis);
+        if after.run >= before.run {
+            t.longest_run = t.longest_run.max(after.run);
+        } else {
+            t.longest_run = self.older.iter().chain(&self.head).map(|b| b.run).max().unwrap_or(0);
+        }
+        true
+    }
+
+    /// The bucket of `step` (nearly always the head: the current step's; a clock that
+    /// stepped back puts a call before it, in order).
+    fn slot(&mut self, step: u64, create: bool) -> Option<&mut Bucket> {
+        let fresh = Bucket { step, ..Bucket::default() };
+        let head_step = self.head.map(|h| h.step);
+        if head_step.is_none_or(|h| step > h) {
+            if !create {
+                return None;
+            }
+            if let Some(h) = self.head.replace(fresh) {
+                self.older.push_back(h);
+            }
+            self.leaves = self.leaves.min(step + STEPS);
+            return self.head.as_mut();
+        }
+        if head_step == Some(step) {
+            return self.head.as_mut();
+        }
+        let pos = self.older.iter().rposition(|b| b.step <= step);
+        match pos {
+            Some(i) if self.older.get(i).is_some_and(|b| b.step == step) => self.older.get_mut(i),
+            _ if !create => None,
+            Some(i) => {
+                self.older.insert(i + 1, fresh);
+                self.older.get_mut(i + 1)
+            }
+            None => {
+                self.older.push_front(fresh);
+                self.leaves = self.leaves.min(step + STEPS);
+                self.older.front_mut()
+            }
         }
     }
 
-    /// The bucket of `step`, created when `create` and it is still in the window at `now`.
-    /// None for a step that has left the window (its figures no longer count).
-    pub fn at(&mut self, step: u64, now: u64, create: bool) -> Option<&mut Bucket> {
-        self.prune(now);
-        if step + STEPS <= now {
-            return None;
-        }
-        // Nearly always the last bucket (the current step); a clock that stepped back puts
-        // a call before it, in order.
-        let pos = self.buckets.iter().rposition(|b| b.step <= step);
-        match pos {
-            Some(i) if self.buckets.get(i).is_some_and(|b| b.step == step) => self.buckets.get_mut(i),
-            _ if !create => None,
-            Some(i) => {
-                self.buckets.insert(i + 1, Bucket { step, ..Bucket::default() });
-                self.buckets.get_mut(i + 1)
-            }
-            None => {
-                self.buckets.push_front(Bucket { step, ..Bucket::default() });
-                self.buckets.front_mut()
-            }
-        }
+    /// The bucket of `step`, when held.
+    pub fn bucket(&self, step: u64) -> Option<&Bucket> {
+        self.older.iter().chain(&self.head).find(|b| b.step == step)
     }
 
     /// The sums over the window at step `now` (buckets that left it are not counted, even
-    /// before they are pruned).
+    /// before they are pruned; nor are buckets of steps after `now`).
     pub fn sums(&self, now: u64) -> Sums {
+        if now < self.leaves && self.head.is_none_or(|h| h.step <= now) {
+            return self.total;
+        }
         let mut s = Sums::default();
-        for b in self.buckets.iter().filter(|b| b.step + STEPS > now && b.step <= now) {
-            s.attempts += u64::from(b.attempts);
-            s.answered += u64::from(b.answered);
-            s.timed += u64::from(b.timed);
-            s.short += u64::from(b.short);
-            s.millis += b.millis;
-            s.longest_run = s.longest_run.max(b.run);
+        for b in self.older.iter().chain(&self.head).filter(|b| b.step + STEPS > now && b.step <= now) {
+            s.add(b);
         }
         s
     }
