@@ -20,7 +20,9 @@
 # --wait-quiet: before each run, wait (up to 10 min) until the machine was busy less than
 # CPUS CPUs over 3 s (other tenants' builds), e.g. 0.3.
 # The summary gives each ratio twice: of the systems' medians, and as the median of the runs'
-# own ratios (each run measures the systems back to back, so a pair shares the host's state).
+# own ratios (each run measures the systems back to back, so a pair shares the host's state),
+# and from 6 runs on an interval for the latter (sign test, about 95 %): a hold is shown met
+# when that interval's top is under it.
 # --behaviour (with --policy full): sipguard also tracks call behaviour with every rule of
 # [screening.behaviour] on and none tripping for the workload's calls (all answered), so the
 # pass figure includes tracking each INVITE and its 200. The BYE ends a tracked call only
@@ -54,7 +56,7 @@ quiet=""
 behaviour=""
 dialogs=""
 
-usage() { sed -n '4,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,37p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -310,7 +312,7 @@ cat >"$out/params.json" <<EOF
  "nproc": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
 EOF
 python3 - "$out" "$(IFS=,; echo "${sys_list[*]}")" "$scenarios" <<'PY'
-import glob, json, os, statistics, sys
+import glob, json, math, os, statistics, sys
 out, systems, scenarios = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 summary, best = {}, {}
 print(f"{'system':<14} {'scenario':<8} {'runs':>4} {'ok':>7} {'failed':>7} {'user us':>8} {'sys us':>8} {'total us':>9} {'rss MiB':>8}  all runs (us/call; redis-server's own)")
@@ -369,6 +371,16 @@ def per_run(s, scen):
         if r["failed"] == 0:
             d[int(p.rsplit("-", 1)[1][:-5])] = r["sut_cpu_us_per_call"]
     return d
+# A distribution-free interval for the median of the pairs' ratios: the k-th smallest and
+# k-th largest pair, k the largest with P(Binomial(n, 1/2) < k) <= 2.5 % (needs 6 pairs).
+def sign_interval(pairs):
+    n, below, k = len(pairs), 0.0, 0
+    for j in range(n + 1):
+        p = math.comb(n, j) / 2 ** n
+        if below + p > 0.025:
+            break
+        below, k = below + p, j + 1
+    return (pairs[k - 1], pairs[n - k], round(1 - 2 * below, 3)) if k >= 1 else None
 paired = {}
 for k in ratios:
     name, scen = k.split(" ")
@@ -378,6 +390,10 @@ for k in ratios:
     if pairs:
         paired[k] = {"median": round(statistics.median(pairs), 2), "runs": pairs}
         print(f"{k:<26} {paired[k]['median']:>6.2f}x  (median of the {len(pairs)} runs' own ratios: {', '.join(f'{x:.2f}' for x in pairs)})")
+        ci = sign_interval(pairs)
+        if ci:
+            paired[k]["interval"] = {"low": ci[0], "high": ci[1], "coverage": ci[2]}
+            print(f"{'':<26} {ci[0]:.2f}-{ci[1]:.2f}x  ({100 * ci[2]:.1f} % interval of that median: sign test, no assumption on the noise)")
 json.dump({"params": json.load(open(os.path.join(out, "params.json"))), "results": summary, "ratios": ratios, "paired": paired},
           open(os.path.join(out, "summary.json"), "w"), indent=1)
 print(f"JSON: {out}/summary.json")
