@@ -175,19 +175,24 @@ fn max_forwards_zero_gets_483_retransmission_same_reply_and_its_ack_is_absorbed(
 
     let to = reply.header("to").unwrap_or_default();
     assert!(to.contains(";tag="), "{reply:?}");
-    let ack = sip(&format!(
-        "ACK sip:+13125550199@127.0.0.1 SIP/2.0
-         Via: {via}
-         From: <sip:+12125550100@example.com>;tag=f-mf0@test
-         To: {to}
-         Call-ID: mf0@test
-         CSeq: 1 ACK
-         Max-Forwards: 70
-         Content-Length: 0
-        "
-    ));
-    peer.send_to(&ack, sg.udp_addr());
-    // One socket, one thread, in order: had the ACK been forwarded it would arrive first.
+    let ack = |via: &str| {
+        sip(&format!(
+            "ACK sip:+13125550199@127.0.0.1 SIP/2.0
+             Via: {via}
+             From: <sip:+12125550100@example.com>;tag=f-mf0@test
+             To: {to}
+             Call-ID: mf0@test
+             CSeq: 1 ACK
+             Max-Forwards: 70
+             Content-Length: 0
+            "
+        ))
+    };
+    peer.send_to(&ack(&via), sg.udp_addr());
+    // Also when the UAC gives the ACK a branch of its own (RFC 3261 §17.1.1.3 says not to;
+    // SIPp's [branch] does): our To tag is what proves it acknowledges our reply.
+    peer.send_to(&ack(&udp_via(&peer, "mf0-ack")), sg.udp_addr());
+    // One socket, one thread, in order: had an ACK been forwarded it would arrive first.
     peer.send_to(&options("after-ack", &udp_via(&peer, "after")), sg.udp_addr());
     let got = hop.wait_for(1, WAIT);
     assert_eq!(got[0].msg().method(), Some("OPTIONS"), "{:?}", got[0].msg());

@@ -347,11 +347,11 @@ impl Ctx<'_> {
         let to = msg.value(Kind::To).unwrap_or_default();
         let to_range = crate::sip::addr::tag(to, 0..to.len());
         let to_tag = to_range.clone().and_then(|r| to.get(r)).unwrap_or_default();
+        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: to_tag, to_range };
         // Only a tag of our form can be ours: no hash for the ACK of a forwarded call.
-        if is_ack && to_tag.len() == OUR_TAG_LEN && to_tag.starts_with(b"sg") && to_tag == self.to_tag(msg, &top) {
+        if is_ack && to_tag.len() == OUR_TAG_LEN && to_tag.starts_with(b"sg") && to_tag == self.to_tag(msg, tags.from) {
             return out.push(Action::Drop(DropReason::AckAbsorbed));
         }
-        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: to_tag, to_range };
         if self.is_scanner(msg) {
             return out.push(Action::Drop(DropReason::Scanner));
         }
@@ -666,10 +666,16 @@ impl Ctx<'_> {
     /// Our To tag for a local reply: derived from what an INVITE, its retransmissions and
     /// the ACK for the reply share (top Via, Call-ID, CSeq number), read raw so that even a
     /// request that failed the checks gets a stable tag, and keyed so nobody can predict it.
-    fn to_tag(&self, msg: &Message<'_>, top: &TopVia) -> [u8; OUR_TAG_LEN] {
+    /// The To tag of our replies to a request: a MAC of what its ACK repeats (Call-ID, From
+    /// tag, CSeq number), so that the ACK of one of our rejections is known by its To tag
+    /// alone. Not of the Via: a UAC that gives that ACK a branch of its own (RFC 3261
+    /// §17.1.1.3 says not to; SIPp's `[branch]` does) would otherwise have it relayed to the
+    /// Request-URI, towards a next hop that never saw the INVITE.
+    fn to_tag(&self, msg: &Message<'_>, from_tag: &[u8]) -> [u8; OUR_TAG_LEN] {
         let cseq = msg.value(Kind::CSeq).unwrap_or_default();
-        let digits = &cseq[..cseq.iter().position(|c| !c.is_ascii_digit()).unwrap_or(cseq.len())];
-        let parts: [&[u8]; 3] = [&msg.bytes[top.value()], msg.value(Kind::CallId).unwrap_or_default(), digits];
+        let digits =
+            cseq.get(..cseq.iter().position(|c| !c.is_ascii_digit()).unwrap_or(cseq.len())).unwrap_or_default();
+        let parts: [&[u8]; 3] = [from_tag, msg.value(Kind::CallId).unwrap_or_default(), digits];
         let h = self.cfg.key.fast(Purpose::ToTag, &parts);
         let mut tag = *b"sg0000000000000000";
         for (i, c) in tag[2..].iter_mut().enumerate() {
@@ -700,7 +706,7 @@ impl Ctx<'_> {
         extra: &[(&str, &str)],
         out: &mut Vec<Action>,
     ) {
-        let tag = self.to_tag(msg, top);
+        let tag = self.to_tag(msg, msg.value(Kind::From).map(tag_of).unwrap_or_default());
         let mut bytes = reply::build(msg, Some(top), from.transport, from.src, code, reason, &tag, extra);
         let mut trimmed = false;
         // Not an amplifier towards a spoofed source: the Warning (our diagnostic text) goes in

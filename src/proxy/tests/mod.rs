@@ -134,6 +134,17 @@ fn max_forwards_rules() {
         .replace("1 INVITE", "1 ACK")
         .replace("0.2>\r\n", &format!("0.2>;tag={tag}\r\n"));
     assert_eq!(dropped(&run(&mut p, udp(), &ack)), Some(DropReason::AckAbsorbed));
+    // So is one whose UAC gave it a branch of its own (SIPp's `[branch]`): the tag proves it
+    // acknowledges our reply, and the next hop never saw the INVITE.
+    let own_branch = ack.replace("branch=z9hG4bKabc", "branch=z9hG4bKother");
+    assert_eq!(dropped(&run(&mut p, udp(), &own_branch)), Some(DropReason::AckAbsorbed));
+    // A tag of our form that is not the MAC of this Call-ID, From tag and CSeq number is
+    // not ours: that ACK goes on (or is refused) like any other.
+    for (a, b) in [("CSeq: 1 ACK", "CSeq: 2 ACK"), ("Call-ID: call-1", "Call-ID: call-2"), (";tag=1\r\n", ";tag=2\r\n")]
+    {
+        let other = ack.replace(a, b);
+        assert_ne!(dropped(&run(&mut p, udp(), &other)), Some(DropReason::AckAbsorbed), "{a} -> {b}");
+    }
 }
 
 #[test]
