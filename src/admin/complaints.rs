@@ -32,9 +32,9 @@ fn off() -> Response {
     error(StatusCode::NOT_FOUND, "complaints are not taken: the configuration has no [complaints] section", None)
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Response> {
+fn parse_json(body: &[u8]) -> Result<Value, Box<Response>> {
     serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}"), Some("body")))
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}"), Some("body"))))
 }
 
 fn bad_field(e: &intake::FieldError) -> Response {
@@ -118,7 +118,7 @@ async fn file(s: &Arc<Admin>, values: Vec<Value>, import: bool) -> Result<Vec<Fi
 pub async fn add(State(s): State<Arc<Admin>>, body: Bytes) -> Response {
     let v = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match file(&s, vec![v], false).await {
         Ok(filed) => match filed.first() {
@@ -134,7 +134,7 @@ pub async fn add(State(s): State<Arc<Admin>>, body: Bytes) -> Response {
 pub async fn import(State(s): State<Arc<Admin>>, body: Bytes) -> Response {
     let v = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Value::Object(mut o) = v else {
         return error(StatusCode::BAD_REQUEST, "the body must be {\"complaints\": [...]}", Some("body"));

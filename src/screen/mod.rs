@@ -300,6 +300,8 @@ pub struct Counting {
 /// The result of a screening step: decided, or waiting for a lookup. The caller performs
 /// the lookup: a certificate lands in the screen's shared caches and the call is screened
 /// again; a counter reservation's answer goes to `Screen::counted`.
+// Done is nearly every call's answer: boxing it would allocate once per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     Done(Decision),

@@ -28,7 +28,10 @@ pub struct IndexFile {
     max: usize,
 }
 
-fn header(key: (u64, u64)) -> [u8; HEADER] {
+/// The Call-ID hash key kept in the header (so entries hash alike after a restart).
+type Key = (u64, u64);
+
+fn header(key: Key) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[..8].copy_from_slice(MAGIC);
     h[8..16].copy_from_slice(&key.0.to_le_bytes());
@@ -36,7 +39,7 @@ fn header(key: (u64, u64)) -> [u8; HEADER] {
     h
 }
 
-fn image(key: (u64, u64), entries: &[Entry]) -> Vec<u8> {
+fn image(key: Key, entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + entries.len() * ENTRY_BYTES);
     out.extend_from_slice(&header(key));
     for e in entries {
@@ -46,7 +49,7 @@ fn image(key: (u64, u64), entries: &[Entry]) -> Vec<u8> {
 }
 
 /// Read the file: its key and entries (a torn last entry is dropped). None: no usable file.
-fn read(dir: &Path) -> io::Result<Option<((u64, u64), Vec<Entry>)>> {
+fn read(dir: &Path) -> io::Result<Option<(Key, Vec<Entry>)>> {
     let mut bytes = Vec::new();
     match File::open(dir.join(FILE)) {
         Ok(mut f) => f.read_to_end(&mut bytes)?,
@@ -65,7 +68,7 @@ fn read(dir: &Path) -> io::Result<Option<((u64, u64), Vec<Entry>)>> {
     Ok(Some(((word(8), word(16)), entries)))
 }
 
-fn random_key() -> (u64, u64) {
+fn random_key() -> Key {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
         // Without OS randomness: std's per-process random hasher key.

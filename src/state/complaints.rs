@@ -122,7 +122,7 @@ impl Desk {
                         continue;
                     }
                     match serde_json::from_slice::<JournalRecord>(&line) {
-                        Ok(JournalRecord::Complaint(c)) => book.add(c),
+                        Ok(JournalRecord::Complaint(c)) => book.add(*c),
                         Ok(JournalRecord::Listed { list, number, listed: l }) => listed.push((list, number, l)),
                         Ok(JournalRecord::Suspend(s)) => decided.push(s),
                         Err(_) => {
@@ -193,9 +193,9 @@ impl Desk {
             batch.push(c.clone());
             filed.push(Filed { complaint: c, effects });
         }
-        let records = filed
-            .iter()
-            .flat_map(|f| std::iter::once(JournalRecord::Complaint(f.complaint.clone())).chain(f.effects.records()));
+        let records = filed.iter().flat_map(|f| {
+            std::iter::once(JournalRecord::Complaint(Box::new(f.complaint.clone()))).chain(f.effects.records())
+        });
         let (bytes, lines) = encode(records);
         g.file.write_all(&bytes).and_then(|()| g.file.sync_data())?;
         g.lines += lines;
@@ -260,7 +260,7 @@ fn compacted<'a>(
     book.all()
         .iter()
         .cloned()
-        .map(JournalRecord::Complaint)
+        .map(|c| JournalRecord::Complaint(Box::new(c)))
         .chain(listed)
         .chain(suspensions.iter().cloned().map(JournalRecord::Suspend))
 }

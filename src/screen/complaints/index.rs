@@ -331,7 +331,7 @@ impl Callee {
     pub fn matches(self, n: u64) -> bool {
         match self {
             Callee::Number(c) => c == n,
-            Callee::Prefix(p) if p == 0 => false,
+            Callee::Prefix(0) => false,
             Callee::Prefix(p) => {
                 let (pd, nd) = (crate::screen::number::digit_count(p), crate::screen::number::digit_count(n));
                 nd > pd && n / 10u64.pow(nd - pd) == p

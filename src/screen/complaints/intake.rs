@@ -135,7 +135,10 @@ pub struct LineError {
 /// The complaint objects of an import file, each with its line (1-based). Values are not
 /// validated here (numbers need the proxy's number plan): the proxy names the bad field and
 /// the caller maps the record back to its line.
-pub fn parse_file(text: &str, format: Format) -> Result<Vec<(usize, Map<String, Value>)>, LineError> {
+/// A complaint object of an import file, with its line (1-based).
+pub type LineRecord = (usize, Map<String, Value>);
+
+pub fn parse_file(text: &str, format: Format) -> Result<Vec<LineRecord>, LineError> {
     let mut out = Vec::new();
     let mut header: Option<Vec<String>> = None;
     for (i, raw) in text.lines().enumerate() {

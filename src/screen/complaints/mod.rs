@@ -96,7 +96,7 @@ fn at(secs: u64) -> SystemTime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum JournalRecord {
-    Complaint(Complaint),
+    Complaint(Box<Complaint>),
     /// A number put on a `complaints` list.
     Listed {
         list: Scope,
@@ -367,7 +367,7 @@ mod tests {
     fn journal_records_round_trip() {
         let c = complaint(1, Some("acme"), 1, 2, DAY);
         for r in [
-            JournalRecord::Complaint(c),
+            JournalRecord::Complaint(Box::new(c)),
             JournalRecord::Listed {
                 list: Scope::Category("x".into()),
                 number: 5,
