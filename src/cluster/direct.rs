@@ -10,6 +10,7 @@
 //! is taken back if Redis counted the call. A connection whose oldest request has waited
 //! `LATE_ANSWER` is dropped (the calls on it were decided long ago).
 use super::redis::{Scripts, tally};
+use super::resp::{Packer, frame_len, ints};
 use super::{Cluster, LATE_ANSWER};
 use crate::config::cluster::RedisConfig;
 use crate::proxy::Held;
@@ -74,6 +75,9 @@ impl Entry {
 struct Link {
     stream: TcpStream,
     out: Vec<u8>,
+    packer: Packer,
+    /// Read into, zeroed once.
+    chunk: Box<[u8]>,
     input: Vec<u8>,
     fifo: VecDeque<Entry>,
     /// Entries before this index have been past their timeout already: none of them is a
@@ -84,7 +88,16 @@ struct Link {
 
 impl Link {
     fn new(stream: TcpStream) -> Link {
-        Link { stream, out: Vec::new(), input: Vec::new(), fifo: VecDeque::new(), expired: 0, broken: false }
+        Link {
+            stream,
+            out: Vec::new(),
+            packer: Packer::default(),
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            input: Vec::new(),
+            fifo: VecDeque::new(),
+            expired: 0,
+            broken: false,
+        }
     }
 
     /// Send what is queued, as far as the socket takes it.
@@ -110,9 +123,9 @@ impl Link {
 
     /// Read what Redis has sent and match each complete answer with its request.
     fn read(&mut self, scripts: &Scripts, prefix: &str, now: Instant, answers: &mut Vec<Answer>) {
-        let mut chunk = [0u8; READ_CHUNK];
         loop {
-            match self.stream.read(&mut chunk) {
+            let chunk = &mut self.chunk[..];
+            match self.stream.read(chunk) {
                 Ok(0) => {
                     self.broken = true;
                     break;
@@ -161,9 +174,16 @@ impl Link {
             return;
         };
         self.expired = self.expired.saturating_sub(1);
-        let value = redis::parse_redis_value(frame);
-        let reply =
-            value.map_err(|e| e.to_string()).and_then(|v| Vec::<i64>::from_redis_value(v).map_err(|e| e.to_string()));
+        let mut v = [0i64; 8];
+        let reply = match ints(frame, &mut v) {
+            Some(n) => Ok(v.get(..n).unwrap_or_default()),
+            None => match redis::parse_redis_value(frame).map(Vec::<i64>::from_redis_value) {
+                // Not the fast path's shape, but integers all the same (never, from our scripts).
+                Ok(Ok(_)) => Err("an answer of an unexpected shape".to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
         if let Err(e) = &reply {
             tracing::debug!(error = %e, "cluster: Redis refused a script call");
             // A script flushed from Redis (SCRIPT FLUSH, a failover): a new connection loads it.
@@ -171,12 +191,12 @@ impl Link {
         }
         match entry {
             Entry::Call { counting, held, sent } => {
-                let result = reply.map(|v| tally(&v)).map_err(|_| StoreFailure::Script);
+                let result = reply.map(tally).map_err(|_| StoreFailure::Script);
                 answers.push(Answer { counting, held, result, waited: now.saturating_duration_since(sent) });
             }
             Entry::Late { reservation, .. } => {
-                if reply.is_ok_and(|v| tally(&v).admitted) {
-                    scripts.release_cmd(prefix, &reservation).write_packed_command(&mut self.out);
+                if reply.is_ok_and(|v| tally(v).admitted) {
+                    scripts.pack_release(prefix, &reservation, &mut self.packer, &mut self.out);
                     self.fifo.push_back(Entry::Release { sent: now });
                 }
             }
@@ -229,49 +249,6 @@ impl Link {
             }
         }
     }
-}
-
-/// The length of the first complete RESP2 value in `buf`: `Ok(None)` while it is still
-/// incomplete, `Err` when `buf` is not RESP. Linear in the value's length.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
-    let mut at = 0usize;
-    // Values still to read: an array's elements are added as its header is read.
-    let mut need: u64 = 1;
-    while need > 0 {
-        let rest = buf.get(at..).unwrap_or_default();
-        let Some(nl) = memchr::memchr(b'\n', rest) else { return Ok(None) };
-        let line = rest.get(..nl).and_then(|l| l.strip_suffix(b"\r")).ok_or(())?;
-        let (&kind, body) = line.split_first().ok_or(())?;
-        at += nl + 1;
-        need -= 1;
-        match kind {
-            b'+' | b'-' | b':' => {}
-            b'$' => match int(body)? {
-                -1 => {}
-                n if n >= 0 => {
-                    let n = usize::try_from(n).map_err(|_| ())?;
-                    let end = at.checked_add(n).ok_or(())?;
-                    match buf.get(end..end + 2) {
-                        Some(b"\r\n") => at = end + 2,
-                        Some(_) => return Err(()),
-                        None => return Ok(None),
-                    }
-                }
-                _ => return Err(()),
-            },
-            b'*' => match int(body)? {
-                -1 => {}
-                n if n >= 0 => need += n as u64,
-                _ => return Err(()),
-            },
-            _ => return Err(()),
-        }
-    }
-    Ok(Some(at))
-}
-
-fn int(b: &[u8]) -> Result<i64, ()> {
-    std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).ok_or(())
 }
 
 /// Open a connection for a UDP thread: connect, authenticate, select the database and
@@ -454,7 +431,7 @@ impl Direct {
             match &mut self.link {
                 Some(l) if l.fifo.len() < self.cluster.config().max_pending && l.out.len() < MAX_UNSENT => {
                     let prefix = &self.cluster.config().key_prefix;
-                    self.cluster.scripts().reserve_cmd(prefix, &counting.reservation).write_packed_command(&mut l.out);
+                    self.cluster.scripts().pack_reserve(prefix, &counting.reservation, &mut l.packer, &mut l.out);
                     l.fifo.push_back(Entry::Call { counting, held, sent: now });
                     return;
                 }

@@ -13,6 +13,7 @@
 //! died with it in flight) may stay counted, which errs on the strict side.
 pub mod direct;
 pub mod redis;
+mod resp;
 
 use crate::config::cluster::RedisConfig;
 use crate::screen::quota::shared::{Reservation, StoreFailure, Tally};

@@ -6,12 +6,14 @@
 //! an account's counters sit in one Redis Cluster slot and one script may touch them all.
 //! The window is in the name (hour start, local day, week's Monday), so a new window is a
 //! new key and nothing needs resetting; keys expire a day after their window ends.
+use super::resp::Packer;
 use crate::config::cluster::RedisConfig;
 use crate::screen::quota::shared::{self, Reservation, Tally};
 use crate::screen::quota::{CountersSnapshot, Usage, Windows};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult, Script, ScriptInvocation, ToRedisArgs};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult, Script, ScriptInvocation};
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -171,6 +173,23 @@ impl Scripts {
         c
     }
 
+    /// RESERVE for `r` packed onto `out` by `p` (a UDP thread's own connection): the bytes of
+    /// `reserve_cmd`, without allocating.
+    pub fn pack_reserve(&self, prefix: &str, r: &Reservation, p: &mut Packer, out: &mut Vec<u8>) {
+        p.start(&["EVALSHA", self.reserve.get_hash()]);
+        p.uint(5);
+        reserve_args(prefix, r, p);
+        p.finish(out);
+    }
+
+    /// RELEASE for `r` packed onto `out` by `p`.
+    pub fn pack_release(&self, prefix: &str, r: &Reservation, p: &mut Packer, out: &mut Vec<u8>) {
+        p.start(&["EVALSHA", self.release.get_hash()]);
+        p.uint(5);
+        release_args(prefix, r, p);
+        p.finish(out);
+    }
+
     /// RELEASE for `r` as one EVALSHA.
     pub fn release_cmd(&self, prefix: &str, r: &Reservation) -> Cmd {
         let mut c = redis::cmd("EVALSHA");
@@ -191,56 +210,76 @@ impl Scripts {
 }
 
 /// Where a script call's keys and arguments go: a `ScriptInvocation` (EVALSHA, with EVAL
-/// when the script is not loaded) or a packed EVALSHA (a UDP thread's own connection).
+/// when the script is not loaded), a `Cmd`, or a `Packer` (a UDP thread's own connection).
 pub trait ScriptArgs {
-    fn key(&mut self, k: String);
-    fn arg<T: ToRedisArgs>(&mut self, a: T);
+    fn key(&mut self, k: Key<'_>);
+    fn int(&mut self, v: i64);
+    fn uint(&mut self, v: u64);
 }
 
 impl ScriptArgs for ScriptInvocation<'_> {
-    fn key(&mut self, k: String) {
-        ScriptInvocation::key(self, k);
+    fn key(&mut self, k: Key<'_>) {
+        ScriptInvocation::key(self, k.to_string());
     }
-    fn arg<T: ToRedisArgs>(&mut self, a: T) {
-        ScriptInvocation::arg(self, a);
+    fn int(&mut self, v: i64) {
+        ScriptInvocation::arg(self, v);
+    }
+    fn uint(&mut self, v: u64) {
+        ScriptInvocation::arg(self, v);
     }
 }
 
 impl ScriptArgs for Cmd {
-    fn key(&mut self, k: String) {
-        Cmd::arg(self, k);
+    fn key(&mut self, k: Key<'_>) {
+        Cmd::arg(self, k.to_string());
     }
-    fn arg<T: ToRedisArgs>(&mut self, a: T) {
-        Cmd::arg(self, a);
+    fn int(&mut self, v: i64) {
+        Cmd::arg(self, v);
+    }
+    fn uint(&mut self, v: u64) {
+        Cmd::arg(self, v);
+    }
+}
+
+impl ScriptArgs for Packer {
+    fn key(&mut self, k: Key<'_>) {
+        self.bulk_with(|b| k.write_to(b));
+    }
+    fn int(&mut self, v: i64) {
+        Packer::int(self, v);
+    }
+    fn uint(&mut self, v: u64) {
+        Packer::uint(self, v);
     }
 }
 
 /// RESERVE's keys and arguments for `r` (see the script).
 fn reserve_args(prefix: &str, r: &Reservation, to: &mut impl ScriptArgs) {
-    for k in keys(prefix, &r.account, &r.windows) {
+    for k in key_names(prefix, &r.account, &r.windows) {
         to.key(k);
     }
     for cap in r.caps {
-        to.arg(cap.map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)));
+        to.int(cap.map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX)));
     }
-    to.arg(r.caller);
-    to.arg(r.callee);
+    to.uint(r.caller);
+    to.uint(r.callee);
     for e in r.windows.expiry() {
-        to.arg(e);
+        to.int(e);
     }
-    to.arg(r.max_tracked);
+    to.uint(r.max_tracked);
 }
 
-/// RELEASE's keys and arguments for `r`.
+/// RELEASE's keys and arguments for `r`: three flags (1: the call counts in that hash),
+/// caller, callee.
 fn release_args(prefix: &str, r: &Reservation, to: &mut impl ScriptArgs) {
-    for k in keys(prefix, &r.account, &r.windows) {
+    for k in key_names(prefix, &r.account, &r.windows) {
         to.key(k);
     }
     for i in [shared::CALLER_DAY, shared::CALLEE_DAY, shared::CALLEE_WEEK] {
-        to.arg(if r.counts(i) { "1" } else { "0" });
+        to.uint(u64::from(r.counts(i)));
     }
-    to.arg(r.caller);
-    to.arg(r.callee);
+    to.uint(r.caller);
+    to.uint(r.callee);
 }
 
 /// RESERVE's reply: {admitted, five values before it, 1 when a hash was full}.
@@ -251,28 +290,63 @@ pub fn tally(v: &[i64]) -> Tally {
 
 /// The account as it appears inside the hash tag: `{`, `}`, `%` and bytes outside printable
 /// ASCII are %-escaped, so an account id can neither end the tag nor collide with another.
-fn tag(account: &str) -> String {
-    let mut out = String::with_capacity(account.len());
+fn tag_into(account: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in account.bytes() {
         if b.is_ascii_graphic() && !matches!(b, b'{' | b'}' | b'%') {
-            out.push(char::from(b));
+            out.push(b);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
-    out
+}
+
+fn tag(account: &str) -> String {
+    let mut out = Vec::with_capacity(account.len());
+    tag_into(account, &mut out);
+    // Only printable ASCII comes out.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One counter's key: `<prefix>{<account>}:<counter>:<window>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    prefix: &'a str,
+    account: &'a str,
+    counter: &'static str,
+    window: i64,
+}
+
+impl Key<'_> {
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.push(b'{');
+        tag_into(self.account, out);
+        out.extend_from_slice(b"}:");
+        out.extend_from_slice(self.counter.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(itoa::Buffer::new().format(self.window).as_bytes());
+    }
+}
+
+impl fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut b = Vec::new();
+        self.write_to(&mut b);
+        // The prefix is a str and the rest is ASCII.
+        f.write_str(&String::from_utf8_lossy(&b))
+    }
 }
 
 /// The five keys of an account's counters for the windows `w`.
+pub fn key_names<'a>(prefix: &'a str, account: &'a str, w: &Windows) -> [Key<'a>; 5] {
+    let k = |counter, window| Key { prefix, account, counter, window };
+    [k("hour", w.hour), k("day", w.day), k("caller_day", w.day), k("callee_day", w.day), k("callee_week", w.week)]
+}
+
+/// The five keys as strings.
 pub fn keys(prefix: &str, account: &str, w: &Windows) -> [String; 5] {
-    let t = tag(account);
-    [
-        format!("{prefix}{{{t}}}:hour:{}", w.hour),
-        format!("{prefix}{{{t}}}:day:{}", w.day),
-        format!("{prefix}{{{t}}}:caller_day:{}", w.day),
-        format!("{prefix}{{{t}}}:callee_day:{}", w.day),
-        format!("{prefix}{{{t}}}:callee_week:{}", w.week),
-    ]
+    key_names(prefix, account, w).map(|k| k.to_string())
 }
 
 /// A connection that pipelines every request handed to it.
@@ -411,6 +485,37 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The UDP thread's packer writes exactly what the redis crate packs for the same call.
+    #[test]
+    fn packed_reservations_are_the_crates_bytes() {
+        let s = Scripts::default();
+        let (mut p, mut out) = (Packer::default(), Vec::new());
+        let w = Windows { hour: 1_780_000_000, day: 739_000, week: 738_996, day_start: 1_779_990_000 };
+        let limits = |caps: [Option<u64>; 5]| crate::screen::quota::QuotaLimits {
+            per_hour: caps[0],
+            per_day: caps[1],
+            per_caller_id_per_day: caps[2],
+            per_callee_per_day: caps[3],
+            per_callee_per_week: caps[4],
+            ..Default::default()
+        };
+        for (account, caps) in [
+            ("acme", [None, Some(5000), None, Some(1), None]),
+            ("a}b{c%d e\u{e9}", [Some(1), Some(u64::MAX), Some(3), Some(2), Some(7)]),
+            ("", [None; 5]),
+        ] {
+            let r = Reservation::new(account.into(), &limits(caps), w, 12_125_550_100, u64::MAX).tracking_at_most(10);
+            out.clear();
+            s.pack_reserve("sipguard:", &r, &mut p, &mut out);
+            assert_eq!(out, s.reserve_cmd("sipguard:", &r).get_packed_command(), "{account}");
+            // Two in a row, as in a pipeline.
+            s.pack_release("p:", &r, &mut p, &mut out);
+            let mut both = s.reserve_cmd("sipguard:", &r).get_packed_command();
+            both.extend(s.release_cmd("p:", &r).get_packed_command());
+            assert_eq!(out, both, "{account}");
+        }
+    }
 
     #[test]
     fn keys_share_the_account_hash_tag_and_name_their_window() {
