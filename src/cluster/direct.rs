@@ -175,13 +175,19 @@ impl Link {
         };
         self.expired = self.expired.saturating_sub(1);
         let mut v = [0i64; 8];
-        let reply = match ints(frame, &mut v) {
+        let read: Vec<i64>;
+        let reply: Result<&[i64], String> = match ints(frame, &mut v) {
             Some(n) => Ok(v.get(..n).unwrap_or_default()),
-            None => match redis::parse_redis_value(frame).map(Vec::<i64>::from_redis_value) {
-                // Not the fast path's shape, but integers all the same (never, from our scripts).
-                Ok(Ok(_)) => Err("an answer of an unexpected shape".to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
+            // Anything else (an error reply, say) is read by the crate.
+            None => match redis::parse_redis_value(frame)
+                .map_err(|e| e.to_string())
+                .and_then(|value| Vec::<i64>::from_redis_value(value).map_err(|e| e.to_string()))
+            {
+                Ok(x) => {
+                    read = x;
+                    Ok(&read)
+                }
+                Err(e) => Err(e),
             },
         };
         if let Err(e) = &reply {

@@ -176,18 +176,12 @@ impl Scripts {
     /// RESERVE for `r` packed onto `out` by `p` (a UDP thread's own connection): the bytes of
     /// `reserve_cmd`, without allocating.
     pub fn pack_reserve(&self, prefix: &str, r: &Reservation, p: &mut Packer, out: &mut Vec<u8>) {
-        p.start(&["EVALSHA", self.reserve.get_hash()]);
-        p.uint(5);
-        reserve_args(prefix, r, p);
-        p.finish(out);
+        pack(&self.reserve, p, out, |p| reserve_args(prefix, r, p));
     }
 
     /// RELEASE for `r` packed onto `out` by `p`.
     pub fn pack_release(&self, prefix: &str, r: &Reservation, p: &mut Packer, out: &mut Vec<u8>) {
-        p.start(&["EVALSHA", self.release.get_hash()]);
-        p.uint(5);
-        release_args(prefix, r, p);
-        p.finish(out);
+        pack(&self.release, p, out, |p| release_args(prefix, r, p));
     }
 
     /// RELEASE for `r` as one EVALSHA.
@@ -207,6 +201,14 @@ impl Scripts {
             (c, s.get_hash())
         })
     }
+}
+
+/// EVALSHA of `script` with its five keys and the arguments `args` adds.
+fn pack(script: &Script, p: &mut Packer, out: &mut Vec<u8>, args: impl FnOnce(&mut Packer)) {
+    p.start(&["EVALSHA", script.get_hash()]);
+    p.uint(5);
+    args(p);
+    p.finish(out);
 }
 
 /// Where a script call's keys and arguments go: a `ScriptInvocation` (EVALSHA, with EVAL
