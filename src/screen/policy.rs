@@ -325,6 +325,10 @@ impl Screener {
             };
         };
         d.account = Some(acct.id.clone());
+        if let Some(b) = &acct.behaviour {
+            // Cold by now in a busy proxy; fetched while the rules before it are checked.
+            b.prefetch();
+        }
         let mode = acct.mode;
         // First: a suspended account or caller ID is refused whatever else holds.
         if let Some(s) = self.suspensions.check(&acct.id, d.caller, now) {
@@ -380,7 +384,9 @@ impl Screener {
         }
         if let Some(b) = &acct.behaviour {
             let from_tag = crate::sip::addr::tag_of(call.from.as_bytes());
-            d.tracked = Some(self.behaviour.key(CallRef { call_id: call.call_id.as_bytes(), caller_tag: from_tag }));
+            let key = self.behaviour.key(CallRef { call_id: call.call_id.as_bytes(), caller_tag: from_tag });
+            self.behaviour.prefetch(key);
+            d.tracked = Some(key);
             if let Some(trip) = b.judge(pr.caller, callee, now) {
                 d = self.tripped(&p, d, acct, &trip, now);
                 if d.rule.is_some() && !d.would_reject {

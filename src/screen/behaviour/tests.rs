@@ -155,6 +155,22 @@ fn a_missed_bye_frees_its_slot_after_max_call_seconds() {
 }
 
 #[test]
+fn an_answered_call_outlives_its_ringing_deadline_and_expires_at_its_own() {
+    let bed = Bed::new(Limits::default());
+    assert_eq!(bed.start("a", 1, 0.0), Ok(true));
+    bed.final_("a", 200, 1.0);
+    // The ringing deadline's entry comes due and is armed again for the answered call.
+    assert_eq!(bed.figures(RING_SECONDS as f64 + 1.0).concurrent, 1);
+    assert_eq!(bed.b.tracker.heap_len(), 1);
+    assert_eq!(bed.figures(14_400.999).concurrent, 1, "a millisecond before max_call_seconds after the 2xx");
+    let f = bed.figures(14_401.0);
+    assert_eq!((f.concurrent, f.answered, f.ended), (0, 1, 0));
+    assert_eq!(bed.b.tracker.stats.expired_answered.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(bed.b.tracker.stats.expired_ringing.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(bed.b.tracker.is_empty());
+}
+
+#[test]
 fn a_ringing_call_expires_when_its_transaction_must_have_ended() {
     let bed = Bed::new(Limits::default());
     assert_eq!(bed.start("a", 1, 0.0), Ok(true));
@@ -307,12 +323,43 @@ fn ten_thousand_short_calls_leave_a_small_heap() {
         bed.bye(&id, t + 0.005);
     }
     assert!(bed.b.tracker.is_empty());
-    assert!(bed.b.tracker.heap_len() < 2_000, "stale deadlines are compacted: {}", bed.b.tracker.heap_len());
+    // Each of the 16 shards keeps at most HEAP_SLACK stale deadlines (and the one pushed last).
+    let bound = 16 * (super::tracker::HEAP_SLACK + 1);
+    assert!(bed.b.tracker.heap_len() <= bound, "stale deadlines are compacted: {}", bed.b.tracker.heap_len());
     let f = bed.figures(101.0);
     assert_eq!((f.attempts, f.answered, f.ended, f.short_calls, f.concurrent), (10_000, 10_000, 10_000, 10_000, 0));
     assert_eq!(bed.acct.caller_figures(at(101.0), 1000).len(), 100);
     // Past the window the caller IDs are swept on the next call.
     assert_eq!(bed.start("late", 5, 360.0 * 60.0 + 1000.0), Ok(true));
+    assert_eq!(bed.acct.held().0, 1);
+}
+
+#[test]
+fn a_caller_id_with_a_live_call_outlives_the_sweep_and_its_calls_share_one_state() {
+    let bed = Bed::new(Limits { window_minutes: 1, ..Limits::default() });
+    let other = CALLER + 1;
+    assert_eq!(bed.start_from("a", CALLER, 100, 0.0), Ok(true));
+    bed.final_("a", 200, 1.0);
+    // Long after the window: the next call sweeps the caller IDs, and keeps the one whose
+    // call is still up.
+    assert_eq!(bed.start_from("b", other, 200, 200.0), Ok(true));
+    let live = |t: f64| -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> =
+            bed.acct.caller_figures(at(t), 10).into_iter().map(|(n, f)| (n, f.concurrent)).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(live(200.0), vec![(CALLER, 1), (other, 1)]);
+    // A second call of the same caller ID joins the same state.
+    assert_eq!(bed.start_from("c", CALLER, 300, 201.0), Ok(true));
+    assert_eq!(live(201.0), vec![(CALLER, 2), (other, 1)]);
+    bed.bye("a", 202.0);
+    bed.bye("c", 202.0);
+    bed.bye("b", 202.0);
+    assert_eq!(live(202.0), vec![(CALLER, 0), (other, 0)]);
+    assert_eq!(bed.figures(202.0).concurrent, 0);
+    // With nothing live and nothing in the window, the next sweep drops both.
+    assert_eq!(bed.start_from("d", CALLER + 2, 400, 400.0), Ok(true));
     assert_eq!(bed.acct.held().0, 1);
 }
 

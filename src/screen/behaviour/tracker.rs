@@ -1,10 +1,14 @@
 //! The calls ringing or answered now, bounded (`max_tracked_calls`) and expiring. Sharded:
-//! each shard is a map from the call's keyed hash to the call, and a min-heap of deadlines;
+//! each shard is a table of calls found by their keyed hash, and a min-heap of deadlines;
 //! an entry is removed exactly once (answer timeout, final non-2xx, BYE, or expiry), and
 //! only that removal gives its account's live slot back.
+//!
+//! A call's answer and its BYE come long after its INVITE, when nothing of it is in the
+//! cache any more: each call is one cache line (found by one probe of its shard's table),
+//! and each call has one deadline in the heap at a time.
 
-use super::{AccountBehaviour, CallRef, RING_SECONDS, Trip};
-use crate::screen::hash::NumberMap;
+use super::{AccountBehaviour, CallRef, CallerCell, RING_SECONDS, Trip};
+use hashbrown::HashTable;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
@@ -13,24 +17,53 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
 
-/// A live call.
+/// Stale deadlines a shard may hold beyond two per live call before its heap is rebuilt
+/// (a rebuild reads every call of the shard, so it is made rare).
+pub(super) const HEAP_SLACK: usize = 256;
+
+/// A live call, in one cache line.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(super) struct Live {
+    /// The call's keyed hash (its key in the table, and the table's hash).
+    key: u64,
     pub(super) acct: Arc<AccountBehaviour>,
-    pub(super) caller: u64,
+    /// None when the account tracks as many caller IDs as it may.
+    pub(super) caller: Option<CallerCell>,
     /// Milliseconds since the epoch: INVITE let through, first 2xx (0 while ringing).
     pub(super) started: u64,
     answered: u64,
     max_call_ms: u64,
+    /// When the call expires.
     deadline: u64,
+    /// The deadline of its entry in the heap (at most `deadline`: an entry that comes due
+    /// before the call does is pushed again for the call's own deadline).
+    armed: u64,
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    calls: NumberMap<Live>,
-    /// (deadline, key); an entry whose call has another deadline by now is stale.
+    calls: HashTable<Live>,
+    /// (deadline, key): each call's armed deadline, and stale ones of calls that ended.
     due: BinaryHeap<Reverse<(u64, u64)>>,
 }
+
+impl Shard {
+    fn find(&self, key: u64) -> Option<&Live> {
+        self.calls.find(key, |l| l.key == key)
+    }
+    fn find_mut(&mut self, key: u64) -> Option<&mut Live> {
+        self.calls.find_mut(key, |l| l.key == key)
+    }
+    fn take(&mut self, key: u64) -> Option<Live> {
+        self.calls.find_entry(key, |l| l.key == key).ok().map(|e| e.remove().0)
+    }
+}
+
+/// A shard on cache lines of its own: its lock and its table's header are read together.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct ShardCell(Mutex<Shard>);
 
 /// Counts of what the tracker saw, for the shell to export.
 #[derive(Debug, Default)]
@@ -48,7 +81,7 @@ pub struct TrackerStats {
 
 #[derive(Debug)]
 pub struct Tracker {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardCell]>,
     /// Each shard's earliest deadline (u64::MAX: none), read without its lock.
     next: Box<[AtomicU64]>,
     /// Keys the calls with a per-process random key (SipHash): Call-IDs are chosen by the
@@ -61,22 +94,26 @@ pub struct Tracker {
     warned_unproven: AtomicBool,
 }
 
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(m: &ShardCell) -> MutexGuard<'_, Shard> {
+    m.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Deadlines of calls that ended before them stay in the heap until they pass: rebuild it
-/// from the calls when they outnumber them, so it holds at most about two per live call.
+/// from the calls when they outnumber them, so it holds at most two per live call and
+/// `HEAP_SLACK`.
 fn compact(s: &mut Shard) {
-    if s.due.len() > 2 * s.calls.len() + 64 {
-        s.due = s.calls.iter().map(|(&k, l)| Reverse((l.deadline, k))).collect();
+    if s.due.len() > 2 * s.calls.len() + HEAP_SLACK {
+        for l in s.calls.iter_mut() {
+            l.armed = l.deadline;
+        }
+        s.due = s.calls.iter().map(|l| Reverse((l.deadline, l.key))).collect();
     }
 }
 
 impl Tracker {
     pub fn new(cap: usize) -> Tracker {
         Tracker {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| ShardCell::default()).collect(),
             next: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
             hasher: Default::default(),
             len: AtomicUsize::new(0),
@@ -104,9 +141,22 @@ impl Tracker {
         self.hasher.hash_one((call.call_id, call.caller_tag))
     }
 
+    /// The shard of `key`. Middle bits: the table takes its bucket from the low bits and its
+    /// tag from the top.
+    fn index(key: u64) -> usize {
+        (key >> 32) as usize % SHARDS
+    }
+
     fn shard(&self, key: u64) -> (usize, MutexGuard<'_, Shard>) {
-        let i = (key >> 60) as usize % SHARDS;
+        let i = Self::index(key);
         (i, lock(&self.shards[i]))
+    }
+
+    /// Start fetching the shard of `key` (its lock and its table's header).
+    pub(super) fn prefetch(&self, key: u64) {
+        if let Some(s) = self.shards.get(Self::index(key)) {
+            super::prefetch(s);
+        }
     }
 
     fn publish(&self, i: usize, s: &Shard) {
@@ -123,24 +173,25 @@ impl Tracker {
         &self,
         key: u64,
         acct: &Arc<AccountBehaviour>,
-        caller: u64,
         now: u64,
-        count: impl FnOnce() -> Result<u64, Trip>,
+        count: impl FnOnce() -> Result<(u64, Option<CallerCell>), Trip>,
     ) -> Result<bool, Trip> {
         let (i, mut s) = self.shard(key);
-        if s.calls.contains_key(&key) {
+        if s.find(key).is_some() {
             return Ok(false);
         }
-        let max_call_ms = count()?;
+        let (max_call_ms, caller) = count()?;
         if self.len.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed) {
             drop(s);
             self.stats.untracked.fetch_add(1, Ordering::Relaxed);
-            acct.unlive(caller);
+            acct.unlive(caller.as_ref());
             return Ok(false);
         }
         compact(&mut s);
         let deadline = now.saturating_add(RING_SECONDS * 1000);
-        s.calls.insert(key, Live { acct: acct.clone(), caller, started: now, answered: 0, max_call_ms, deadline });
+        let live =
+            Live { key, acct: acct.clone(), caller, started: now, answered: 0, max_call_ms, deadline, armed: deadline };
+        s.calls.insert_unique(key, live, |l| l.key);
         s.due.push(Reverse((deadline, key)));
         self.len.fetch_add(1, Ordering::Relaxed);
         self.publish(i, &s);
@@ -150,7 +201,7 @@ impl Tracker {
     /// Stop tracking a call (no figures change here).
     pub(super) fn remove(&self, key: u64) -> Option<Live> {
         let (_, mut s) = self.shard(key);
-        let live = s.calls.remove(&key)?;
+        let live = s.take(key)?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(live)
     }
@@ -158,17 +209,25 @@ impl Tracker {
     /// A final response to the call's INVITE.
     pub(super) fn response(&self, key: u64, code: u16, now: u64) {
         let (i, mut s) = self.shard(key);
-        let Some(live) = s.calls.get_mut(&key) else { return };
+        let Some(live) = s.find_mut(key) else { return };
         match code {
             200..=299 if live.answered == 0 => {
                 live.answered = now.max(1);
                 live.deadline = now.saturating_add(live.max_call_ms);
-                let (acct, caller, started, deadline) = (live.acct.clone(), live.caller, live.started, live.deadline);
-                s.due.push(Reverse((deadline, key)));
-                self.publish(i, &s);
-                drop(s);
+                // The ringing deadline's entry stays armed when it comes first: it is
+                // pushed again for this one when it comes due.
+                let earlier = live.deadline < live.armed;
+                if earlier {
+                    live.armed = live.deadline;
+                }
                 self.stats.answered.fetch_add(1, Ordering::Relaxed);
-                acct.answered(caller, started, now);
+                // Under the shard's lock (shard, then account: the order `start` takes).
+                live.acct.answered(live.caller.as_ref(), live.started, now);
+                if earlier {
+                    let deadline = live.deadline;
+                    s.due.push(Reverse((deadline, key)));
+                    self.publish(i, &s);
+                }
             }
             // A retransmitted 2xx, or a re-INVITE's answer in an answered call.
             _ if live.answered != 0 => {
@@ -177,11 +236,11 @@ impl Tracker {
             // Challenges and glare: the INVITE is retried as the same call.
             401 | 407 | 422 | 491 => {}
             300.. => {
-                let Some(live) = s.calls.remove(&key) else { return };
+                let Some(live) = s.take(key) else { return };
                 drop(s);
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
-                live.acct.ended(live.caller, live.started, now, None);
+                live.acct.ended(live.caller.as_ref(), live.started, now, None);
             }
             _ => {}
         }
@@ -197,14 +256,14 @@ impl Tracker {
         } else {
             self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
         }
-        live.acct.ended(live.caller, live.started, now, duration);
+        live.acct.ended(live.caller.as_ref(), live.started, now, duration);
     }
 
     /// A BYE relayed without the dialog proof: it may have been aimed anywhere, so it ends
     /// nothing; counted (and the first one logged) when it names a tracked call, because a
     /// user agent that ignores Record-Route keeps its calls live until `max_call_seconds`.
     pub(super) fn unproven_bye(&self, keys: [u64; 2]) {
-        let tracked = keys.iter().any(|&k| self.shard(k).1.calls.contains_key(&k));
+        let tracked = keys.iter().any(|&k| self.shard(k).1.find(k).is_some());
         if !tracked {
             return;
         }
@@ -233,9 +292,13 @@ impl Tracker {
                         break;
                     }
                     s.due.pop();
-                    if s.calls.get(&key).is_some_and(|l| l.deadline == deadline)
-                        && let Some(live) = s.calls.remove(&key)
-                    {
+                    let Some(live) = s.find_mut(key).filter(|l| l.armed == deadline) else { continue };
+                    if live.deadline > now {
+                        // Answered since its entry was pushed: armed again for its own end.
+                        live.armed = live.deadline;
+                        let again = live.deadline;
+                        s.due.push(Reverse((again, key)));
+                    } else if let Some(live) = s.take(key) {
                         gone.push(live);
                     }
                 }
@@ -245,7 +308,7 @@ impl Tracker {
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 let stat = if live.answered != 0 { &self.stats.expired_answered } else { &self.stats.expired_ringing };
                 stat.fetch_add(1, Ordering::Relaxed);
-                live.acct.ended(live.caller, live.started, now, None);
+                live.acct.ended(live.caller.as_ref(), live.started, now, None);
             }
         }
     }
