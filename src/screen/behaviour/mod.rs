@@ -420,7 +420,7 @@ impl AccountBehaviour {
     /// Fetch this account's state and the caller ID's at once, before the lock waits for
     /// the first.
     fn fetch(&self, caller: Option<&CallerCell>) {
-        prefetch(self);
+        self.prefetch();
         if let Some(c) = caller {
             prefetch(&**c);
         }
