@@ -61,6 +61,7 @@ fn calls() -> Vec<Call<'static>> {
             p_asserted_identity: Some("<sip:+16465550123@pbx.example;user=phone>".into()),
             identity: None,
             call_id: format!("{i}@pbx.example").into(),
+            key: None,
             asserted_account: None,
         })
         .collect()

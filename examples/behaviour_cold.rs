@@ -79,23 +79,24 @@ fn run(calls: u64, evict: &mut [u8]) -> [f64; 3] {
         let caller = 12_000_000_000 + c;
         let now = at(t);
         let t0 = Instant::now();
+        // Every message hashes its call once (the proxy: its verdict cache's key).
+        let key = b.key(call);
         let k = match step {
             Step::Invite => {
                 // As the screening does: the account's state is fetched when the account is
                 // known, the tracker's shard before the account's rules are judged.
                 acct.prefetch();
-                let key = b.key(call);
                 b.prefetch(key);
                 black_box(acct.judge(caller, callee, now));
                 black_box(b.start(acct, key, (caller, callee), now, false).ok());
                 0
             }
             Step::Answer => {
-                b.event(CallEvent::Final { call, code: 200 }, now);
+                b.event(CallEvent::Final { call: key, code: 200 }, now);
                 1
             }
             Step::Bye => {
-                b.event(CallEvent::Bye { call }, now);
+                b.event(CallEvent::Bye { call: key }, now);
                 2
             }
         };

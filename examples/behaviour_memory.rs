@@ -76,9 +76,10 @@ fn main() {
             let caller = 12_000_000_000 + i / if spread { 30 } else { 1 };
             // Spread: each caller ID calls once in each of the window's 30 steps.
             let t = if spread { (i % 30) * step_ms } else { 0 };
-            let _ = b.start(&acct, b.key(call), (caller, 13_125_550_000 + 37 * i), at(t), false);
-            b.event(CallEvent::Final { call, code: 200 }, at(t + 1));
-            b.event(CallEvent::Bye { call }, at(t + 2000));
+            let key = b.key(call);
+            let _ = b.start(&acct, key, (caller, 13_125_550_000 + 37 * i), at(t), false);
+            b.event(CallEvent::Final { call: key, code: 200 }, at(t + 1));
+            b.event(CallEvent::Bye { call: key }, at(t + 2000));
         }
         let callers = if spread { n / 30 } else { n };
         let bytes = held() - before;

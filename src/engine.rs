@@ -114,6 +114,7 @@ impl CallFacts {
             p_asserted_identity: self.p_asserted_identity.as_deref().map(as_header),
             identity: self.identity.as_deref().map(Cow::Borrowed),
             call_id: Cow::Borrowed(&self.call_id),
+            key: None,
             asserted_account: self.account.as_deref().map(Cow::Borrowed),
         }
     }

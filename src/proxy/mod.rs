@@ -16,7 +16,7 @@ mod route;
 pub use config::{Advert, ProxyConfig};
 
 use crate::config::server::{ServerMode, Transport};
-use crate::screen::behaviour::{CallEvent, CallRef};
+use crate::screen::behaviour::CallEvent;
 use crate::screen::quota::shared::Reservation;
 use crate::screen::stir::Verstat;
 use crate::screen::{Call, Decision, ExtraHeader, Lookup, Screen, Step, Verdict};
@@ -388,12 +388,12 @@ impl Ctx<'_> {
         // The end of a call record-routed here, from either side, for its duration; a BYE
         // in a dialog that proves nothing ends nothing, and is only reported.
         if msg.method() == b"BYE" && !self.redirecting() && self.screen.tracks_calls() {
-            let call_id = msg.value(Kind::CallId).unwrap_or_default();
+            let key = |caller_tag| call_key_of(&self.cfg.key, msg, caller_tag);
             let event = match side {
-                Some(Side::Caller) => Some(CallEvent::Bye { call: CallRef { call_id, caller_tag: tags.from } }),
-                Some(Side::Callee) => Some(CallEvent::Bye { call: CallRef { call_id, caller_tag: tags.to } }),
+                Some(Side::Caller) => Some(CallEvent::Bye { call: key(tags.from) }),
+                Some(Side::Callee) => Some(CallEvent::Bye { call: key(tags.to) }),
                 None if tags.to.is_empty() => None,
-                None => Some(CallEvent::UnprovenBye { call_id, tags: [tags.from, tags.to] }),
+                None => Some(CallEvent::UnprovenBye { calls: [key(tags.from), key(tags.to)] }),
             };
             if let Some(event) = event {
                 self.screen.call_event(event, now);
@@ -441,7 +441,7 @@ impl Ctx<'_> {
                     self.events.cache_hit();
                     e.verdict.clone()
                 }
-                _ => match self.screen_call(now, from, msg, ruri, account) {
+                _ => match self.screen_call(now, from, msg, (ruri, account), call) {
                     Step::Done(decision) => {
                         let v = if self.redirecting() {
                             redirect::verdict(&decision, ruri)
@@ -598,8 +598,8 @@ impl Ctx<'_> {
         now: SystemTime,
         from: Inbound,
         msg: &Message<'a>,
-        ruri: &'a [u8],
-        account: Option<&'a [u8]>,
+        (ruri, account): (&'a [u8], Option<&'a [u8]>),
+        key: u64,
     ) -> Step {
         // Borrowed from the message; only a value that is not valid UTF-8 is copied. (The
         // strict check first: it is several times faster than the lossy one on valid text.)
@@ -622,6 +622,7 @@ impl Ctx<'_> {
                 Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
             }),
             call_id: msg.value(Kind::CallId).map(text).unwrap_or_default(),
+            key: Some(key),
             asserted_account: None,
         };
         let started = self.events.stopwatch();
@@ -778,31 +779,27 @@ impl Ctx<'_> {
             Ok(_) => {}
             Err(_) => return out.push(Action::Drop(DropReason::Malformed)),
         }
-        if let StartLine::Response { code: 200..=299, .. } = msg.start {
-            self.answered(msg);
-        }
+        // A final response to an INVITE, named by its call's key. A 2xx puts the call up in the
+        // verdict cache: an INVITE that comes later under the same Call-ID and From tag with
+        // a higher CSeq and no dialog proof is a new call (screened and charged), not a
+        // retry, while a retransmission of the answered one still reuses the verdict.
         if let StartLine::Response { code: code @ 200.., .. } = msg.start
-            && self.screen.tracks_calls()
-            && invite_cseq(msg).is_some()
+            && let Some(cseq) = invite_cseq(msg)
         {
-            let call = CallRef {
-                call_id: msg.value(Kind::CallId).unwrap_or_default(),
-                caller_tag: msg.value(Kind::From).map(tag_of).unwrap_or_default(),
-            };
-            self.screen.call_event(CallEvent::Final { call, code }, now);
+            let call = call_key_of(&self.cfg.key, msg, msg.value(Kind::From).map(tag_of).unwrap_or_default());
+            let tracks = self.screen.tracks_calls();
+            if tracks {
+                self.screen.prefetch_call(call);
+            }
+            if code < 300 {
+                self.cache.answered(call, cseq);
+            }
+            if tracks {
+                self.screen.call_event(CallEvent::Final { call, code }, now);
+            }
         }
         self.events.message_out(transport, "response");
         out.push(Action::Send { transport, dest, bytes: s.apply(b), connect: false });
-    }
-
-    /// A 2xx to an INVITE: the call is up. An INVITE that comes later under the same
-    /// Call-ID and From tag with a higher CSeq and no dialog proof is a new call (screened
-    /// and charged), not a retry; a retransmission of the answered one still reuses the
-    /// verdict.
-    fn answered(&self, msg: &Message<'_>) {
-        let Some(n) = invite_cseq(msg) else { return };
-        let tags = Tags { from: msg.value(Kind::From).map(tag_of).unwrap_or_default(), to: b"", to_range: None };
-        self.cache.answered(call_key(&self.cfg.key, msg, &tags), n);
     }
 
     /// Splice the forwarded request and choose its next hop.
@@ -1006,7 +1003,12 @@ fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts, tags: &Tags<'a>) -> TxFields<
 /// The call a request belongs to: Call-ID and From tag. The retry of an INVITE after a
 /// 401/407/422/491 is the same call (a new transaction), and so is its CANCEL.
 fn call_key(key: &branch::Key, msg: &Message<'_>, tags: &Tags<'_>) -> u64 {
-    key.map_key(Purpose::Call, &[msg.value(Kind::CallId).unwrap_or_default(), tags.from])
+    call_key_of(key, msg, tags.from)
+}
+
+/// The key of the call of `msg`'s Call-ID with `caller_tag` as the caller's From tag.
+fn call_key_of(key: &branch::Key, msg: &Message<'_>, caller_tag: &[u8]) -> u64 {
+    key.map_key(Purpose::Call, &[msg.value(Kind::CallId).unwrap_or_default(), caller_tag])
 }
 
 /// Everything screening reads from an INVITE besides the call: a cached verdict is reused

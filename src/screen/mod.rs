@@ -112,6 +112,10 @@ pub struct Call<'a> {
     pub p_asserted_identity: Option<Cow<'a, str>>,
     pub identity: Option<Cow<'a, str>>,
     pub call_id: Cow<'a, str>,
+    /// The proxy's key for the call (a keyed hash of Call-ID and From tag, its verdict
+    /// cache's): call behaviour tracks the call under it, and the proxy names the call's
+    /// responses and BYE by it. None elsewhere: screening then derives one.
+    pub key: Option<u64>,
     /// The account named by an authenticated client (the HTTP decision API, an embedding
     /// program): decides alone, like the account header from a trusted source. Never set
     /// from a SIP message.
@@ -131,6 +135,7 @@ impl Call<'_> {
             p_asserted_identity: self.p_asserted_identity.map(own),
             identity: self.identity.map(own),
             call_id: own(self.call_id),
+            key: self.key,
             asserted_account: self.asserted_account.map(own),
         }
     }
@@ -357,7 +362,10 @@ pub trait Screen: Send + Sync {
         false
     }
     /// A final response or a BYE the proxy relayed, for the call behaviour figures.
-    fn call_event(&self, _event: behaviour::CallEvent<'_>, _now: SystemTime) {}
+    fn call_event(&self, _event: behaviour::CallEvent, _now: SystemTime) {}
+    /// Start fetching what a `call_event` for `call` will read, so that its cache misses
+    /// overlap with the proxy's work before the event (a hint).
+    fn prefetch_call(&self, _call: behaviour::CallKey) {}
     /// Take back the charge of a decision whose call was not forwarded after all (no route).
     /// A charge in the cluster store comes back for the shell to release there.
     fn release(&self, decision: &Decision) -> Option<Box<quota::shared::Reservation>> {

@@ -383,8 +383,10 @@ impl Screener {
             return Step::Done(tag(complained(d, mode, &p.responses, callee, &scope, listed)));
         }
         if let Some(b) = &acct.behaviour {
-            let from_tag = crate::sip::addr::tag_of(call.from.as_bytes());
-            let key = self.behaviour.key(CallRef { call_id: call.call_id.as_bytes(), caller_tag: from_tag });
+            let key = call.key.unwrap_or_else(|| {
+                let caller_tag = crate::sip::addr::tag_of(call.from.as_bytes());
+                self.behaviour.key(CallRef { call_id: call.call_id.as_bytes(), caller_tag })
+            });
             self.behaviour.prefetch(key);
             d.tracked = Some(key);
             if let Some(trip) = b.judge(pr.caller, callee, now) {
@@ -763,8 +765,12 @@ impl Screen for Screener {
         self.tracking.load(Ordering::Relaxed)
     }
 
-    fn call_event(&self, event: behaviour::CallEvent<'_>, now: SystemTime) {
+    fn call_event(&self, event: behaviour::CallEvent, now: SystemTime) {
         self.behaviour.event(event, now)
+    }
+
+    fn prefetch_call(&self, call: behaviour::CallKey) {
+        self.behaviour.prefetch(call)
     }
 
     fn local_counts(&self, now: SystemTime, take: bool) -> Vec<(Arc<str>, CountersSnapshot)> {

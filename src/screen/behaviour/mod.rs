@@ -665,23 +665,26 @@ fn ratio_trip(s: &Sums, l: &Limits, subject: Subject) -> Option<Trip> {
     None
 }
 
-/// A call the proxy relays an event of: Call-ID and the caller's From tag.
+/// A call by its Call-ID and the caller's From tag, for a caller that has no key of its own
+/// for it (the HTTP decision API, tests): `Behaviour::key` derives one.
 #[derive(Debug, Clone, Copy)]
 pub struct CallRef<'a> {
     pub call_id: &'a [u8],
     pub caller_tag: &'a [u8],
 }
 
-/// What the proxy saw of a call it relayed.
+/// What the proxy saw of a call it relayed. Each call is named by the key the proxy screened
+/// it under (`screen::Call::key`: a keyed hash of its Call-ID and the caller's From tag,
+/// the verdict cache's key), so an event costs no hash of its own.
 #[derive(Debug, Clone, Copy)]
-pub enum CallEvent<'a> {
+pub enum CallEvent {
     /// A final response (`code` >= 200) to a forwarded INVITE, its branch verified.
-    Final { call: CallRef<'a>, code: u16 },
+    Final { call: CallKey, code: u16 },
     /// A BYE that proved its dialog was record-routed here.
-    Bye { call: CallRef<'a> },
-    /// A BYE without that proof: its Call-ID and its From and To tags (either may be the
-    /// caller's).
-    UnprovenBye { call_id: &'a [u8], tags: [&'a [u8]; 2] },
+    Bye { call: CallKey },
+    /// A BYE without that proof: the keys of its Call-ID with its From tag and with its To
+    /// tag (either may be the caller's).
+    UnprovenBye { calls: [CallKey; 2] },
 }
 
 /// The behaviour engine: the live-call tracker. Account state lives with each account's
@@ -697,7 +700,7 @@ impl Behaviour {
         Behaviour { tracker: Tracker::new(max_tracked_calls) }
     }
 
-    /// The key a call is tracked by.
+    /// The key a call is tracked by when its caller has none (see `CallEvent`).
     pub fn key(&self, call: CallRef<'_>) -> CallKey {
         self.tracker.key(call)
     }
@@ -735,15 +738,13 @@ impl Behaviour {
     }
 
     /// Apply an event the proxy relayed.
-    pub fn event(&self, ev: CallEvent<'_>, now: SystemTime) {
+    pub fn event(&self, ev: CallEvent, now: SystemTime) {
         let now = millis(now);
         self.tracker.expire(now);
         match ev {
-            CallEvent::Final { call, code } => self.tracker.response(self.tracker.key(call), code, now),
-            CallEvent::Bye { call } => self.tracker.bye(self.tracker.key(call), now),
-            CallEvent::UnprovenBye { call_id, tags } => {
-                self.tracker.unproven_bye(tags.map(|caller_tag| self.tracker.key(CallRef { call_id, caller_tag })))
-            }
+            CallEvent::Final { call, code } => self.tracker.response(call, code, now),
+            CallEvent::Bye { call } => self.tracker.bye(call, now),
+            CallEvent::UnprovenBye { calls } => self.tracker.unproven_bye(calls),
         }
     }
 

@@ -35,6 +35,7 @@ fn invite(call_id: &str, from: &str, to: u64) -> Call<'static> {
         from: format!("<sip:{from}@pbx.example>;tag=ft").into(),
         to: format!("<sip:+{to}@carrier.example>").into(),
         call_id: call_id.to_string().into(),
+        key: Some(ev(call_id)),
         ..Call::default()
     }
 }
@@ -46,8 +47,10 @@ fn code(d: &Decision) -> Option<u16> {
     }
 }
 
-fn ev<'a>(call_id: &'a str) -> CallRef<'a> {
-    CallRef { call_id: call_id.as_bytes(), caller_tag: b"ft" }
+/// The key the proxy would give the call (here any stable hash of its Call-ID).
+fn ev(call_id: &str) -> CallKey {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(call_id)
 }
 
 #[test]

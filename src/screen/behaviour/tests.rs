@@ -30,12 +30,10 @@ impl Bed {
         self.b.start(&self.acct, self.key(id), (caller, callee), at(t), false)
     }
     fn final_(&self, id: &str, code: u16, t: f64) {
-        let call = CallRef { call_id: id.as_bytes(), caller_tag: b"tag" };
-        self.b.event(CallEvent::Final { call, code }, at(t));
+        self.b.event(CallEvent::Final { call: self.key(id), code }, at(t));
     }
     fn bye(&self, id: &str, t: f64) {
-        let call = CallRef { call_id: id.as_bytes(), caller_tag: b"tag" };
-        self.b.event(CallEvent::Bye { call }, at(t));
+        self.b.event(CallEvent::Bye { call: self.key(id) }, at(t));
     }
     /// A call answered at `t + 1` and hung up `secs` later.
     fn call(&self, id: &str, callee: u64, t: f64, secs: f64) {
@@ -403,7 +401,8 @@ fn a_bye_without_the_dialog_proof_ends_nothing_and_is_counted_when_it_names_a_tr
     assert_eq!(bed.start("a", 1, 0.0), Ok(true));
     bed.final_("a", 200, 1.0);
     let unproven = |id: &'static str, tags: [&'static [u8]; 2], t: f64| {
-        bed.b.event(CallEvent::UnprovenBye { call_id: id.as_bytes(), tags }, at(t));
+        let calls = tags.map(|caller_tag| bed.b.key(CallRef { call_id: id.as_bytes(), caller_tag }));
+        bed.b.event(CallEvent::UnprovenBye { calls }, at(t));
     };
     let count = || bed.b.tracker.stats.unproven_byes.load(std::sync::atomic::Ordering::Relaxed);
     // The caller's tag as the To tag (a BYE from the callee's side) is found too.

@@ -84,8 +84,9 @@ pub struct Tracker {
     shards: Box<[ShardCell]>,
     /// Each shard's earliest deadline (u64::MAX: none), read without its lock.
     next: Box<[AtomicU64]>,
-    /// Keys the calls with a per-process random key (SipHash): Call-IDs are chosen by the
-    /// sender.
+    /// Keys the calls of callers that bring no key of their own (`Behaviour::key`) with a
+    /// per-process random key (SipHash): Call-IDs are chosen by the sender. The proxy's keys
+    /// are keyed hashes too, under its secret.
     hasher: std::collections::hash_map::RandomState,
     len: AtomicUsize,
     cap: AtomicUsize,
