@@ -388,7 +388,7 @@ impl Ctx<'_> {
         // The end of a call record-routed here, from either side, for its duration; a BYE
         // in a dialog that proves nothing ends nothing, and is only reported.
         if msg.method() == b"BYE" && !self.redirecting() && self.screen.tracks_calls() {
-            let key = |caller_tag| call_key_of(&self.cfg.key, msg, caller_tag);
+            let key = |caller_tag| call_key(&self.cfg.key, msg, caller_tag);
             let event = match side {
                 Some(Side::Caller) => Some(CallEvent::Bye { call: key(tags.from) }),
                 Some(Side::Callee) => Some(CallEvent::Bye { call: key(tags.to) }),
@@ -400,7 +400,7 @@ impl Ctx<'_> {
             }
         }
         let (invite, cancel) = (msg.method() == b"INVITE", msg.method() == b"CANCEL");
-        let call = if invite || cancel { call_key(&self.cfg.key, msg, &tags) } else { 0 };
+        let call = if invite || cancel { call_key(&self.cfg.key, msg, tags.from) } else { 0 };
         let mut verdict = None;
         let mut screened = None;
         // Under overload, new calls go first: a 503 costs less than screening, and the
@@ -531,7 +531,7 @@ impl Ctx<'_> {
         match msg.method() {
             b"ACK" => out.push(Action::Drop(DropReason::AckDropped)),
             b"CANCEL" => {
-                let call = call_key(&self.cfg.key, msg, tags);
+                let call = call_key(&self.cfg.key, msg, tags.from);
                 if self.cache.cancel_pending(call) || self.cache.get(call, now).is_some() {
                     self.reply(msg, &facts.top, from, (200, "OK"), &[], out)
                 } else {
@@ -786,7 +786,7 @@ impl Ctx<'_> {
         if let StartLine::Response { code: code @ 200.., .. } = msg.start
             && let Some(cseq) = invite_cseq(msg)
         {
-            let call = call_key_of(&self.cfg.key, msg, msg.value(Kind::From).map(tag_of).unwrap_or_default());
+            let call = call_key(&self.cfg.key, msg, msg.value(Kind::From).map(tag_of).unwrap_or_default());
             let tracks = self.screen.tracks_calls();
             if tracks {
                 self.screen.prefetch_call(call);
@@ -1000,14 +1000,11 @@ fn tx_fields<'a>(msg: &Message<'a>, facts: &Facts, tags: &Tags<'a>) -> TxFields<
     }
 }
 
-/// The call a request belongs to: Call-ID and From tag. The retry of an INVITE after a
-/// 401/407/422/491 is the same call (a new transaction), and so is its CANCEL.
-fn call_key(key: &branch::Key, msg: &Message<'_>, tags: &Tags<'_>) -> u64 {
-    call_key_of(key, msg, tags.from)
-}
-
-/// The key of the call of `msg`'s Call-ID with `caller_tag` as the caller's From tag.
-fn call_key_of(key: &branch::Key, msg: &Message<'_>, caller_tag: &[u8]) -> u64 {
+/// The call a message belongs to: its Call-ID and the caller's From tag (a request's From
+/// tag; in a BYE from the callee's side, its To tag). The retry of an INVITE after a
+/// 401/407/422/491 is the same call (a new transaction), and so is its CANCEL. The verdict
+/// cache and call behaviour both know the call by this key.
+fn call_key(key: &branch::Key, msg: &Message<'_>, caller_tag: &[u8]) -> u64 {
     key.map_key(Purpose::Call, &[msg.value(Kind::CallId).unwrap_or_default(), caller_tag])
 }
 
