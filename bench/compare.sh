@@ -32,6 +32,7 @@
 # whose UAC sends ACK and BYE with the Route set it learnt, as user agents do (RFC 3261
 # §12.1). sipguard then checks each ACK's and BYE's Record-Route MAC, and with --behaviour
 # each call ends with its duration. Every system runs the same copy.
+# SIPGUARD_BIN=PATH runs that sipguard binary instead of building one (bench/pgo.sh's, say).
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.
@@ -56,7 +57,7 @@ quiet=""
 behaviour=""
 dialogs=""
 
-usage() { sed -n '4,37p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -127,7 +128,11 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 # (a) builds. The floor relay's target dir sits outside ../shared, which may be read-only.
-if has sipguard; then
+if has sipguard && [[ -n "${SIPGUARD_BIN:-}" ]]; then
+  sipguard_bin=$(cd "$(dirname "$SIPGUARD_BIN")" && pwd)/$(basename "$SIPGUARD_BIN")
+  [[ -x "$sipguard_bin" ]] || { echo "SIPGUARD_BIN=$SIPGUARD_BIN is not an executable" >&2; exit 1; }
+  echo "== sipguard: $sipguard_bin (SIPGUARD_BIN)" >&2
+elif has sipguard; then
   echo "== building sipguard (release)" >&2
   cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
   target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
@@ -309,7 +314,8 @@ done
 # (e) the table (median run by CPU per call when --runs > 1) and the ratios.
 cat >"$out/params.json" <<EOF
 {"policy": "$policy", "cluster": "$cluster", "rate": $rate, "calls": $calls, "dnc": $dnc, "runs": $runs,
- "nproc": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"}
+ "nproc": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')",
+ "sipguard_bin": "${sipguard_bin:-}"}
 EOF
 python3 - "$out" "$(IFS=,; echo "${sys_list[*]}")" "$scenarios" <<'PY'
 import glob, json, math, os, statistics, sys
