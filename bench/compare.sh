@@ -6,7 +6,7 @@
 #                         [--systems sipguard,kamailio,floor] [--scenarios pass,reject]
 #                         [--runs N] [--out DIR] [--workload DIR] [--udp-batch-wait US]
 #                         [--udp-threads N] [--cluster local|redis|local,redis]
-#                         [--wait-quiet CPUS] [--behaviour] [--dialogs]
+#                         [--wait-quiet CPUS] [--behaviour] [--dialogs] [--pgo]
 #
 # --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500);
 # --udp-threads its server.udp_threads (default: half the CPUs, at least 1);
@@ -32,7 +32,9 @@
 # whose UAC sends ACK and BYE with the Route set it learnt, as user agents do (RFC 3261
 # §12.1). sipguard then checks each ACK's and BYE's Record-Route MAC, and with --behaviour
 # each call ends with its duration. Every system runs the same copy.
-# SIPGUARD_BIN=PATH runs that sipguard binary instead of building one (bench/pgo.sh's, say).
+# --pgo: measure the profile-guided build that README.md recommends for production
+# (bench/pgo.sh: target/pgo/release/sipguard), made first unless it is newer than the sources.
+# SIPGUARD_BIN=PATH runs that sipguard binary instead of building one.
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
 # benchmark at a time. Nothing is written outside --out and a temporary directory.
@@ -56,8 +58,10 @@ cluster=local
 quiet=""
 behaviour=""
 dialogs=""
+pgo=""
+build=release
 
-usage() { sed -n '4,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -75,6 +79,7 @@ while [[ $# -gt 0 ]]; do
     --wait-quiet) quiet=$2; shift 2 ;;
     --behaviour) behaviour=1; shift ;;
     --dialogs) dialogs=1; shift ;;
+    --pgo) pgo=1; shift ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -128,10 +133,23 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 # (a) builds. The floor relay's target dir sits outside ../shared, which may be read-only.
-if has sipguard && [[ -n "${SIPGUARD_BIN:-}" ]]; then
+if has sipguard && [[ -n "$pgo" ]]; then
+  [[ -z "${SIPGUARD_BIN:-}" ]] || { echo "--pgo and SIPGUARD_BIN: give one of them" >&2; exit 2; }
+  target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  sipguard_bin=$target_dir/pgo/release/sipguard
+  newer=$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" "$ROOT/bench/pgo.sh" -newer "$sipguard_bin" -print -quit 2>/dev/null || echo missing)
+  if [[ ! -x "$sipguard_bin" || -n "$newer" ]]; then
+    echo "== building sipguard profile-guided (bench/pgo.sh)" >&2
+    "$ROOT/bench/pgo.sh" >&2
+  fi
+  echo "== sipguard: $sipguard_bin (profile-guided)" >&2
+  build=pgo
+elif has sipguard && [[ -n "${SIPGUARD_BIN:-}" ]]; then
   sipguard_bin=$(cd "$(dirname "$SIPGUARD_BIN")" && pwd)/$(basename "$SIPGUARD_BIN")
   [[ -x "$sipguard_bin" ]] || { echo "SIPGUARD_BIN=$SIPGUARD_BIN is not an executable" >&2; exit 1; }
   echo "== sipguard: $sipguard_bin (SIPGUARD_BIN)" >&2
+  build=given
 elif has sipguard; then
   echo "== building sipguard (release)" >&2
   cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
@@ -315,7 +333,7 @@ done
 cat >"$out/params.json" <<EOF
 {"policy": "$policy", "cluster": "$cluster", "rate": $rate, "calls": $calls, "dnc": $dnc, "runs": $runs,
  "nproc": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')",
- "sipguard_bin": "${sipguard_bin:-}"}
+ "sipguard_bin": "${sipguard_bin:-}", "sipguard_build": "$build"}
 EOF
 python3 - "$out" "$(IFS=,; echo "${sys_list[*]}")" "$scenarios" <<'PY'
 import glob, json, math, os, statistics, sys

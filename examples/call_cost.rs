@@ -1,7 +1,7 @@
 //! What sipguard's own code costs per call, in process (no sockets): the messages of the
 //! benchmark's calls are fed to `Proxy::handle` and only that time is counted.
 //!
-//!     cargo run --release --example call_cost -- [CALLS] [pass-through|full|full-rr|behaviour] [pass|reject] [EVICT_KB]
+//!     cargo run --release --example call_cost -- [CALLS] [pass-through|full|full-rr|behaviour] [pass|reject] [EVICT_KB [EVERY]]
 //!
 //! `full` screens with the benchmark's policy (account header, owned caller IDs, a DNC list,
 //! a quota); `reject` sends callees on the DNC list (607, then the ACK is absorbed).
@@ -12,7 +12,9 @@
 //! driver under `valgrind --tool=callgrind --toggle-collect='sipguard::proxy::Proxy::run_with'`
 //! gives instruction counts. With EVICT_KB, each message is preceded (untimed) by a read of
 //! that much other memory, as the kernel and the load generator run between a proxy's
-//! messages: the difference to a run without it is what cold caches cost per call.
+//! messages: the difference to a run without it is what cold caches cost per call. With
+//! EVERY = N, the read comes before every Nth message only, as when the proxy takes N
+//! datagrams per wake-up (`udp_batch_wait_us`).
 use sipguard::config::Config;
 use sipguard::config::server::Transport;
 use sipguard::proxy::{Action, Inbound, Proxy, ProxyConfig};
@@ -128,6 +130,8 @@ fn main() {
     let reject = args.get(3).is_some_and(|a| a == "reject");
     let evict_kb: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(0);
     let other = vec![1u64; evict_kb * 1024 / 8];
+    let evict_every: usize = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    let mut seen = 0usize;
     let dir = tempfile::tempdir().expect("a temp dir");
     std::fs::write(dir.path().join("owned.csv"), "account,number\nacct0001,+12122000001\n").expect("owned.csv");
     std::fs::write(dir.path().join("dnc.txt"), "+13125550111\n").expect("dnc.txt");
@@ -157,7 +161,10 @@ fn main() {
     let mut spent = Duration::ZERO;
     let mut handle = |p: &Proxy, from: Inbound, msg: &[u8], out: &mut Vec<Action>| {
         // One load per cache line is enough to displace the proxy's lines.
-        std::hint::black_box(other.iter().step_by(8).sum::<u64>());
+        if seen.is_multiple_of(evict_every) {
+            std::hint::black_box(other.iter().step_by(8).sum::<u64>());
+        }
+        seen += 1;
         let t = Instant::now();
         p.handle(SystemTime::now(), from, msg, out);
         spent += t.elapsed();
@@ -197,6 +204,10 @@ fn main() {
     let per_call = spent.as_nanos() as f64 / calls as f64;
     let kind = mode;
     let scenario = if reject { "reject" } else { "pass" };
-    let cold = if evict_kb > 0 { format!(", {evict_kb} KB read before each message") } else { String::new() };
+    let cold = match (evict_kb, evict_every) {
+        (0, _) => String::new(),
+        (kb, 1) => format!(", {kb} KB read before each message"),
+        (kb, n) => format!(", {kb} KB read before every {n}th message"),
+    };
     println!("{kind} {scenario}: {calls} calls, {per_call:.0} ns of Proxy::handle per call{cold}");
 }

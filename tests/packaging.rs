@@ -201,6 +201,20 @@ fn package_metadata_names_what_exists() {
     assert!(postinst.contains("/var/log/sipguard"), "{postinst}");
 }
 
+/// build-deb.sh takes `--pgo` (the profile-guided build, from bench/pgo.sh's target
+/// directory) and refuses anything else before it builds anything.
+#[test]
+fn build_deb_takes_pgo_and_refuses_other_arguments() {
+    let script = root().join("contrib/debian/build-deb.sh");
+    let out = run(Command::new("bash").arg(&script).arg("--release"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("usage:") && text(&out).contains("[--pgo]"), "{}", text(&out));
+    let body = read("contrib/debian/build-deb.sh");
+    assert!(body.contains("bench/pgo.sh") && body.contains("CARGO_TARGET_DIR=\"$target_dir/pgo\""), "{body}");
+    let pgo = read("bench/pgo.sh");
+    assert!(pgo.contains("--target-dir \"$use\"") && pgo.contains("use=$target_dir/pgo"), "{pgo}");
+}
+
 #[test]
 fn the_unit_is_hardened_and_matches_the_package() {
     let deb = deb_metadata();
