@@ -6,7 +6,7 @@
 #                         [--systems sipguard,kamailio,floor] [--scenarios pass,reject]
 #                         [--runs N] [--out DIR] [--workload DIR] [--udp-batch-wait US]
 #                         [--udp-threads N] [--cluster local|redis|local,redis]
-#                         [--wait-quiet CPUS] [--behaviour] [--dialogs] [--pgo]
+#                         [--wait-quiet CPUS] [--behaviour] [--dialogs] [--ops] [--pgo]
 #
 # --udp-batch-wait sets sipguard's server.udp_batch_wait_us (default: the built-in 500);
 # --udp-threads its server.udp_threads (default: half the CPUs, at least 1);
@@ -32,12 +32,16 @@
 # whose UAC sends ACK and BYE with the Route set it learnt, as user agents do (RFC 3261
 # §12.1). sipguard then checks each ACK's and BYE's Record-Route MAC, and with --behaviour
 # each call ends with its duration. Every system runs the same copy.
-# --pgo: measure the profile-guided build that README.md recommends for production
-# (bench/pgo.sh: target/pgo/release/sipguard), made first unless it is newer than the sources.
+# --ops: sipguard also serves its admin API (metrics recorded, on a free loopback port) and
+# writes the decision log, as a production config does.
+# --pgo: measure the profile-guided build that README.md names for production
+# (bench/pgo.sh: target/pgo/release/sipguard), made first unless it was built from this tree
+# (`bench/pgo.sh --if-stale`).
 # SIPGUARD_BIN=PATH runs that sipguard binary instead of building one.
 # Uses the shared harness in ../shared/bench (override with SHARED_BENCH=...), which binds the
 # fixed ports 5060 (UAC), 5070 (system under test) and 5080 (UAS) on 127.0.0.1: run one
-# benchmark at a time. Nothing is written outside --out and a temporary directory.
+# benchmark at a time. Nothing is written outside --out and a temporary directory (and, with
+# --pgo, bench/pgo.sh's target directories).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,9 +63,10 @@ quiet=""
 behaviour=""
 dialogs=""
 pgo=""
+ops=""
 build=release
 
-usage() { sed -n '4,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '4,44p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --policy) policy=$2; shift 2 ;;
@@ -80,6 +85,7 @@ while [[ $# -gt 0 ]]; do
     --behaviour) behaviour=1; shift ;;
     --dialogs) dialogs=1; shift ;;
     --pgo) pgo=1; shift ;;
+    --ops) ops=1; shift ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -133,16 +139,12 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 # (a) builds. The floor relay's target dir sits outside ../shared, which may be read-only.
-if has sipguard && [[ -n "$pgo" ]]; then
+if [[ -n "$pgo" ]]; then
+  has sipguard || { echo "--pgo measures sipguard: add it to --systems" >&2; exit 2; }
   [[ -z "${SIPGUARD_BIN:-}" ]] || { echo "--pgo and SIPGUARD_BIN: give one of them" >&2; exit 2; }
-  target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  sipguard_bin=$target_dir/pgo/release/sipguard
-  newer=$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" "$ROOT/bench/pgo.sh" -newer "$sipguard_bin" -print -quit 2>/dev/null || echo missing)
-  if [[ ! -x "$sipguard_bin" || -n "$newer" ]]; then
-    echo "== building sipguard profile-guided (bench/pgo.sh)" >&2
-    "$ROOT/bench/pgo.sh" >&2
-  fi
+  echo "== sipguard profile-guided (bench/pgo.sh --if-stale)" >&2
+  sipguard_bin=$("$ROOT/bench/pgo.sh" --if-stale | tail -1)
+  [[ -x "$sipguard_bin" ]] || { echo "bench/pgo.sh gave no binary" >&2; exit 1; }
   echo "== sipguard: $sipguard_bin (profile-guided)" >&2
   build=pgo
 elif has sipguard && [[ -n "${SIPGUARD_BIN:-}" ]]; then
@@ -177,6 +179,10 @@ workload=$(cd "$workload" && pwd)
 # production: Record-Route on (with its MAC) and the relay closed to loopback.
 if has sipguard; then
   conf=$tmp/sipguard.toml
+  decisions_line=""
+  if [[ -n "$ops" ]]; then
+    decisions_line="decisions = \"$tmp/decisions.log\""
+  fi
   full_server=""
   if [[ "$policy" == full ]]; then
     full_server=$'record_route = true\nrelay_to = ["127.0.0.1/32"]'
@@ -190,10 +196,14 @@ $full_server
 
 [log]
 level = "warn"
+$decisions_line
 
 [state]
 dir = "$tmp/state"
 EOF
+  if [[ -n "$ops" ]]; then
+    printf '\n[admin]\nlisten = "127.0.0.1:0"\n' >>"$conf"
+  fi
   if [[ "$policy" == full ]]; then
     sed "s|@WORKLOAD@|$workload|g" "$ROOT/bench/sipguard-full.toml.in" >>"$conf"
   fi

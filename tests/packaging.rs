@@ -201,18 +201,42 @@ fn package_metadata_names_what_exists() {
     assert!(postinst.contains("/var/log/sipguard"), "{postinst}");
 }
 
-/// build-deb.sh takes `--pgo` (the profile-guided build, from bench/pgo.sh's target
+/// build-deb.sh takes `--pgo` alone (the profile-guided build, from bench/pgo.sh's target
 /// directory) and refuses anything else before it builds anything.
 #[test]
 fn build_deb_takes_pgo_and_refuses_other_arguments() {
     let script = root().join("contrib/debian/build-deb.sh");
-    let out = run(Command::new("bash").arg(&script).arg("--release"));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("usage:") && text(&out).contains("[--pgo]"), "{}", text(&out));
+    for args in [&["--release"][..], &["--pgo", "--release"], &["", "--pgo"]] {
+        let out = run(Command::new("bash").arg(&script).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("usage:") && text(&out).contains("[--pgo]"), "{}", text(&out));
+    }
     let body = read("contrib/debian/build-deb.sh");
-    assert!(body.contains("bench/pgo.sh") && body.contains("CARGO_TARGET_DIR=\"$target_dir/pgo\""), "{body}");
+    assert!(body.contains("bench/pgo.sh --if-stale") && body.contains("CARGO_TARGET_DIR"), "{body}");
+    // The binary pgo.sh prints sits at release/sipguard under the target directory cargo deb
+    // is given.
     let pgo = read("bench/pgo.sh");
-    assert!(pgo.contains("--target-dir \"$use\"") && pgo.contains("use=$target_dir/pgo"), "{pgo}");
+    assert!(pgo.contains("--target-dir \"$use\"") && pgo.contains("bin=$use/release/sipguard"), "{pgo}");
+}
+
+/// The fingerprint `bench/pgo.sh --if-stale` compares: the same for the same tree and
+/// compiler, another for other compiler flags (a binary built with other flags is stale).
+#[test]
+fn the_production_build_fingerprint_is_stable_and_covers_the_flags() {
+    let fingerprint = |rustflags: Option<&str>| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(root().join("bench/pgo.sh")).arg("--fingerprint").env_remove("RUSTFLAGS");
+        if let Some(f) = rustflags {
+            cmd.env("RUSTFLAGS", f);
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let a = fingerprint(None);
+    assert!(a.len() == 64 && a.bytes().all(|c| c.is_ascii_hexdigit()), "{a:?}");
+    assert_eq!(fingerprint(None), a);
+    assert_ne!(fingerprint(Some("-Ctarget-cpu=native")), a);
 }
 
 #[test]

@@ -6,29 +6,33 @@
 # Usage: contrib/debian/build-deb.sh [--pgo]
 #
 # --pgo packages the profile-guided build (bench/pgo.sh: target/pgo/release/sipguard), the
-# one README.md recommends for production; it needs what bench/pgo.sh needs (sipp, python3,
+# one README.md names for production. It is built first unless it was built from this tree
+# (`bench/pgo.sh --if-stale`), which needs what bench/pgo.sh needs (sipp, python3, ss,
 # ../shared/bench, llvm-profdata).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
+usage() { echo "usage: $0 [--pgo]" >&2; exit 2; }
 pgo=""
+if [[ $# -gt 1 ]]; then usage; fi
 case "${1:-}" in
   "") ;;
   --pgo) pgo=1 ;;
-  *) echo "usage: $0 [--pgo]" >&2; exit 2 ;;
+  *) usage ;;
 esac
 
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-target_dir=${target_dir:-target}
 if [[ -n "$pgo" ]]; then
-  bench/pgo.sh >/dev/null
-  # bench/pgo.sh builds in its own target directory; cargo deb takes the binary from there.
-  export CARGO_TARGET_DIR="$target_dir/pgo"
+  bin=$(bench/pgo.sh --if-stale | tail -1)
+  # cargo deb takes target/release/sipguard from the target directory it is given:
+  # bench/pgo.sh's, where that binary sits at release/sipguard.
+  export CARGO_TARGET_DIR
+  CARGO_TARGET_DIR=$(dirname "$(dirname "$bin")")
 else
   cargo build --release --locked --bin sipguard
-  export CARGO_TARGET_DIR="$target_dir"
+  target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  bin="${target_dir:-target}/release/sipguard"
 fi
-bin="$CARGO_TARGET_DIR/release/sipguard"
+[[ -x "$bin" ]] || { echo "no binary at $bin" >&2; exit 1; }
 # Assets named in Cargo.toml's [package.metadata.deb], relative to the crate.
 rm -rf target/generated
 "$bin" generate man target/generated/man >/dev/null
