@@ -69,16 +69,16 @@ fingerprint() {
   } | sha256sum | cut -d' ' -f1
 }
 
-target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-gen=$target_dir/pgo-gen
-use=$target_dir/pgo
-bin=$use/release/sipguard
 want=$(fingerprint)
 if [[ -n "$fingerprint_only" ]]; then
   echo "$want"
   exit 0
 fi
+target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+gen=$target_dir/pgo-gen
+use=$target_dir/pgo
+bin=$use/release/sipguard
 if [[ -n "$if_stale" && -x "$bin" && "$(cat "$bin.inputs" 2>/dev/null)" == "$want" ]]; then
   echo "== $bin is built from this tree" >&2
   echo "$bin"
