@@ -80,19 +80,6 @@ fn account(sg: &Sipguard) -> Value {
     v["behaviour"].clone()
 }
 
-/// The decision log once `done` holds for it, or as it stands after a few seconds: the log
-/// is written by a thread of its own, so a line may land just after the call that made it.
-fn decisions_until(sg: &Sipguard, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + common::decisions::WAIT;
-    loop {
-        let log = sg.decisions();
-        if done(&log) || Instant::now() > deadline {
-            return log;
-        }
-        std::thread::sleep(common::POLL);
-    }
-}
-
 fn figure(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"))
 }
@@ -160,7 +147,7 @@ fn figures_and_the_call_at_which_a_low_asr_suspends_the_caller_id() {
     let s = calls(&sg, "uac_timed.xml", A, 1000, 2, 1, 0);
     assert_eq!((s.responses_with(403), s.responses_with(200)), (2, 0), "{s:#?}");
     assert_eq!(calls(&sg, "uac_timed.xml", B, 2000, 1, 1, 0).responses_with(200), 2);
-    let log = decisions_until(&sg, |log| log.iter().filter(|d| d["caller"] == A && d["rule"].is_string()).count() >= 2);
+    let log = sg.decisions_until(|log| log.iter().filter(|d| d["caller"] == A && d["rule"].is_string()).count() >= 2);
     let fired: Vec<&str> = log.iter().filter(|d| d["caller"] == A).filter_map(|d| d["rule"].as_str()).collect();
     assert_eq!(fired, ["behaviour", "suspended"], "{log:?}");
     let tripped = log.iter().find(|d| d["rule"] == "behaviour").unwrap_or_else(|| panic!());
@@ -203,7 +190,7 @@ fn figures_and_the_call_at_which_a_low_asr_suspends_the_caller_id() {
     let s = calls(&sg, "uac_timed.xml", A, 3000, 1, 1, 0);
     assert_eq!((s.responses_with(403), s.responses_with(200)), (1, 0), "{s:#?}");
     assert_eq!(
-        decisions_until(&sg, |log| log.last().is_some_and(|d| d["rule"] == "suspended"))
+        sg.decisions_until(|log| log.last().is_some_and(|d| d["rule"] == "suspended"))
             .last()
             .and_then(|d| d["rule"].as_str().map(str::to_string))
             .as_deref(),
@@ -232,7 +219,7 @@ fn max_concurrent_with_parallel_calls_and_a_missed_bye_freeing_its_slot() {
     assert_eq!((s.responses_with(200), s.responses_with(403)), (2, 2), "{s:#?}");
     let concurrent = |log: &[Value]| log.iter().filter(|d| d["rule"] == "concurrent").count();
     let refused: Vec<Value> =
-        decisions_until(&sg, |log| concurrent(log) >= 2).into_iter().filter(|d| d["rule"] == "concurrent").collect();
+        sg.decisions_until(|log| concurrent(log) >= 2).into_iter().filter(|d| d["rule"] == "concurrent").collect();
     assert_eq!(refused.len(), 2);
     let r = &refused[0]["counters"][0];
     assert_eq!((r["name"].as_str(), r["value"].as_u64(), r["limit"].as_u64()), (Some("concurrent"), Some(2), Some(2)));

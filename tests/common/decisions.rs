@@ -23,18 +23,26 @@ pub fn read(path: &Path) -> Vec<Value> {
 
 /// The log once it holds at least `n` lines; fails the test, showing the log, after [`WAIT`].
 pub fn wait(path: &Path, n: usize) -> Vec<Value> {
+    let lines = until(path, |lines| lines.len() >= n);
+    assert!(
+        lines.len() >= n,
+        "{} has {} decision lines after {WAIT:?}, expected {n}:\n{lines:#?}",
+        path.display(),
+        lines.len()
+    );
+    lines
+}
+
+/// The log once `done` holds for it, or as it stands after [`WAIT`], for the caller's own
+/// assertion to show: lines are written by a thread of their own, so one may land just after
+/// the call that made it.
+pub fn until(path: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + WAIT;
     loop {
         let lines = read(path);
-        if lines.len() >= n {
+        if done(&lines) || Instant::now() > deadline {
             return lines;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} has {} decision lines after {WAIT:?}, expected {n}:\n{lines:#?}",
-            path.display(),
-            lines.len()
-        );
         std::thread::sleep(super::POLL);
     }
 }

@@ -171,6 +171,11 @@ impl Sipguard {
         decisions::read(&self.dir().join("decisions.jsonl"))
     }
 
+    /// The decision log once `done` holds for it (polled), or as it stands after a timeout.
+    pub fn decisions_until(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        decisions::until(&self.dir().join("decisions.jsonl"), done)
+    }
+
     /// The decision log once it holds at least `n` lines (polled; fails after a timeout).
     pub fn wait_decisions(&self, n: usize) -> Vec<serde_json::Value> {
         decisions::wait(&self.dir().join("decisions.jsonl"), n)
